@@ -1,0 +1,225 @@
+/**
+ * The engine's configuration: the JSON file of PROTOCOL.md, validated at
+ * start. Unknown keys and bad values stop the engine with a message that
+ * names the key (e.g. `limits.batchItemsMax`). Defaults come from
+ * defaults.ts; the result is a frozen, fully-resolved `EngineConfig`.
+ */
+
+import { readFileSync } from 'node:fs';
+import { isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
+import { AMOUNT_CENTS_LIMIT } from '../core/money.js';
+import { DEFAULTS, SHARDS_MAX, SNAPSHOT_INTERVAL_MS_MIN, TOKEN_LENGTH_MIN } from './defaults.js';
+
+export type Role = 'institution' | 'bank' | 'operator';
+export const ROLES: readonly Role[] = ['institution', 'bank', 'operator'];
+
+export interface BankConfig {
+  code: string;
+  name: string;
+  /** Cap on paid − received + pending debit, in cents; absent means no cap. */
+  debitCapCents?: number;
+}
+
+export interface PrincipalConfig {
+  token: string;
+  role: Role;
+  id: string;
+}
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export interface Limits {
+  bodyBytesMax: number;
+  frameBytesMax: number;
+  batchItemsMax: number;
+  connectionInflightMax: number;
+  shardQueueMax: number;
+  shardTaskItemsMax: number;
+  shardTasksInflightMax: number;
+  wsBackpressureBytesMax: number;
+  wsIdleTimeoutS: number;
+  shardMapBytes: number;
+}
+
+export interface EngineConfig {
+  listen: { host: string; port: number };
+  dataDir: string;
+  banks: BankConfig[];
+  principals: PrincipalConfig[];
+  snapshotIntervalMs: number;
+  shards: number;
+  workers: number;
+  maxAmountCents: number;
+  verifyOnStart: boolean;
+  logLevel: LogLevel;
+  limits: Limits;
+}
+
+/** The file as written: anything, until validated. */
+export type RawConfig = Record<string, unknown>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  constructor(
+    readonly key: string,
+    problem: string,
+  ) {
+    super(`config key '${key}': ${problem}`);
+  }
+}
+
+const OPERATOR_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+
+function checkKeys(obj: Record<string, unknown>, allowed: readonly string[], at: string): void {
+  for (const key of Object.keys(obj)) {
+    if (!allowed.includes(key)) throw new ConfigError(at ? `${at}.${key}` : key, 'unknown key');
+  }
+}
+
+function int(value: unknown, key: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value)) throw new ConfigError(key, 'must be an integer');
+  if (value < min || value > max) throw new ConfigError(key, `must be from ${min} to ${max}`);
+  return value;
+}
+
+function str(value: unknown, key: string): string {
+  if (typeof value !== 'string' || value.length === 0) throw new ConfigError(key, 'must be a non-empty string');
+  return value;
+}
+
+function object(value: unknown, key: string): Record<string, unknown> {
+  if (!isPlainObject(value)) throw new ConfigError(key, 'must be an object');
+  return value;
+}
+
+function opt<T>(obj: Record<string, unknown>, key: string, fallback: T, parse: (v: unknown) => T): T {
+  return Object.hasOwn(obj, key) ? parse(obj[key]) : fallback;
+}
+
+export function parseConfig(raw: unknown): EngineConfig {
+  const root = object(raw, '(root)');
+  checkKeys(
+    root,
+    ['listen', 'dataDir', 'banks', 'principals', 'snapshotIntervalMs', 'shards', 'workers', 'maxAmountCents', 'verifyOnStart', 'logLevel', 'limits'],
+    '',
+  );
+
+  const listen = opt(root, 'listen', { ...DEFAULTS.listen }, (v) => {
+    const l = object(v, 'listen');
+    checkKeys(l, ['host', 'port'], 'listen');
+    return {
+      host: opt(l, 'host', DEFAULTS.listen.host, (h) => str(h, 'listen.host')),
+      port: opt(l, 'port', DEFAULTS.listen.port as number, (p) => int(p, 'listen.port', 0, 65535)),
+    };
+  });
+
+  const dataDir = opt(root, 'dataDir', DEFAULTS.dataDir as string, (v) => str(v, 'dataDir'));
+
+  if (!Object.hasOwn(root, 'banks')) throw new ConfigError('banks', 'is required');
+  const banksRaw = root['banks'];
+  if (!Array.isArray(banksRaw) || banksRaw.length < 2) throw new ConfigError('banks', 'must be an array of at least two banks');
+  const codes = new Set<string>();
+  const banks = banksRaw.map((b, i): BankConfig => {
+    const at = `banks[${i}]`;
+    const o = object(b, at);
+    checkKeys(o, ['code', 'name', 'debitCapCents'], at);
+    const code = str(o['code'], `${at}.code`);
+    if (!PARTY_CODE_PATTERN.test(code)) throw new ConfigError(`${at}.code`, 'must match ^[A-Z0-9]{2,16}$');
+    if (codes.has(code)) throw new ConfigError(`${at}.code`, `duplicate bank code '${code}'`);
+    codes.add(code);
+    const bank: BankConfig = { code, name: str(o['name'], `${at}.name`) };
+    if (Object.hasOwn(o, 'debitCapCents')) bank.debitCapCents = int(o['debitCapCents'], `${at}.debitCapCents`, 0, AMOUNT_CENTS_LIMIT);
+    return bank;
+  });
+
+  if (!Object.hasOwn(root, 'principals')) throw new ConfigError('principals', 'is required');
+  const principalsRaw = root['principals'];
+  if (!Array.isArray(principalsRaw) || principalsRaw.length === 0) throw new ConfigError('principals', 'must be a non-empty array');
+  const tokens = new Set<string>();
+  const principals = principalsRaw.map((p, i): PrincipalConfig => {
+    const at = `principals[${i}]`;
+    const o = object(p, at);
+    checkKeys(o, ['token', 'role', 'id'], at);
+    const token = str(o['token'], `${at}.token`);
+    if (token.length < TOKEN_LENGTH_MIN) throw new ConfigError(`${at}.token`, `must be at least ${TOKEN_LENGTH_MIN} characters`);
+    if (!/^[\x21-\x7e]+$/.test(token)) throw new ConfigError(`${at}.token`, 'must be printable ASCII without spaces');
+    if (tokens.has(token)) throw new ConfigError(`${at}.token`, 'duplicate token');
+    tokens.add(token);
+    const role = o['role'];
+    if (typeof role !== 'string' || !(ROLES as readonly string[]).includes(role)) {
+      throw new ConfigError(`${at}.role`, `must be one of ${ROLES.join(', ')}`);
+    }
+    const id = str(o['id'], `${at}.id`);
+    if (role === 'institution' && !PARTY_CODE_PATTERN.test(id)) throw new ConfigError(`${at}.id`, 'must match ^[A-Z0-9]{2,16}$');
+    if (role === 'bank' && !codes.has(id)) throw new ConfigError(`${at}.id`, `bank '${id}' is not among the configured banks`);
+    if (role === 'operator' && !OPERATOR_ID_PATTERN.test(id)) throw new ConfigError(`${at}.id`, 'must match ^[A-Za-z0-9._-]{1,64}$');
+    return { token, role: role as Role, id };
+  });
+
+  const snapshotIntervalMs = opt(root, 'snapshotIntervalMs', DEFAULTS.snapshotIntervalMs as number, (v) =>
+    int(v, 'snapshotIntervalMs', SNAPSHOT_INTERVAL_MS_MIN, 86_400_000),
+  );
+  const shards = opt(root, 'shards', DEFAULTS.shards as number, (v) => int(v, 'shards', 1, SHARDS_MAX));
+  const workers = opt(root, 'workers', Math.min(shards, DEFAULTS.workers), (v) => int(v, 'workers', 1, shards));
+  const maxAmountCents = opt(root, 'maxAmountCents', DEFAULTS.maxAmountCents as number, (v) =>
+    int(v, 'maxAmountCents', 1, AMOUNT_CENTS_LIMIT),
+  );
+  const verifyOnStart = opt(root, 'verifyOnStart', DEFAULTS.verifyOnStart as boolean, (v) => {
+    if (typeof v !== 'boolean') throw new ConfigError('verifyOnStart', 'must be a boolean');
+    return v;
+  });
+  const logLevel = opt(root, 'logLevel', DEFAULTS.logLevel as LogLevel, (v) => {
+    if (typeof v !== 'string' || !(LOG_LEVELS as readonly string[]).includes(v)) {
+      throw new ConfigError('logLevel', `must be one of ${LOG_LEVELS.join(', ')}`);
+    }
+    return v as LogLevel;
+  });
+
+  const limitsRaw = opt(root, 'limits', {} as Record<string, unknown>, (v) => object(v, 'limits'));
+  const limitKeys = Object.keys(DEFAULTS.limits) as (keyof Limits)[];
+  checkKeys(limitsRaw, limitKeys, 'limits');
+  const limitBounds: Record<keyof Limits, [number, number]> = {
+    bodyBytesMax: [1024, 64 * 1024 * 1024],
+    frameBytesMax: [1024, 64 * 1024 * 1024],
+    batchItemsMax: [1, 100_000],
+    connectionInflightMax: [1, 10_000_000],
+    shardQueueMax: [1, 10_000_000],
+    shardTaskItemsMax: [1, 100_000],
+    shardTasksInflightMax: [1, 64],
+    wsBackpressureBytesMax: [1024, 1024 * 1024 * 1024],
+    wsIdleTimeoutS: [0, 3600],
+    shardMapBytes: [1024 * 1024, 2 ** 40],
+  };
+  const limits = {} as Limits;
+  for (const key of limitKeys) {
+    const [min, max] = limitBounds[key];
+    limits[key] = opt(limitsRaw, key, DEFAULTS.limits[key] as number, (v) => int(v, `limits.${key}`, min, max));
+  }
+
+  return deepFreeze({ listen, dataDir, banks, principals, snapshotIntervalMs, shards, workers, maxAmountCents, verifyOnStart, logLevel, limits });
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+export function loadConfigFile(path: string): EngineConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError('--config', `cannot read ${path}: ${(err as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError('--config', `${path} is not valid JSON: ${(err as Error).message}`);
+  }
+  return parseConfig(raw);
+}

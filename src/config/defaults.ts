@@ -1,0 +1,45 @@
+/**
+ * Every default and bound of the engine, in one place, with units in the
+ * names. A configuration file overrides any of them (see config.ts).
+ */
+
+export const DEFAULTS = {
+  listen: { host: '127.0.0.1', port: 8080 },
+  dataDir: './data',
+  snapshotIntervalMs: 1000,
+  shards: 2,
+  /** Worker threads; each owns shards s where s % workers === its index. */
+  workers: 2,
+  maxAmountCents: 1_000_000_000_000,
+  /** Rebuild positions from the stored instructions at start and compare (law 6). */
+  verifyOnStart: false,
+  logLevel: 'info' as const,
+  limits: {
+    /** Largest HTTP request body. */
+    bodyBytesMax: 1_048_576,
+    /** Largest WebSocket frame the engine answers; larger ones get PAYLOAD_TOO_LARGE. */
+    frameBytesMax: 1_048_576,
+    /** Instructions in one POST or one `submit` frame. */
+    batchItemsMax: 10_000,
+    /** Instructions submitted on one connection and not yet answered. */
+    connectionInflightMax: 50_000,
+    /** Instructions queued for one shard and not yet handed to its worker. */
+    shardQueueMax: 200_000,
+    /** Instructions in one task handed to a shard worker (one LMDB transaction). */
+    shardTaskItemsMax: 4_096,
+    /** Tasks a shard may have at its worker at once; more queue in the router. */
+    shardTasksInflightMax: 4,
+    /** Send buffer of a WebSocket connection past which it is closed. */
+    wsBackpressureBytesMax: 16_777_216,
+    /** Seconds without traffic before a WebSocket is closed (uWS rounds to 4 s). */
+    wsIdleTimeoutS: 120,
+    /** LMDB map size per shard environment. */
+    shardMapBytes: 8 * 1024 * 1024 * 1024,
+  },
+} as const;
+
+/** The smallest snapshot interval the engine accepts. */
+export const SNAPSHOT_INTERVAL_MS_MIN = 100;
+/** Shards are fixed for a data folder; this bound keeps per-shard overhead sane. */
+export const SHARDS_MAX = 64;
+export const TOKEN_LENGTH_MIN = 16;

@@ -1,0 +1,171 @@
+/**
+ * Payment instructions: their shape, their validation, and what makes two
+ * submissions "the same content" for the duplicate rules (受理重复).
+ *
+ * Pure domain code: no transport, no storage. Validation returns a value
+ * (an instruction or a failure), never throws for client mistakes.
+ */
+
+import { failure, type Failure } from '../protocol/errors.js';
+
+export const INSTRUCTION_TYPES = ['agreement', 'entrusted', 'gateway', 'authenticated', 'payout'] as const;
+export type InstructionType = (typeof INSTRUCTION_TYPES)[number];
+
+export const INSTRUCTION_STATUSES = ['cleared', 'pending', 'declined', 'expired', 'reversed', 'rejected'] as const;
+export type InstructionStatus = (typeof INSTRUCTION_STATUSES)[number];
+
+export const ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
+export const PARTY_CODE_PATTERN = /^[A-Z0-9]{2,16}$/;
+export const REFERENCE_LENGTH_MAX = 140;
+export const TIMEOUT_MS_MIN = 100;
+export const TIMEOUT_MS_MAX = 86_400_000;
+export const TIMEOUT_MS_DEFAULT = 30_000;
+
+/** A validated instruction, in the name of the institution that submitted it. */
+export interface Instruction {
+  institution: string;
+  id: string;
+  type: InstructionType;
+  payer: string;
+  payee: string;
+  amount: number;
+  twoPhase: boolean;
+  /** Only for two-phase instructions; the default is applied at validation. */
+  timeoutMs?: number;
+  /** Absent when not given or empty. */
+  reference?: string;
+}
+
+export interface ValidationRules {
+  isBank(code: string): boolean;
+  amountCentsMax: number;
+  /** Two-phase instructions need the receipt lifecycle; until it is enabled they are refused. */
+  twoPhaseEnabled: boolean;
+}
+
+const ALLOWED_KEYS = new Set(['id', 'type', 'payer', 'payee', 'amount', 'twoPhase', 'timeoutMs', 'reference']);
+const TYPE_SET: ReadonlySet<string> = new Set(INSTRUCTION_TYPES);
+// Control characters, and lone surrogates (which cannot be written as UTF-8).
+const BAD_TEXT = /[\u0000-\u001f\u007f]|\p{Cs}/u;
+
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  if (ArrayBuffer.isView(value)) return false;
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+function codePointLength(text: string): number {
+  let n = 0;
+  for (const _ of text) n++;
+  return n;
+}
+
+/** The id of a raw item if it has a usable one, so a rejection can echo it. */
+export function rawId(raw: unknown): string | undefined {
+  if (!isPlainObject(raw)) return undefined;
+  const id = Object.hasOwn(raw, 'id') ? raw['id'] : undefined;
+  return typeof id === 'string' && ID_PATTERN.test(id) ? id : undefined;
+}
+
+/**
+ * Validate one submitted item. Checks run in a fixed order so that the same
+ * bad input always gets the same code: shape, unknown keys, id, type, banks,
+ * amount, two-phase fields, reference.
+ */
+export function validateInstruction(raw: unknown, institution: string, rules: ValidationRules): Instruction | Failure {
+  if (!isPlainObject(raw)) return failure('INVALID_MESSAGE', 'an instruction must be a JSON/msgpack object');
+  for (const key of Object.keys(raw)) {
+    if (!ALLOWED_KEYS.has(key)) return failure('INVALID_FIELD', `unknown field '${printable(key)}'`, printable(key));
+  }
+  const get = (key: string): unknown => (Object.hasOwn(raw, key) ? raw[key] : undefined);
+
+  const id = get('id');
+  if (typeof id !== 'string') return failure('INVALID_FIELD', 'id must be a string', 'id');
+  if (!ID_PATTERN.test(id)) return failure('INVALID_FIELD', 'id must match ^[A-Za-z0-9._:-]{1,64}$', 'id');
+
+  const type = get('type');
+  if (typeof type !== 'string' || !TYPE_SET.has(type)) {
+    return failure('INVALID_FIELD', `type must be one of ${INSTRUCTION_TYPES.join(', ')}`, 'type');
+  }
+
+  const payer = get('payer');
+  if (typeof payer !== 'string') return failure('INVALID_FIELD', 'payer must be a string', 'payer');
+  const payee = get('payee');
+  if (typeof payee !== 'string') return failure('INVALID_FIELD', 'payee must be a string', 'payee');
+  if (!rules.isBank(payer)) return failure('UNKNOWN_BANK', `payer '${printable(payer)}' is not a participant`, 'payer');
+  if (!rules.isBank(payee)) return failure('UNKNOWN_BANK', `payee '${printable(payee)}' is not a participant`, 'payee');
+  if (payer === payee) return failure('SAME_BANK', 'payer and payee must be different banks', 'payee');
+
+  const amount = get('amount');
+  if (typeof amount !== 'number' || !Number.isInteger(amount)) {
+    return failure('INVALID_FIELD', 'amount must be an integer number of cents', 'amount');
+  }
+  if (amount < 1 || amount > rules.amountCentsMax) {
+    return failure('AMOUNT_OUT_OF_RANGE', `amount must be between 1 and ${rules.amountCentsMax} cents`, 'amount');
+  }
+
+  const twoPhaseRaw = get('twoPhase');
+  if (twoPhaseRaw !== undefined && typeof twoPhaseRaw !== 'boolean') {
+    return failure('INVALID_FIELD', 'twoPhase must be a boolean', 'twoPhase');
+  }
+  const twoPhase = twoPhaseRaw === true;
+  const timeoutRaw = get('timeoutMs');
+  let timeoutMs: number | undefined;
+  if (timeoutRaw !== undefined) {
+    if (!twoPhase) return failure('INVALID_FIELD', 'timeoutMs applies to two-phase instructions only', 'timeoutMs');
+    if (typeof timeoutRaw !== 'number' || !Number.isInteger(timeoutRaw) || timeoutRaw < TIMEOUT_MS_MIN || timeoutRaw > TIMEOUT_MS_MAX) {
+      return failure('INVALID_FIELD', `timeoutMs must be an integer from ${TIMEOUT_MS_MIN} to ${TIMEOUT_MS_MAX}`, 'timeoutMs');
+    }
+    timeoutMs = timeoutRaw;
+  } else if (twoPhase) {
+    timeoutMs = TIMEOUT_MS_DEFAULT;
+  }
+  if (twoPhase && !rules.twoPhaseEnabled) {
+    return failure('INVALID_FIELD', 'two-phase instructions are not enabled on this engine', 'twoPhase');
+  }
+
+  const referenceRaw = get('reference');
+  let reference: string | undefined;
+  if (referenceRaw !== undefined) {
+    if (typeof referenceRaw !== 'string') return failure('INVALID_FIELD', 'reference must be a string', 'reference');
+    if (referenceRaw.length > REFERENCE_LENGTH_MAX * 2 || codePointLength(referenceRaw) > REFERENCE_LENGTH_MAX) {
+      return failure('INVALID_FIELD', `reference must be at most ${REFERENCE_LENGTH_MAX} characters`, 'reference');
+    }
+    if (BAD_TEXT.test(referenceRaw)) {
+      return failure('INVALID_FIELD', 'reference must not contain control characters or lone surrogates', 'reference');
+    }
+    if (referenceRaw.length > 0) reference = referenceRaw;
+  }
+
+  const instruction: Instruction = { institution, id, type: type as InstructionType, payer, payee, amount, twoPhase };
+  if (timeoutMs !== undefined) instruction.timeoutMs = timeoutMs;
+  if (reference !== undefined) instruction.reference = reference;
+  return instruction;
+}
+
+export function isFailure(value: Instruction | Failure): value is Failure {
+  return (value as Failure).code !== undefined;
+}
+
+/**
+ * The content that decides "identical" versus "conflicting" for a
+ * resubmission: every submitted field, with defaults applied.
+ */
+export function contentKey(i: {
+  type: string;
+  payer: string;
+  payee: string;
+  amount: number;
+  twoPhase: boolean;
+  timeoutMs?: number | undefined;
+  reference?: string | undefined;
+}): string {
+  return `${i.type}\u0001${i.payer}\u0001${i.payee}\u0001${i.amount}\u0001${i.twoPhase ? 1 : 0}\u0001${i.timeoutMs ?? ''}\u0001${i.reference ?? ''}`;
+}
+
+/** Keys and codes are echoed in messages; keep those messages short and printable. */
+function printable(text: string): string {
+  const cut = text.length > 40 ? `${text.slice(0, 40)}…` : text;
+  return cut.replace(/[^\x20-\x7e]/g, '?');
+}

@@ -1,0 +1,85 @@
+/**
+ * HTTP plumbing for uWebSockets.js: reading a bounded body, choosing the
+ * reply encoding, and writing replies the way uWS requires (corked, never
+ * after an abort).
+ */
+
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import { Codec, type Encoding } from '../protocol/codec.js';
+import { failure, httpStatusOf, statusLine, type ErrorCode, type Failure } from '../protocol/errors.js';
+
+/** Per-request state kept on the side, since `res` is only valid until answered or aborted. */
+export interface Exchange {
+  res: HttpResponse;
+  aborted: boolean;
+  answered: boolean;
+  encoding: Encoding;
+}
+
+const CONTENT_TYPE: Record<Encoding, string> = { json: 'application/json', msgpack: 'application/msgpack' };
+
+/** Must be called in the synchronous part of the handler, before any await. */
+export function beginExchange(res: HttpResponse, encoding: Encoding): Exchange {
+  const ex: Exchange = { res, aborted: false, answered: false, encoding };
+  res.onAborted(() => {
+    ex.aborted = true;
+  });
+  return ex;
+}
+
+export function acceptEncoding(req: HttpRequest): Encoding {
+  return req.getHeader('accept').includes('application/msgpack') ? 'msgpack' : 'json';
+}
+
+/** The body's encoding, or undefined for a media type the engine does not speak. */
+export function bodyEncoding(req: HttpRequest): Encoding | undefined {
+  const type = req.getHeader('content-type').split(';')[0]!.trim().toLowerCase();
+  if (type === '' || type === 'application/json') return 'json';
+  if (type === 'application/msgpack' || type === 'application/x-msgpack') return 'msgpack';
+  return undefined;
+}
+
+export function reply(ex: Exchange, codec: Codec, status: number, body: unknown, closeConnection = false): void {
+  if (ex.aborted || ex.answered) return;
+  ex.answered = true;
+  const payload = codec.encode(body, ex.encoding);
+  ex.res.cork(() => {
+    ex.res.writeStatus(statusLine(status)).writeHeader('content-type', CONTENT_TYPE[ex.encoding]).end(payload, closeConnection);
+  });
+}
+
+export function replyFailure(ex: Exchange, codec: Codec, f: Failure, closeConnection = false): void {
+  reply(ex, codec, httpStatusOf(f.code), f, closeConnection);
+}
+
+export function replyCode(ex: Exchange, codec: Codec, code: ErrorCode, message?: string, field?: string): void {
+  replyFailure(ex, codec, failure(code, message, field));
+}
+
+/**
+ * Collect the request body up to `limitBytes`. uWS hands chunks that are
+ * only valid during the callback, so each is copied. Past the limit the
+ * request is answered PAYLOAD_TOO_LARGE and the connection closed, since
+ * the rest of the body is not going to be read.
+ */
+export function readBody(ex: Exchange, codec: Codec, req: HttpRequest, limitBytes: number, onBody: (body: Uint8Array) => void): void {
+  const declared = Number(req.getHeader('content-length') || '0');
+  if (Number.isFinite(declared) && declared > limitBytes) {
+    replyFailure(ex, codec, failure('PAYLOAD_TOO_LARGE', `body over ${limitBytes} bytes`), true);
+    return;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let over = false;
+  ex.res.onData((chunk, isLast) => {
+    if (over || ex.aborted) return;
+    size += chunk.byteLength;
+    if (size > limitBytes) {
+      over = true;
+      replyFailure(ex, codec, failure('PAYLOAD_TOO_LARGE', `body over ${limitBytes} bytes`), true);
+      return;
+    }
+    chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
+    if (isLast) onBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+  });
+}

@@ -1,0 +1,62 @@
+/**
+ * The gateway: one uWebSockets.js app on one port for HTTP and WebSocket,
+ * on the main thread (a uWS socket owned by a worker thread takes the whole
+ * process down when that thread ends).
+ */
+
+import { App, us_listen_socket_close, us_socket_local_port, type TemplatedApp, type us_listen_socket, type us_socket, type WebSocket } from 'uWebSockets.js';
+import type { Engine } from '../engine/engine.js';
+import { Codec } from '../protocol/codec.js';
+import { Authenticator } from './auth.js';
+import { registerHttpRoutes } from './http-routes.js';
+import { registerStream, type Connection } from './ws-stream.js';
+
+export class Gateway {
+  private constructor(
+    private readonly app: TemplatedApp,
+    private listenSocket: us_listen_socket | undefined,
+    private readonly connections: Set<WebSocket<Connection>>,
+    readonly port: number,
+  ) {}
+
+  static listen(engine: Engine): Promise<Gateway> {
+    const app = App();
+    const codec = new Codec({ batchItemsMax: engine.config.limits.batchItemsMax });
+    const auth = new Authenticator(engine.config.principals);
+    const connections = new Set<WebSocket<Connection>>();
+    registerStream(app, { engine, codec, auth, connections });
+    registerHttpRoutes(app, { engine, codec, auth });
+    const { host, port } = engine.config.listen;
+    return new Promise((resolve, reject) => {
+      app.listen(host, port, (socket: us_listen_socket | false) => {
+        if (socket === false) {
+          reject(new Error(`cannot listen on ${host}:${port}`));
+          return;
+        }
+        resolve(new Gateway(app, socket, connections, us_socket_local_port(socket as unknown as us_socket)));
+      });
+    });
+  }
+
+  /** Stop accepting connections; open ones stay until `close`. */
+  stopListening(): void {
+    if (this.listenSocket !== undefined) {
+      us_listen_socket_close(this.listenSocket);
+      this.listenSocket = undefined;
+    }
+  }
+
+  /** Close every WebSocket (1001, going away) and the app. */
+  close(): void {
+    this.stopListening();
+    for (const ws of [...this.connections]) {
+      const conn = ws.getUserData();
+      if (!conn.closed) {
+        conn.closed = true;
+        ws.end(1001, 'engine shutting down');
+      }
+    }
+    this.connections.clear();
+    this.app.close();
+  }
+}

@@ -1,0 +1,209 @@
+/**
+ * WebSocket `/v1/stream`: `submit`/`ack`, `subscribe`, `ping`/`pong`.
+ *
+ * Binary frames are msgpack and text frames JSON; a reply uses the
+ * encoding of the frame it answers. Frames past `frameBytesMax` are
+ * answered PAYLOAD_TOO_LARGE; uWS itself closes the connection at twice
+ * that. A connection that does not read its replies is closed once its send
+ * buffer passes `wsBackpressureBytesMax` (closeOnBackpressureLimit).
+ */
+
+import type { HttpRequest, HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 'uWebSockets.js';
+import { isPlainObject } from '../core/instruction.js';
+import type { Engine } from '../engine/engine.js';
+import { DecodeFailure, type Codec, type Encoding } from '../protocol/codec.js';
+import { failure, statusLine, type ErrorCode, type Failure } from '../protocol/errors.js';
+import { rejectedResult, type InstructionResult } from '../protocol/messages.js';
+import type { Authenticator, Principal } from './auth.js';
+import { itemsFromList } from './intake.js';
+
+export const TOPICS = ['notifications', 'snapshots', 'forwards'] as const;
+export type Topic = (typeof TOPICS)[number];
+
+export interface Connection {
+  principal: Principal;
+  closed: boolean;
+  /** Instructions submitted on this connection and not yet acknowledged. */
+  inflight: number;
+  /** Encoding of the last frame received; pushes use it. */
+  encoding: Encoding;
+  topics: Set<Topic>;
+}
+
+export interface WsContext {
+  engine: Engine;
+  codec: Codec;
+  auth: Authenticator;
+  connections: Set<WebSocket<Connection>>;
+}
+
+/** `conn` is the connection's user data, read before any await: `ws` itself may not be touched once closed. */
+function send(ctx: WsContext, ws: WebSocket<Connection>, message: unknown, encoding: Encoding, conn: Connection = ws.getUserData()): void {
+  if (conn.closed) return;
+  const payload = ctx.codec.encode(message, encoding);
+  ws.cork(() => {
+    ws.send(payload, encoding === 'msgpack');
+  });
+}
+
+function sendError(ctx: WsContext, ws: WebSocket<Connection>, encoding: Encoding, seq: number | undefined, f: Failure): void {
+  const msg: Record<string, unknown> = { op: 'error' };
+  if (seq !== undefined) msg['seq'] = seq;
+  msg['code'] = f.code;
+  msg['message'] = f.message;
+  if (f.field !== undefined) msg['field'] = f.field;
+  send(ctx, ws, msg, encoding);
+}
+
+function upgrade(ctx: WsContext, res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void {
+  const header = req.getHeader('authorization');
+  const principal = header !== '' ? ctx.auth.fromAuthorization(header) : ctx.auth.fromToken(req.getQuery('token'));
+  if (principal === undefined) {
+    res.writeStatus(statusLine(401)).writeHeader('content-type', 'application/json').end(JSON.stringify(failure('UNAUTHORIZED', 'a valid bearer token is required')), true);
+    return;
+  }
+  if (!ctx.engine.ready) {
+    res.writeStatus(statusLine(503)).writeHeader('content-type', 'application/json').end(JSON.stringify(failure('NOT_READY')), true);
+    return;
+  }
+  const conn: Connection = { principal, closed: false, inflight: 0, encoding: 'json', topics: new Set() };
+  res.upgrade(conn, req.getHeader('sec-websocket-key'), req.getHeader('sec-websocket-protocol'), req.getHeader('sec-websocket-extensions'), context);
+}
+
+function seqOf(msg: Record<string, unknown>): number | undefined | Failure {
+  if (!Object.hasOwn(msg, 'seq')) return undefined;
+  const seq = msg['seq'];
+  if (typeof seq !== 'number' || !Number.isSafeInteger(seq)) return failure('INVALID_FIELD', 'seq must be an integer', 'seq');
+  return seq;
+}
+
+function onSubmit(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string, unknown>, seq: number, encoding: Encoding): void {
+  const conn = ws.getUserData();
+  const { engine } = ctx;
+  if (conn.principal.role !== 'institution') {
+    sendError(ctx, ws, encoding, seq, failure('FORBIDDEN', 'only institutions submit instructions'));
+    return;
+  }
+  if (!engine.ready) {
+    sendError(ctx, ws, encoding, seq, failure('NOT_READY'));
+    return;
+  }
+  const items = itemsFromList(msg['instructions'], 'instructions', engine.config.limits.batchItemsMax);
+  if (!Array.isArray(items)) {
+    sendError(ctx, ws, encoding, seq, items);
+    return;
+  }
+  if (conn.inflight + items.length > engine.config.limits.connectionInflightMax) {
+    // Answer item by item, so the client can retry exactly these ids.
+    const f = failure('OVERLOADED', `more than ${engine.config.limits.connectionInflightMax} instructions in flight on this connection`);
+    const results: InstructionResult[] = items.map((raw) => {
+      const id = isPlainObject(raw) && typeof raw['id'] === 'string' ? raw['id'] : undefined;
+      return rejectedResult(id, f);
+    });
+    send(ctx, ws, { op: 'ack', seq, results }, encoding);
+    return;
+  }
+  conn.inflight += items.length;
+  engine.router.submit(conn.principal.id, items, (results) => {
+    conn.inflight -= items.length;
+    send(ctx, ws, { op: 'ack', seq, results }, encoding, conn);
+  });
+}
+
+function onSubscribe(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string, unknown>, seq: number | undefined, encoding: Encoding): void {
+  const conn = ws.getUserData();
+  const topics = msg['topics'];
+  if (!Array.isArray(topics) || topics.length === 0 || topics.length > TOPICS.length) {
+    sendError(ctx, ws, encoding, seq, failure('INVALID_FIELD', `topics must list some of ${TOPICS.join(', ')}`, 'topics'));
+    return;
+  }
+  for (const t of topics) {
+    if (typeof t !== 'string' || !(TOPICS as readonly string[]).includes(t)) {
+      sendError(ctx, ws, encoding, seq, failure('INVALID_FIELD', `unknown topic; topics are ${TOPICS.join(', ')}`, 'topics'));
+      return;
+    }
+    if (t === 'forwards' && conn.principal.role !== 'bank') {
+      sendError(ctx, ws, encoding, seq, failure('FORBIDDEN', 'only banks receive forwards'));
+      return;
+    }
+  }
+  for (const t of topics as Topic[]) conn.topics.add(t);
+  const reply: Record<string, unknown> = { op: 'subscribed', topics: [...conn.topics] };
+  if (seq !== undefined) reply['seq'] = seq;
+  send(ctx, ws, reply, encoding);
+}
+
+function onMessage(ctx: WsContext, ws: WebSocket<Connection>, data: ArrayBuffer, isBinary: boolean): void {
+  const conn = ws.getUserData();
+  const encoding: Encoding = isBinary ? 'msgpack' : 'json';
+  conn.encoding = encoding;
+  if (data.byteLength > ctx.engine.config.limits.frameBytesMax) {
+    sendError(ctx, ws, encoding, undefined, failure('PAYLOAD_TOO_LARGE', `frame over ${ctx.engine.config.limits.frameBytesMax} bytes`));
+    return;
+  }
+  let msg: unknown;
+  try {
+    // Decoding copies what it keeps, so nothing refers to uWS's buffer after this handler returns.
+    msg = ctx.codec.decode(new Uint8Array(data), encoding);
+  } catch (err) {
+    sendError(ctx, ws, encoding, undefined, failure('INVALID_MESSAGE', err instanceof DecodeFailure ? err.message : 'the frame does not decode'));
+    return;
+  }
+  if (!isPlainObject(msg) || typeof msg['op'] !== 'string') {
+    sendError(ctx, ws, encoding, undefined, failure('INVALID_MESSAGE', 'a frame is an object with a string "op"'));
+    return;
+  }
+  const seq = seqOf(msg);
+  if (typeof seq === 'object') {
+    sendError(ctx, ws, encoding, undefined, seq);
+    return;
+  }
+  const op = msg['op'];
+  switch (op) {
+    case 'ping': {
+      const pong: Record<string, unknown> = { op: 'pong' };
+      if (seq !== undefined) pong['seq'] = seq;
+      send(ctx, ws, pong, encoding);
+      return;
+    }
+    case 'submit':
+      if (seq === undefined) {
+        sendError(ctx, ws, encoding, undefined, failure('INVALID_FIELD', 'submit needs an integer seq', 'seq'));
+        return;
+      }
+      onSubmit(ctx, ws, msg, seq, encoding);
+      return;
+    case 'subscribe':
+      onSubscribe(ctx, ws, msg, seq, encoding);
+      return;
+    default:
+      sendError(ctx, ws, encoding, seq, failure('INVALID_MESSAGE', `unknown op '${op.slice(0, 32).replace(/[^\x20-\x7e]/g, '?')}'`));
+  }
+}
+
+export function registerStream(app: TemplatedApp, ctx: WsContext): void {
+  const limits = ctx.engine.config.limits;
+  app.ws<Connection>('/v1/stream', {
+    maxPayloadLength: limits.frameBytesMax * 2,
+    maxBackpressure: limits.wsBackpressureBytesMax,
+    closeOnBackpressureLimit: true,
+    idleTimeout: limits.wsIdleTimeoutS,
+    sendPingsAutomatically: true,
+    upgrade: (res, req, context) => upgrade(ctx, res, req, context),
+    open: (ws) => {
+      ctx.connections.add(ws);
+    },
+    message: (ws, data, isBinary) => {
+      try {
+        onMessage(ctx, ws, data, isBinary);
+      } catch (err) {
+        ctx.engine.log.error({ err }, 'stream message handler failed');
+        sendError(ctx, ws, isBinary ? 'msgpack' : 'json', undefined, failure('INTERNAL' as ErrorCode));
+      }
+    },
+    close: (ws) => {
+      ws.getUserData().closed = true;
+      ctx.connections.delete(ws);
+    },
+  });
+}

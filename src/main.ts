@@ -1,0 +1,109 @@
+/**
+ * Command line: `node dist/src/main.js [--config file.json]`.
+ *
+ * With no `--config` (and no NETTING_CONFIG) the engine runs on its
+ * embedded demo configuration and prints it, demo tokens included, so a
+ * fresh clone can be tried at once. SIGTERM and SIGINT stop it in order:
+ * stop accepting, let committed work answer, close LMDB, exit.
+ */
+
+import { ConfigError, loadConfigFile, parseConfig, type EngineConfig } from './config/config.js';
+import { DEMO_CONFIG } from './config/demo.js';
+import { setVerify } from './core/assert.js';
+import { Engine } from './engine/engine.js';
+import { createLogger } from './engine/log.js';
+import { Gateway } from './gateway/server.js';
+import { LayoutError } from './store/engine-store.js';
+
+/** How long a stop may take before the process exits regardless. */
+const SHUTDOWN_MS_MAX = 10_000;
+const DRAIN_MS = 5_000;
+
+function configPath(argv: readonly string[]): string | undefined {
+  const i = argv.indexOf('--config');
+  if (i >= 0) {
+    const path = argv[i + 1];
+    if (path === undefined) throw new ConfigError('--config', 'needs a file path');
+    return path;
+  }
+  const eq = argv.find((a) => a.startsWith('--config='));
+  if (eq !== undefined) return eq.slice('--config='.length);
+  const env = process.env['NETTING_CONFIG'];
+  return env !== undefined && env !== '' ? env : undefined;
+}
+
+function printDemo(config: EngineConfig): void {
+  const lines = [
+    '',
+    'No --config given: running on the embedded DEMO configuration.',
+    `  data folder: ${config.dataDir}    listen: http://${config.listen.host}:${config.listen.port}`,
+    `  banks: ${config.banks.map((b) => b.code).join(' ')}`,
+    '  DEMO tokens (for local trials only):',
+    ...config.principals.map((p) => `    ${p.role.padEnd(11)} ${p.id.padEnd(8)} ${p.token}`),
+    '',
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+async function main(): Promise<void> {
+  let config: EngineConfig;
+  try {
+    const path = configPath(process.argv.slice(2));
+    if (path === undefined) {
+      config = parseConfig(DEMO_CONFIG);
+      printDemo(config);
+    } else {
+      config = loadConfigFile(path);
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`netting-engine: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+
+  const log = createLogger(config.logLevel);
+  setVerify(config.verifyOnStart);
+  let engine: Engine;
+  try {
+    engine = await Engine.start(config, log);
+  } catch (err) {
+    if (err instanceof LayoutError) {
+      process.stderr.write(`netting-engine: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const gateway = await Gateway.listen(engine);
+  log.info({ host: config.listen.host, port: gateway.port }, 'listening');
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    setTimeout(() => {
+      log.error('stop took too long; exiting');
+      process.exit(1);
+    }, SHUTDOWN_MS_MAX).unref();
+    gateway.stopListening();
+    engine
+      .stop(DRAIN_MS)
+      .then(() => {
+        gateway.close();
+        process.exit(0);
+      })
+      .catch((err: unknown) => {
+        log.error({ err }, 'stop failed');
+        process.exit(1);
+      });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`netting-engine: failed to start: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

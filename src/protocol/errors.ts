@@ -1,0 +1,65 @@
+/**
+ * The one catalog of result codes. The string code is the contract
+ * (PROTOCOL.md "Error codes"); the HTTP status travels beside it. Codes are
+ * only ever appended, never renamed or removed.
+ */
+
+export const ERROR_CATALOG = {
+  INVALID_MESSAGE: { status: 400, message: 'the body or frame does not decode, or is not an object of the expected shape' },
+  INVALID_FIELD: { status: 400, message: 'a field is missing, of the wrong type or out of its rule' },
+  UNKNOWN_BANK: { status: 422, message: 'the bank is not a participant' },
+  SAME_BANK: { status: 422, message: 'payer and payee are the same bank' },
+  AMOUNT_OUT_OF_RANGE: { status: 422, message: 'amount is out of range' },
+  DUPLICATE_CONFLICT: { status: 409, message: 'the id exists with different content' },
+  DEBIT_CAP_EXCEEDED: { status: 422, message: "the payer bank's debit cap would be passed" },
+  NOT_FOUND: { status: 404, message: 'not found' },
+  NOT_PENDING: { status: 409, message: 'the instruction is already final with another outcome' },
+  UNAUTHORIZED: { status: 401, message: 'missing or unknown token' },
+  FORBIDDEN: { status: 403, message: "the token's role may not do this" },
+  PAYLOAD_TOO_LARGE: { status: 413, message: 'body or frame over the configured limit' },
+  OVERLOADED: { status: 503, message: 'the engine is shedding load; retry later' },
+  INTERNAL: { status: 500, message: 'internal error; the instruction was not accepted' },
+  // Engine extensions (allowed by PROTOCOL.md: "the engine may add codes").
+  NOT_READY: { status: 503, message: 'the engine is starting or shutting down' },
+  METHOD_NOT_ALLOWED: { status: 405, message: 'the route does not accept this method' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'send application/json or application/msgpack' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOG;
+
+export function httpStatusOf(code: ErrorCode): number {
+  return ERROR_CATALOG[code].status;
+}
+
+/** A client-caused failure as a value: what the wire carries. */
+export interface Failure {
+  code: ErrorCode;
+  message: string;
+  field?: string;
+}
+
+export function failure(code: ErrorCode, message?: string, field?: string): Failure {
+  const f: Failure = { code, message: message ?? ERROR_CATALOG[code].message };
+  if (field !== undefined) f.field = field;
+  return f;
+}
+
+/** Status line text uWebSockets.js wants in writeStatus. */
+const STATUS_TEXT: Record<number, string> = {
+  200: '200 OK',
+  400: '400 Bad Request',
+  401: '401 Unauthorized',
+  403: '403 Forbidden',
+  404: '404 Not Found',
+  405: '405 Method Not Allowed',
+  409: '409 Conflict',
+  413: '413 Payload Too Large',
+  415: '415 Unsupported Media Type',
+  422: '422 Unprocessable Entity',
+  500: '500 Internal Server Error',
+  503: '503 Service Unavailable',
+};
+
+export function statusLine(status: number): string {
+  return STATUS_TEXT[status] ?? `${status} Status`;
+}

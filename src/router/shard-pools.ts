@@ -1,0 +1,65 @@
+/**
+ * The worker threads that own the shards. Piscina's load balancer sees no
+ * routing key, so each worker is its own pool with exactly one thread
+ * (min = max = 1): shard s always runs on pool s % workers, keeping one
+ * writer per LMDB environment while Piscina manages the thread's life.
+ */
+
+import { Piscina } from 'piscina';
+import type { ApplyResult, ApplyTask, OpenResult, OpenTask, ShardTask, VerifyReport } from '../shard/tasks.js';
+
+const WORKER_FILE = new URL('../shard/worker.js', import.meta.url).href;
+
+export class ShardPools {
+  private readonly pools: Piscina[] = [];
+
+  constructor(
+    private readonly shards: number,
+    workers: number,
+    tasksPerShard: number,
+  ) {
+    const shardsPerWorker = Math.ceil(shards / workers);
+    for (let w = 0; w < workers; w++) {
+      this.pools.push(
+        new Piscina({
+          filename: WORKER_FILE,
+          minThreads: 1,
+          maxThreads: 1,
+          idleTimeout: 60_000,
+          // Each shard keeps up to `tasksPerShard` tasks at its worker; control tasks need room too.
+          concurrentTasksPerWorker: shardsPerWorker * (tasksPerShard + 2),
+          // Tasks await LMDB commits, so the worker's event loop must run between messages.
+          atomics: 'disabled',
+          closeTimeout: 30_000,
+        }),
+      );
+    }
+  }
+
+  private poolOf(shard: number): Piscina {
+    const pool = this.pools[shard % this.pools.length];
+    if (pool === undefined) throw new Error(`no pool for shard ${shard}`);
+    return pool;
+  }
+
+  private run<T>(task: ShardTask): Promise<T> {
+    return this.poolOf(task.shard).run(task) as Promise<T>;
+  }
+
+  open(task: OpenTask): Promise<OpenResult> {
+    return this.run(task);
+  }
+
+  apply(task: ApplyTask): Promise<ApplyResult> {
+    return this.run(task);
+  }
+
+  verify(shard: number, batch: string): Promise<VerifyReport> {
+    return this.run({ kind: 'verify', shard, batch });
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(Array.from({ length: this.shards }, (_, shard) => this.run({ kind: 'close', shard })));
+    await Promise.all(this.pools.map((p) => p.close()));
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * The LMDB layout, in one place.
+ *
+ *   <dataDir>/engine/          the engine's own environment (main thread)
+ *     meta     'layout'       { version, shards, createdAt }
+ *              'openBatch'    { id, openedAt }
+ *   <dataDir>/shard-<n>/       one environment per shard, one writer (its worker)
+ *     ins      '<institution>/<id>'   StoredInstruction
+ *     pos      '<batch>|<a>|<b>'      StoredFlow (a < b), the pair's flows in a batch
+ *     meta     'shard'                { shard, shards }
+ *
+ * Keys are strings: institution ids and bank codes match ^[A-Z0-9]{2,16}$
+ * and instruction ids ^[A-Za-z0-9._:-]{1,64}$, so '/' and '|' never occur
+ * inside a part. Sums are decimal strings (they may exceed 2^63 in theory).
+ */
+
+import { join } from 'node:path';
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { assert } from '../core/assert.js';
+import { contentKey, INSTRUCTION_STATUSES, INSTRUCTION_TYPES, type Instruction, type InstructionStatus, type InstructionType } from '../core/instruction.js';
+import { centsFromWire, centsToWire } from '../core/money.js';
+import type { PairFlow } from '../core/netting.js';
+
+export const LAYOUT_VERSION = 1;
+
+export interface StoredInstruction {
+  /** type */
+  t: InstructionType;
+  /** payer */
+  p: string;
+  /** payee */
+  q: string;
+  /** amount in cents */
+  a: number;
+  /** status */
+  s: InstructionStatus;
+  /** batch the instruction is netted in (cleared, reversed) */
+  b?: string;
+  /** accepted at, ms since epoch */
+  at: number;
+  /** cleared at, ms since epoch */
+  ct?: number;
+  /** reference */
+  r?: string;
+  /** two-phase flag and timeout */
+  tp?: 1;
+  to?: number;
+}
+
+export interface StoredFlow {
+  ab: string;
+  ba: string;
+  nab: number;
+  nba: number;
+}
+
+export function instructionKey(institution: string, id: string): string {
+  return `${institution}/${id}`;
+}
+
+export function splitInstructionKey(key: string): [string, string] {
+  const slash = key.indexOf('/');
+  assert(slash > 0, `bad instruction key ${key}`);
+  return [key.slice(0, slash), key.slice(slash + 1)];
+}
+
+export function flowKey(batch: string, a: string, b: string): string {
+  return `${batch}|${a}|${b}`;
+}
+
+/** Range bounds that cover every flow of one batch. */
+export function flowRange(batch: string): { start: string; end: string } {
+  return { start: `${batch}|`, end: `${batch}|~` };
+}
+
+export function toStoredInstruction(i: Instruction, status: InstructionStatus, batch: string | undefined, now: number): StoredInstruction {
+  const rec: StoredInstruction = { t: i.type, p: i.payer, q: i.payee, a: i.amount, s: status, at: now };
+  if (batch !== undefined) rec.b = batch;
+  if (status === 'cleared') rec.ct = now;
+  if (i.reference !== undefined) rec.r = i.reference;
+  if (i.twoPhase) rec.tp = 1;
+  if (i.timeoutMs !== undefined) rec.to = i.timeoutMs;
+  return rec;
+}
+
+export function storedContentKey(r: StoredInstruction): string {
+  return contentKey({ type: r.t, payer: r.p, payee: r.q, amount: r.a, twoPhase: r.tp === 1, timeoutMs: r.to, reference: r.r });
+}
+
+const TYPES: ReadonlySet<string> = new Set(INSTRUCTION_TYPES);
+const STATUSES: ReadonlySet<string> = new Set(INSTRUCTION_STATUSES);
+
+/** Check a record read back from disk: the pair to the validation before the write. */
+export function checkStoredInstruction(r: unknown, key: string): StoredInstruction {
+  const rec = r as StoredInstruction;
+  assert(typeof rec === 'object' && rec !== null, `record ${key} is not an object`);
+  assert(TYPES.has(rec.t), `record ${key} has bad type`);
+  assert(typeof rec.p === 'string' && typeof rec.q === 'string' && rec.p !== rec.q, `record ${key} has bad banks`);
+  assert(Number.isSafeInteger(rec.a) && rec.a > 0, `record ${key} has bad amount`);
+  assert(STATUSES.has(rec.s) && rec.s !== 'rejected', `record ${key} has bad status`);
+  assert(rec.s !== 'cleared' || typeof rec.b === 'string', `cleared record ${key} has no batch`);
+  return rec;
+}
+
+export function flowToStored(f: PairFlow): StoredFlow {
+  return { ab: centsToWire(f.aToB), ba: centsToWire(f.bToA), nab: f.countAToB, nba: f.countBToA };
+}
+
+export function flowFromStored(a: string, b: string, s: StoredFlow): PairFlow {
+  return { a, b, aToB: centsFromWire(s.ab), bToA: centsFromWire(s.ba), countAToB: s.nab, countBToA: s.nba };
+}
+
+export interface ShardDbs {
+  env: RootDatabase;
+  ins: Database<StoredInstruction, string>;
+  pos: Database<StoredFlow, string>;
+  meta: Database<unknown, string>;
+}
+
+export function shardPath(dataDir: string, shard: number): string {
+  return join(dataDir, `shard-${shard}`);
+}
+
+export function enginePath(dataDir: string): string {
+  return join(dataDir, 'engine');
+}
+
+/**
+ * Open a shard's environment. The worker that owns the shard writes; the
+ * main thread opens the same path (sharing the environment inside the
+ * process) for idempotency look-ups and instruction queries, and only reads.
+ */
+export function openShardDbs(path: string, mapSizeBytes: number): ShardDbs {
+  const env = open({ path, maxDbs: 8, mapSize: mapSizeBytes });
+  return {
+    env,
+    ins: env.openDB<StoredInstruction, string>({ name: 'ins', encoding: 'msgpack' }),
+    pos: env.openDB<StoredFlow, string>({ name: 'pos', encoding: 'msgpack' }),
+    meta: env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' }),
+  };
+}
