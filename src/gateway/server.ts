@@ -21,7 +21,8 @@ export class Gateway {
 
   static listen(engine: Engine): Promise<Gateway> {
     const app = App();
-    const codec = new Codec({ batchItemsMax: engine.config.limits.batchItemsMax });
+    const { limits } = engine.config;
+    const codec = new Codec({ messageBytesMax: Math.max(limits.bodyBytesMax, limits.frameBytesMax) });
     const auth = new Authenticator(engine.config.principals);
     const connections = new Set<WebSocket<Connection>>();
     registerStream(app, { engine, codec, auth, connections });

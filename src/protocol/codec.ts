@@ -10,7 +10,12 @@ import { Decoder, Encoder } from '@msgpack/msgpack';
 export type Encoding = 'json' | 'msgpack';
 
 export interface CodecLimits {
-  batchItemsMax: number;
+  /**
+   * The largest message decoded, in bytes. It also bounds array lengths: an
+   * element takes at least one byte, so no honest array is longer. Batch
+   * sizes are checked after decoding, where the answer can carry `seq`.
+   */
+  messageBytesMax: number;
 }
 
 /** Longest string anywhere in a message: ids are 64, references 140 characters (≤ 560 bytes). */
@@ -31,7 +36,7 @@ export class Codec {
     this.decoder = new Decoder({
       maxStrLength: STRING_BYTES_MAX,
       maxBinLength: STRING_BYTES_MAX,
-      maxArrayLength: limits.batchItemsMax,
+      maxArrayLength: limits.messageBytesMax,
       maxMapLength: MAP_KEYS_MAX,
       maxExtLength: 16,
     });

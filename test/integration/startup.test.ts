@@ -1,0 +1,79 @@
+/**
+ * Start-up: a bad configuration stops the engine with a message naming the
+ * key; a data folder made for another shard count is refused; with no
+ * configuration the engine runs on its embedded demo configuration and
+ * prints its demo tokens.
+ */
+
+import { spawn } from 'node:child_process';
+import { afterAll, describe, expect, it } from 'vitest';
+import { http } from '../helpers/clients.js';
+import { MAIN, runToExit, startEngine, tempDir, testConfig } from '../helpers/engine-process.js';
+
+const cleanups: (() => void)[] = [];
+afterAll(() => cleanups.forEach((c) => c()));
+
+function dir(): string {
+  const t = tempDir();
+  cleanups.push(t.cleanup);
+  return t.dir;
+}
+
+describe('start-up', () => {
+  it('refuses bad configurations, naming the key', async () => {
+    const d = dir();
+    const base = testConfig(d);
+    const cases: [string, string][] = [
+      [JSON.stringify({ ...base, shardz: 2 }), 'shardz'],
+      [JSON.stringify({ ...base, limits: { batchItemsMax: 0 } }), 'limits.batchItemsMax'],
+      [JSON.stringify({ ...base, banks: [{ code: 'icbc', name: 'x' }, { code: 'ABC', name: 'y' }] }), 'banks[0].code'],
+      [JSON.stringify({ ...base, principals: [{ token: 'short', role: 'operator', id: 'ops' }] }), 'principals[0].token'],
+      [JSON.stringify({ ...base, listen: { port: 'eighty' } }), 'listen.port'],
+      ['{ not json', '--config'],
+    ];
+    for (const [text, key] of cases) {
+      const { code, output } = await runToExit(d, text);
+      expect(code, key).toBe(2);
+      expect(output).toContain(`'${key}'`);
+    }
+  });
+
+  it('refuses a data folder created with another shard count', async () => {
+    const d = dir();
+    const engine = await startEngine(d, testConfig(d, { shards: 4 }));
+    expect(await engine.stop()).toBe(0);
+    const { code, output } = await runToExit(d, JSON.stringify(testConfig(d, { shards: 2, workers: 2 })));
+    expect(code).toBe(2);
+    expect(output).toMatch(/created with 4 shards/);
+  });
+
+  it('starts on the embedded demo configuration and prints its demo tokens', async () => {
+    const cwd = dir();
+    const proc = spawn(process.execPath, [MAIN], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NETTING_CONFIG: '' } });
+    let out = '';
+    proc.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(out)), 20_000);
+      proc.stdout.on('data', (c: Buffer) => {
+        out += c.toString();
+        const m = /"port":(\d+),"msg":"listening"/.exec(out);
+        if (m) {
+          clearTimeout(timer);
+          resolve(Number(m[1]));
+        }
+      });
+    });
+    try {
+      expect(out).toContain('DEMO configuration');
+      const token = /operator\s+ops\s+(\S+)/.exec(out)?.[1];
+      expect(token).toMatch(/^demo-/);
+      const r = await http(`http://127.0.0.1:${port}`, 'GET', '/v1/positions', { token });
+      expect(r.status).toBe(200);
+      expect(r.body.banks.map((b: { bank: string }) => b.bank)).toContain('ICBC');
+    } finally {
+      const exited = new Promise((resolve) => proc.once('exit', resolve));
+      proc.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    }
+  });
+});

@@ -1,0 +1,216 @@
+/**
+ * Every validation code of PROTOCOL.md, over HTTP and WebSocket, in both
+ * encodings; each bad input gets its code and changes nothing, while the
+ * good items of the same batch go through.
+ */
+
+import { encode } from '@msgpack/msgpack';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { http, StreamClient, type Enc } from '../helpers/clients.js';
+import { startEngine, tempDir, testConfig, TOKENS, type RunningEngine } from '../helpers/engine-process.js';
+
+let engine: RunningEngine;
+let cleanup: () => void;
+
+beforeAll(async () => {
+  const t = tempDir();
+  cleanup = t.cleanup;
+  engine = await startEngine(
+    t.dir,
+    testConfig(t.dir, {
+      maxAmountCents: 1_000_000,
+      limits: { bodyBytesMax: 64 * 1024, frameBytesMax: 64 * 1024, batchItemsMax: 50, connectionInflightMax: 60 },
+    }),
+  );
+});
+
+afterAll(async () => {
+  await engine.stop();
+  cleanup();
+});
+
+const good = (id: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+  id,
+  type: 'agreement',
+  payer: 'ICBC',
+  payee: 'ABC',
+  amount: 100,
+  ...extra,
+});
+
+/** Bad items, each with the code and field it must get. */
+const BAD: [string, unknown, string, string | undefined][] = [
+  ['not an object', [1, 2], 'INVALID_MESSAGE', undefined],
+  ['a string item', 'hello', 'INVALID_MESSAGE', undefined],
+  ['unknown field', good('b1', { colour: 'red' }), 'INVALID_FIELD', 'colour'],
+  ['missing id', { type: 'agreement', payer: 'ICBC', payee: 'ABC', amount: 1 }, 'INVALID_FIELD', 'id'],
+  ['id with a slash', good('a/b'), 'INVALID_FIELD', 'id'],
+  ['id too long', good('x'.repeat(65)), 'INVALID_FIELD', 'id'],
+  ['id with unicode', good('订单1'), 'INVALID_FIELD', 'id'],
+  ['bad type', good('b2', { type: 'wire' }), 'INVALID_FIELD', 'type'],
+  ['payer not a string', good('b3', { payer: 7 }), 'INVALID_FIELD', 'payer'],
+  ['unknown payer', good('b4', { payer: 'NOPE' }), 'UNKNOWN_BANK', 'payer'],
+  ['unknown payee', good('b5', { payee: 'icbc' }), 'UNKNOWN_BANK', 'payee'],
+  ['same bank', good('b6', { payee: 'ICBC' }), 'SAME_BANK', 'payee'],
+  ['fractional amount', good('b7', { amount: 1.5 }), 'INVALID_FIELD', 'amount'],
+  ['string amount', good('b8', { amount: '100' }), 'INVALID_FIELD', 'amount'],
+  ['zero amount', good('b9', { amount: 0 }), 'AMOUNT_OUT_OF_RANGE', 'amount'],
+  ['negative amount', good('b10', { amount: -100 }), 'AMOUNT_OUT_OF_RANGE', 'amount'],
+  ['amount over the maximum', good('b11', { amount: 1_000_001 }), 'AMOUNT_OUT_OF_RANGE', 'amount'],
+  ['huge amount', good('b12', { amount: 1e21 }), 'AMOUNT_OUT_OF_RANGE', 'amount'],
+  ['twoPhase not boolean', good('b13', { twoPhase: 'yes' }), 'INVALID_FIELD', 'twoPhase'],
+  ['timeoutMs on a single-phase instruction', good('b14', { timeoutMs: 1000 }), 'INVALID_FIELD', 'timeoutMs'],
+  ['reference too long', good('b15', { reference: 'r'.repeat(141) }), 'INVALID_FIELD', 'reference'],
+  ['reference with a control character', good('b16', { reference: 'a\u0007b' }), 'INVALID_FIELD', 'reference'],
+];
+
+async function positions(): Promise<unknown> {
+  return (await http(engine.base, 'GET', '/v1/positions', { token: TOKENS.ops })).body;
+}
+
+describe('validation over HTTP', () => {
+  for (const enc of ['json', 'msgpack'] as Enc[]) {
+    it(`gives every bad single item its code and status (${enc}) and changes nothing`, async () => {
+      const before = await positions();
+      for (const [name, item, code, field] of BAD) {
+        const r = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: item, enc });
+        const expectedStatus = { INVALID_MESSAGE: 400, INVALID_FIELD: 400, UNKNOWN_BANK: 422, SAME_BANK: 422, AMOUNT_OUT_OF_RANGE: 422 }[code];
+        expect(r.status, name).toBe(expectedStatus);
+        expect(r.body.code, name).toBe(code);
+        expect(r.body.field, name).toBe(field);
+        expect(typeof r.body.message).toBe('string');
+        if (r.body.status !== undefined) expect(r.body.status).toBe('rejected');
+      }
+      expect(await positions()).toEqual(before);
+    });
+  }
+
+  it('answers a batch item by item: bad items rejected, good ones cleared', async () => {
+    const items = [good('mix-1'), ...BAD.slice(2, 12).map(([, item]) => item), good('mix-2', { amount: 999 })];
+    const r = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: { instructions: items } });
+    expect(r.status).toBe(200);
+    expect(r.body.results[0]).toMatchObject({ id: 'mix-1', status: 'cleared' });
+    expect(r.body.results.at(-1)).toMatchObject({ id: 'mix-2', status: 'cleared' });
+    BAD.slice(2, 12).forEach(([name, , code], i) => expect(r.body.results[i + 1].code, name).toBe(code));
+    const p = await http(engine.base, 'GET', '/v1/positions/ICBC', { token: TOKENS.ops });
+    expect(p.body.paid).toBe(String(100 + 999));
+  });
+
+  it('lets a rejected id be submitted again, correctly', async () => {
+    const bad = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: good('retry-1', { payee: 'ZZZ' }) });
+    expect(bad.body.code).toBe('UNKNOWN_BANK');
+    const q = await http(engine.base, 'GET', '/v1/instructions/PI0001/retry-1', { token: TOKENS.PI0001 });
+    expect(q.status).toBe(404);
+    expect(q.body.code).toBe('NOT_FOUND');
+    const ok = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: good('retry-1') });
+    expect(ok.body).toMatchObject({ id: 'retry-1', status: 'cleared' });
+    expect(ok.body.duplicate).toBeUndefined();
+  });
+
+  it('refuses bodies that do not decode or have the wrong shape', async () => {
+    const cases: [Uint8Array | string, string, string][] = [
+      ['{"id": "x",', 'application/json', 'INVALID_MESSAGE'],
+      ['[1,2,3]', 'application/json', 'INVALID_MESSAGE'],
+      ['"just a string"', 'application/json', 'INVALID_MESSAGE'],
+      [new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]), 'application/json', 'INVALID_MESSAGE'],
+      [new Uint8Array([0x85, 0xa2]), 'application/msgpack', 'INVALID_MESSAGE'],
+      [new Uint8Array([0xc1]), 'application/msgpack', 'INVALID_MESSAGE'],
+      [encode({ instructions: [], extra: 1 }), 'application/msgpack', 'INVALID_MESSAGE'],
+      ['{"instructions": 5}', 'application/json', 'INVALID_FIELD'],
+      ['{"instructions": []}', 'application/json', 'INVALID_FIELD'],
+    ];
+    for (const [raw, contentType, code] of cases) {
+      const r = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, raw, contentType });
+      expect(r.status).toBe(400);
+      expect(r.body.code).toBe(code);
+    }
+    const form = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, raw: 'a=b', contentType: 'application/x-www-form-urlencoded' });
+    expect(form.status).toBe(415);
+  });
+
+  it('refuses bodies and batches over their limits with PAYLOAD_TOO_LARGE', async () => {
+    const big = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, raw: JSON.stringify({ id: 'x', pad: 'p'.repeat(70 * 1024) }) });
+    expect(big.status).toBe(413);
+    expect(big.body.code).toBe('PAYLOAD_TOO_LARGE');
+    const many = Array.from({ length: 51 }, (_, i) => good(`many-${i}`));
+    const r = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: { instructions: many } });
+    expect(r.status).toBe(413);
+    expect(r.body.code).toBe('PAYLOAD_TOO_LARGE');
+    const q = await http(engine.base, 'GET', '/v1/instructions/PI0001/many-0', { token: TOKENS.PI0001 });
+    expect(q.status).toBe(404);
+  });
+
+  it('answers unknown routes and malformed query paths with clear codes', async () => {
+    expect((await http(engine.base, 'GET', '/v1/nothing-here', { token: TOKENS.ops })).body.code).toBe('NOT_FOUND');
+    const badId = await http(engine.base, 'GET', '/v1/instructions/PI0001/a%20b', { token: TOKENS.ops });
+    expect(badId.status).toBe(400);
+    expect(badId.body).toMatchObject({ code: 'INVALID_FIELD', field: 'id' });
+    expect((await http(engine.base, 'GET', '/v1/positions/NOPE', { token: TOKENS.ops })).status).toBe(404);
+  });
+});
+
+describe('validation over WebSocket', () => {
+  for (const enc of ['json', 'msgpack'] as Enc[]) {
+    it(`acks each bad item with its code and clears the good ones (${enc})`, async () => {
+      const c = await StreamClient.connect(engine.base, TOKENS.PI0002, enc);
+      const items = [good(`ws-ok-${enc}`), ...BAD.map(([, item]) => item)];
+      // Over the 50-item batch limit: split the bad list in two frames.
+      const first = await c.submit(items.slice(0, 12));
+      const second = await c.submit(items.slice(12));
+      const results = [...first.results!, ...second.results!];
+      expect(results[0]).toMatchObject({ id: `ws-ok-${enc}`, status: 'cleared' });
+      BAD.forEach(([name, , code, field], i) => {
+        expect(results[i + 1].status, name).toBe('rejected');
+        expect(results[i + 1].code, name).toBe(code);
+        expect(results[i + 1].field, name).toBe(field);
+      });
+      c.close();
+    });
+
+    it(`answers frames that cannot be answered item by item with an error (${enc})`, async () => {
+      const c = await StreamClient.connect(engine.base, TOKENS.PI0002, enc);
+      expect(await c.request({ op: 'fly' })).toMatchObject({ op: 'error', code: 'INVALID_MESSAGE' });
+      expect(await c.request({ op: 'submit', instructions: 'none' })).toMatchObject({ op: 'error', code: 'INVALID_FIELD', field: 'instructions' });
+      expect(await c.request({ op: 'submit', instructions: [] })).toMatchObject({ op: 'error', code: 'INVALID_FIELD' });
+      const tooMany = Array.from({ length: 51 }, (_, i) => good(`wsmany-${enc}-${i}`));
+      expect(await c.request({ op: 'submit', instructions: tooMany })).toMatchObject({ op: 'error', code: 'PAYLOAD_TOO_LARGE' });
+      // No seq on a submit, a seq that is not an integer, a frame that is not an object, bytes that do not decode.
+      c.sendRaw({ op: 'submit', instructions: [good('noseq')] });
+      expect(await c.nextUnmatched()).toMatchObject({ op: 'error', code: 'INVALID_FIELD', field: 'seq' });
+      c.sendRaw({ op: 'ping', seq: 1.5 });
+      expect(await c.nextUnmatched()).toMatchObject({ op: 'error', code: 'INVALID_FIELD', field: 'seq' });
+      c.sendRaw([1, 2, 3]);
+      expect(await c.nextUnmatched()).toMatchObject({ op: 'error', code: 'INVALID_MESSAGE' });
+      c.ws.send(enc === 'msgpack' ? Buffer.from([0x92, 0xc1]) : '{"op":', { binary: enc === 'msgpack' });
+      expect(await c.nextUnmatched()).toMatchObject({ op: 'error', code: 'INVALID_MESSAGE' });
+      // The connection is still usable.
+      expect(await c.request({ op: 'ping' })).toMatchObject({ op: 'pong' });
+      expect((await http(engine.base, 'GET', '/v1/instructions/PI0002/noseq', { token: TOKENS.PI0002 })).status).toBe(404);
+      c.close();
+    });
+  }
+
+  it('refuses a frame over frameBytesMax with PAYLOAD_TOO_LARGE and keeps the connection', async () => {
+    const c = await StreamClient.connect(engine.base, TOKENS.PI0002, 'json');
+    c.sendRaw({ op: 'submit', seq: 9, instructions: [good('huge', { reference: 'x'.repeat(80 * 1024) })] });
+    expect(await c.nextUnmatched()).toMatchObject({ op: 'error', code: 'PAYLOAD_TOO_LARGE' });
+    expect(await c.request({ op: 'ping' })).toMatchObject({ op: 'pong' });
+    c.close();
+  });
+
+  it('sheds load past connectionInflightMax with OVERLOADED per item, never a false ack', async () => {
+    const c = await StreamClient.connect(engine.base, TOKENS.PI0002, 'msgpack');
+    const frames = Array.from({ length: 4 }, (_, f) => Array.from({ length: 40 }, (_, i) => good(`ovl-${f}-${i}`, { amount: 1 + i })));
+    const acks = await Promise.all(frames.map((list) => c.submit(list)));
+    const overloaded = acks.filter((a) => a.results!.every((r) => r.code === 'OVERLOADED'));
+    const cleared = acks.filter((a) => a.results!.every((r) => r.status === 'cleared'));
+    expect(overloaded.length).toBeGreaterThan(0);
+    expect(overloaded.length + cleared.length).toBe(4);
+    // Every OVERLOADED id is absent; every cleared id is stored.
+    for (const [f, ack] of acks.entries()) {
+      const q = await http(engine.base, 'GET', `/v1/instructions/PI0002/ovl-${f}-0`, { token: TOKENS.PI0002 });
+      expect(q.status).toBe(ack.results![0].status === 'cleared' ? 200 : 404);
+    }
+    c.close();
+  });
+});

@@ -1,0 +1,329 @@
+import { describe, it, expect } from 'vitest';
+import { ConfigError, parseConfig, type RawConfig } from '../../src/config/config.js';
+import { DEFAULTS } from '../../src/config/defaults.js';
+import { DEMO_CONFIG } from '../../src/config/demo.js';
+
+function demo(): RawConfig {
+  return structuredClone(DEMO_CONFIG);
+}
+
+function banksOf(raw: RawConfig): Record<string, unknown>[] {
+  return raw['banks'] as Record<string, unknown>[];
+}
+
+function principalsOf(raw: RawConfig): Record<string, unknown>[] {
+  return raw['principals'] as Record<string, unknown>[];
+}
+
+function configError(raw: unknown): ConfigError {
+  try {
+    parseConfig(raw);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return err as ConfigError;
+  }
+  throw new Error('parseConfig did not throw');
+}
+
+function expectKey(raw: unknown, key: string): void {
+  const err = configError(raw);
+  expect(err.key).toBe(key);
+  expect(err.message).toContain(key);
+  expect(err.name).toBe('ConfigError');
+}
+
+describe('parseConfig: the demo configuration', () => {
+  it('parses and keeps what it says', () => {
+    const cfg = parseConfig(demo());
+    expect(cfg.banks).toHaveLength(14);
+    expect(cfg.banks[0]).toEqual({ code: 'ICBC', name: 'Industrial and Commercial Bank of China', debitCapCents: 50_000_000_000_000 });
+    expect(cfg.principals).toHaveLength(6);
+    expect(cfg.principals[3]).toEqual({ token: 'demo-bank-ICBC-not-secret', role: 'bank', id: 'ICBC' });
+    expect(cfg.listen).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(cfg.shards).toBe(2);
+    expect(cfg.workers).toBe(2);
+    expect(cfg.snapshotIntervalMs).toBe(1000);
+  });
+
+  it('applies the defaults for keys it omits', () => {
+    const cfg = parseConfig(demo());
+    expect(cfg.limits).toEqual(DEFAULTS.limits);
+    expect(cfg.limits.batchItemsMax).toBe(DEFAULTS.limits.batchItemsMax);
+    expect(cfg.limits.batchItemsMax).toBe(10_000);
+    expect(cfg.maxAmountCents).toBe(DEFAULTS.maxAmountCents);
+    expect(cfg.maxAmountCents).toBe(1_000_000_000_000);
+    expect(cfg.verifyOnStart).toBe(false);
+    expect(cfg.logLevel).toBe('info');
+  });
+
+  it('defaults workers to min(shards, DEFAULTS.workers)', () => {
+    const one = demo();
+    delete one['workers'];
+    one['shards'] = 1;
+    expect(parseConfig(one).workers).toBe(1);
+
+    const eight = demo();
+    delete eight['workers'];
+    eight['shards'] = 8;
+    expect(parseConfig(eight).workers).toBe(Math.min(8, DEFAULTS.workers));
+
+    const none = demo();
+    delete none['workers'];
+    delete none['shards'];
+    const cfg = parseConfig(none);
+    expect(cfg.shards).toBe(DEFAULTS.shards);
+    expect(cfg.workers).toBe(Math.min(DEFAULTS.shards, DEFAULTS.workers));
+  });
+
+  it('needs only banks and principals', () => {
+    const cfg = parseConfig({ banks: demo()['banks'], principals: demo()['principals'] });
+    expect(cfg.listen).toEqual(DEFAULTS.listen);
+    expect(cfg.dataDir).toBe(DEFAULTS.dataDir);
+    expect(cfg.snapshotIntervalMs).toBe(DEFAULTS.snapshotIntervalMs);
+  });
+
+  it('overrides one limit and keeps the other defaults', () => {
+    const raw = demo();
+    raw['limits'] = { batchItemsMax: 500 };
+    const cfg = parseConfig(raw);
+    expect(cfg.limits.batchItemsMax).toBe(500);
+    expect(cfg.limits.bodyBytesMax).toBe(DEFAULTS.limits.bodyBytesMax);
+  });
+
+  it('accepts maxAmountCents = MAX_SAFE_INTEGER', () => {
+    const raw = demo();
+    raw['maxAmountCents'] = Number.MAX_SAFE_INTEGER;
+    expect(parseConfig(raw).maxAmountCents).toBe(Number.MAX_SAFE_INTEGER);
+  });
+
+  it('returns a deeply frozen result', () => {
+    const cfg = parseConfig(demo());
+    expect(Object.isFrozen(cfg)).toBe(true);
+    expect(Object.isFrozen(cfg.limits)).toBe(true);
+    expect(Object.isFrozen(cfg.listen)).toBe(true);
+    expect(Object.isFrozen(cfg.banks)).toBe(true);
+    expect(Object.isFrozen(cfg.banks[0])).toBe(true);
+    expect(Object.isFrozen(cfg.principals[0])).toBe(true);
+    expect(() => {
+      (cfg as { shards: number }).shards = 9;
+    }).toThrow(TypeError);
+  });
+
+  it('does not modify its input or the demo configuration', () => {
+    const before = JSON.stringify(DEMO_CONFIG);
+    parseConfig(DEMO_CONFIG);
+    expect(JSON.stringify(DEMO_CONFIG)).toBe(before);
+    expect(Object.isFrozen(DEMO_CONFIG)).toBe(false);
+  });
+});
+
+describe('parseConfig: errors name the key', () => {
+  it('a non-object root', () => {
+    expectKey(null, '(root)');
+    expectKey([], '(root)');
+  });
+
+  it("unknown top-level key 'shardz'", () => {
+    const raw = demo();
+    raw['shardz'] = 4;
+    expectKey(raw, 'shardz');
+  });
+
+  it("unknown 'limits.foo'", () => {
+    const raw = demo();
+    raw['limits'] = { foo: 1 };
+    expectKey(raw, 'limits.foo');
+  });
+
+  it('unknown listen key', () => {
+    const raw = demo();
+    raw['listen'] = { host: '127.0.0.1', prot: 80 };
+    expectKey(raw, 'listen.prot');
+  });
+
+  it('banks missing', () => {
+    const raw = demo();
+    delete raw['banks'];
+    expectKey(raw, 'banks');
+  });
+
+  it('one bank only', () => {
+    const raw = demo();
+    raw['banks'] = [banksOf(raw)[0]];
+    expectKey(raw, 'banks');
+  });
+
+  it('banks not an array', () => {
+    const raw = demo();
+    raw['banks'] = { ICBC: 'x' };
+    expectKey(raw, 'banks');
+  });
+
+  it("bad bank code 'icbc'", () => {
+    const raw = demo();
+    banksOf(raw)[0]!['code'] = 'icbc';
+    expectKey(raw, 'banks[0].code');
+  });
+
+  it.each(['I', 'A'.repeat(17), 'IC-BC', ''])('bad bank code %j', (code) => {
+    const raw = demo();
+    banksOf(raw)[2]!['code'] = code;
+    expectKey(raw, 'banks[2].code');
+  });
+
+  it('duplicate bank code', () => {
+    const raw = demo();
+    banksOf(raw)[1]!['code'] = 'ICBC';
+    expectKey(raw, 'banks[1].code');
+  });
+
+  it('bank name missing', () => {
+    const raw = demo();
+    delete banksOf(raw)[1]!['name'];
+    expectKey(raw, 'banks[1].name');
+  });
+
+  it('bad debit cap', () => {
+    const raw = demo();
+    banksOf(raw)[1]!['debitCapCents'] = -1;
+    expectKey(raw, 'banks[1].debitCapCents');
+  });
+
+  it('principals missing or empty', () => {
+    const missing = demo();
+    delete missing['principals'];
+    expectKey(missing, 'principals');
+    const empty = demo();
+    empty['principals'] = [];
+    expectKey(empty, 'principals');
+  });
+
+  it('principal token too short', () => {
+    const raw = demo();
+    principalsOf(raw)[0]!['token'] = 'x'.repeat(15);
+    expectKey(raw, 'principals[0].token');
+  });
+
+  it('principal token with a space', () => {
+    const raw = demo();
+    principalsOf(raw)[0]!['token'] = 'demo institution PI0001';
+    expectKey(raw, 'principals[0].token');
+  });
+
+  it('a 16-character token is long enough', () => {
+    const raw = demo();
+    principalsOf(raw)[0]!['token'] = 'x'.repeat(16);
+    expect(parseConfig(raw).principals[0]!.token).toBe('x'.repeat(16));
+  });
+
+  it('duplicate token', () => {
+    const raw = demo();
+    principalsOf(raw)[2]!['token'] = principalsOf(raw)[0]!['token'];
+    expectKey(raw, 'principals[2].token');
+  });
+
+  it("role 'admin'", () => {
+    const raw = demo();
+    principalsOf(raw)[1]!['role'] = 'admin';
+    expectKey(raw, 'principals[1].role');
+  });
+
+  it('bank principal naming an unknown bank', () => {
+    const raw = demo();
+    const i = principalsOf(raw).findIndex((p) => p['role'] === 'bank');
+    principalsOf(raw)[i]!['id'] = 'NOPE';
+    expectKey(raw, `principals[${i}].id`);
+  });
+
+  it('institution id lowercase', () => {
+    const raw = demo();
+    principalsOf(raw)[0]!['id'] = 'pi0001';
+    expectKey(raw, 'principals[0].id');
+  });
+
+  it('operator id with a space', () => {
+    const raw = demo();
+    const i = principalsOf(raw).findIndex((p) => p['role'] === 'operator');
+    principalsOf(raw)[i]!['id'] = 'ops team';
+    expectKey(raw, `principals[${i}].id`);
+  });
+
+  it.each([0, 65, 2.5, '2'])('shards %j', (shards) => {
+    const raw = demo();
+    raw['shards'] = shards;
+    expectKey(raw, 'shards');
+  });
+
+  it('shards 64 is accepted', () => {
+    const raw = demo();
+    raw['shards'] = 64;
+    expect(parseConfig(raw).shards).toBe(64);
+  });
+
+  it('workers > shards', () => {
+    const raw = demo();
+    raw['shards'] = 2;
+    raw['workers'] = 3;
+    expectKey(raw, 'workers');
+  });
+
+  it('workers 0', () => {
+    const raw = demo();
+    raw['workers'] = 0;
+    expectKey(raw, 'workers');
+  });
+
+  it('snapshotIntervalMs 99', () => {
+    const raw = demo();
+    raw['snapshotIntervalMs'] = 99;
+    expectKey(raw, 'snapshotIntervalMs');
+  });
+
+  it('maxAmountCents 2**53 (above MAX_SAFE_INTEGER)', () => {
+    const raw = demo();
+    raw['maxAmountCents'] = 2 ** 53;
+    expectKey(raw, 'maxAmountCents');
+  });
+
+  it('maxAmountCents 0', () => {
+    const raw = demo();
+    raw['maxAmountCents'] = 0;
+    expectKey(raw, 'maxAmountCents');
+  });
+
+  it('listen.port 70000', () => {
+    const raw = demo();
+    raw['listen'] = { host: '127.0.0.1', port: 70000 };
+    expectKey(raw, 'listen.port');
+  });
+
+  it('listen.host empty', () => {
+    const raw = demo();
+    raw['listen'] = { host: '' };
+    expectKey(raw, 'listen.host');
+  });
+
+  it("logLevel 'loud'", () => {
+    const raw = demo();
+    raw['logLevel'] = 'loud';
+    expectKey(raw, 'logLevel');
+  });
+
+  it("verifyOnStart 'yes'", () => {
+    const raw = demo();
+    raw['verifyOnStart'] = 'yes';
+    expectKey(raw, 'verifyOnStart');
+  });
+
+  it('a limit out of its bounds', () => {
+    const raw = demo();
+    raw['limits'] = { batchItemsMax: 0 };
+    expectKey(raw, 'limits.batchItemsMax');
+  });
+
+  it('dataDir empty', () => {
+    const raw = demo();
+    raw['dataDir'] = '';
+    expectKey(raw, 'dataDir');
+  });
+});
