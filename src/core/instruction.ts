@@ -45,8 +45,8 @@ export interface ValidationRules {
 
 const ALLOWED_KEYS = new Set(['id', 'type', 'payer', 'payee', 'amount', 'twoPhase', 'timeoutMs', 'reference']);
 const TYPE_SET: ReadonlySet<string> = new Set(INSTRUCTION_TYPES);
-// Control characters, and lone surrogates (which cannot be written as UTF-8).
-const BAD_TEXT = /[\u0000-\u001f\u007f]|\p{Cs}/u;
+// Control characters (C0, DEL, C1), and lone surrogates (which cannot be written as UTF-8).
+const BAD_TEXT = /\p{Cc}|\p{Cs}/u;
 
 export function isPlainObject(value: unknown): value is Record<string, unknown> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;

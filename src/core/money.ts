@@ -18,7 +18,7 @@ export function centsToWire(cents: bigint): string {
   return cents.toString(10);
 }
 
-const DECIMAL_CENTS = /^-?(0|[1-9][0-9]*)$/;
+const DECIMAL_CENTS = /^(0|-?[1-9][0-9]*)$/;
 
 /** Parse a stored or wire decimal string back to bigint, refusing anything else. */
 export function centsFromWire(text: string): bigint {

@@ -13,7 +13,6 @@ import { ShardPools } from '../router/shard-pools.js';
 import { ShardRouter } from '../router/shard-router.js';
 import type { VerifyReport } from '../shard/tasks.js';
 import { EngineStore, nextBatchId } from '../store/engine-store.js';
-import { shardPath } from '../store/schema.js';
 import { ShardReaders } from '../store/shard-readers.js';
 import type { Logger } from './log.js';
 import { PositionsView } from './positions-view.js';
@@ -53,19 +52,13 @@ export class Engine {
     }
     const batch = open.id;
 
-    const pools = new ShardPools(config.shards, config.workers, config.limits.shardTasksInflightMax);
+    const pools = new ShardPools(
+      { dataDir: config.dataDir, shards: config.shards, mapSizeBytes: config.limits.shardMapBytes },
+      config.workers,
+      config.limits.shardTasksInflightMax,
+    );
     const opened = await Promise.all(
-      Array.from({ length: config.shards }, (_, shard) =>
-        pools.open({
-          kind: 'open',
-          shard,
-          shards: config.shards,
-          path: shardPath(config.dataDir, shard),
-          mapSizeBytes: config.limits.shardMapBytes,
-          batch,
-          verify: config.verifyOnStart,
-        }),
-      ),
+      Array.from({ length: config.shards }, (_, shard) => pools.open({ kind: 'open', shard, batch, verify: config.verifyOnStart })),
     );
     const flows: PairFlow[] = [];
     for (const o of opened) {

@@ -6,23 +6,26 @@
  */
 
 import { Piscina } from 'piscina';
-import type { ApplyResult, ApplyTask, OpenResult, OpenTask, ShardTask, VerifyReport } from '../shard/tasks.js';
+import type { ApplyResult, ApplyTask, OpenResult, OpenTask, ShardTask, VerifyReport, WorkerSetup } from '../shard/tasks.js';
 
 const WORKER_FILE = new URL('../shard/worker.js', import.meta.url).href;
 
 export class ShardPools {
   private readonly pools: Piscina[] = [];
+  private readonly shards: number;
 
   constructor(
-    private readonly shards: number,
+    setup: WorkerSetup,
     workers: number,
     tasksPerShard: number,
   ) {
-    const shardsPerWorker = Math.ceil(shards / workers);
+    this.shards = setup.shards;
+    const shardsPerWorker = Math.ceil(setup.shards / workers);
     for (let w = 0; w < workers; w++) {
       this.pools.push(
         new Piscina({
           filename: WORKER_FILE,
+          workerData: setup,
           minThreads: 1,
           maxThreads: 1,
           idleTimeout: 60_000,

@@ -14,12 +14,16 @@ export type WireItem = [string, string, InstructionType, string, string, number,
 /** Positions in a WireItem. */
 export const W = { Institution: 0, Id: 1, Type: 2, Payer: 3, Payee: 4, Amount: 5, Reference: 6 } as const;
 
+/** Given to every worker thread at its start (Piscina `workerData`). */
+export interface WorkerSetup {
+  dataDir: string;
+  shards: number;
+  mapSizeBytes: number;
+}
+
 export interface OpenTask {
   kind: 'open';
   shard: number;
-  shards: number;
-  path: string;
-  mapSizeBytes: number;
   batch: string;
   verify: boolean;
 }

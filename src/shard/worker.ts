@@ -5,10 +5,13 @@
  * the router. Nothing here talks to clients.
  */
 
+import { workerData } from 'piscina';
 import { assert } from '../core/assert.js';
-import { openShardDbs, type ShardDbs } from '../store/schema.js';
+import { openShardDbs, shardPath, type ShardDbs } from '../store/schema.js';
 import { ShardLedger } from './ledger.js';
-import type { OpenResult, OpenTask, ShardTask } from './tasks.js';
+import type { ApplyTask, OpenResult, OpenTask, ShardTask, WorkerSetup } from './tasks.js';
+
+const setup = workerData as WorkerSetup;
 
 interface OpenShard {
   dbs: ShardDbs;
@@ -17,21 +20,37 @@ interface OpenShard {
 
 const shards = new Map<number, OpenShard>();
 
-async function openShard(task: OpenTask): Promise<OpenResult> {
-  let s = shards.get(task.shard);
+/**
+ * Open a shard and recover its state from LMDB. This runs at start, and
+ * again by itself if Piscina replaced a thread that died: the new thread
+ * finds the shard closed and reopens it from disk, which is the truth.
+ */
+async function ensureOpen(shard: number, batch: string): Promise<OpenShard> {
+  let s = shards.get(shard);
   if (s === undefined) {
-    const dbs = openShardDbs(task.path, task.mapSizeBytes);
+    const path = shardPath(setup.dataDir, shard);
+    const dbs = openShardDbs(path, setup.mapSizeBytes);
     const meta = dbs.meta.get('shard') as { shard: number; shards: number } | undefined;
     if (meta === undefined) {
-      await dbs.meta.put('shard', { shard: task.shard, shards: task.shards });
+      await dbs.meta.put('shard', { shard, shards: setup.shards });
     } else {
-      assert(meta.shard === task.shard && meta.shards === task.shards, `${task.path} belongs to shard ${meta.shard} of ${meta.shards}`);
+      assert(meta.shard === shard && meta.shards === setup.shards, `${path} belongs to shard ${meta.shard} of ${meta.shards}`);
     }
-    s = { dbs, ledger: new ShardLedger(task.shard, dbs, task.batch) };
-    shards.set(task.shard, s);
+    s = { dbs, ledger: new ShardLedger(shard, dbs, batch) };
+    shards.set(shard, s);
   }
+  return s;
+}
+
+async function openShard(task: OpenTask): Promise<OpenResult> {
+  const s = await ensureOpen(task.shard, task.batch);
   const verify = task.verify ? await s.ledger.verify(task.batch) : null;
   return { shard: task.shard, flows: s.ledger.flows(), verify };
+}
+
+async function apply(task: ApplyTask): Promise<unknown> {
+  const s = shards.get(task.shard) ?? (await ensureOpen(task.shard, task.batch));
+  return s.ledger.apply(task);
 }
 
 function shardOf(n: number): OpenShard {
@@ -43,7 +62,7 @@ function shardOf(n: number): OpenShard {
 export default async function handle(task: ShardTask): Promise<unknown> {
   switch (task.kind) {
     case 'apply':
-      return shardOf(task.shard).ledger.apply(task);
+      return apply(task);
     case 'open':
       return openShard(task);
     case 'verify':

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { businessDate, nextBatchId } from '../../src/store/engine-store.js';
+import { BatchIdExhausted, businessDate, nextBatchId } from '../../src/store/engine-store.js';
 
 const at = (iso: string): number => Date.parse(iso);
 
@@ -77,5 +77,14 @@ describe('nextBatchId', () => {
     expect(new Set(ids).size).toBe(ids.length);
     expect([...ids].sort()).toEqual(ids);
     for (let i = 1; i < ids.length; i++) expect(ids[i]! > ids[i - 1]!).toBe(true);
+  });
+});
+
+describe('the per-day bound', () => {
+  it('refuses a thousandth batch in one business day rather than break the sort order', () => {
+    const now = Date.parse('2026-11-22T02:00:00Z');
+    expect(nextBatchId('20261122-998', now)).toBe('20261122-999');
+    expect(() => nextBatchId('20261122-999', now)).toThrow(BatchIdExhausted);
+    expect(nextBatchId('20261122-999', Date.parse('2026-11-22T16:00:00Z'))).toBe('20261123-001');
   });
 });

@@ -123,6 +123,15 @@ describe('Codec.decode: msgpack', () => {
     expect(() => codec().decode(new Uint8Array([0xc1]), 'msgpack')).toThrow(DecodeFailure);
   });
 
+  it('a "__proto__" key is a DecodeFailure in msgpack, and a plain own key in JSON', () => {
+    const withProto: unknown = JSON.parse('{"__proto__":{"polluted":1},"id":"T-1"}');
+    expect(() => codec().decode(encode(withProto), 'msgpack')).toThrow(DecodeFailure);
+    const fromJson = codec().decode(utf8('{"__proto__":{"polluted":1},"id":"T-1"}'), 'json') as Record<string, unknown>;
+    expect(Object.getPrototypeOf(fromJson)).toBe(Object.prototype);
+    expect(Object.keys(fromJson)).toEqual(['__proto__', 'id']);
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  });
+
   it('stays usable after a failure', () => {
     const c = codec();
     expect(() => c.decode(encode(instruction).subarray(0, 10), 'msgpack')).toThrow(DecodeFailure);

@@ -346,6 +346,8 @@ describe('validateInstruction: reference', () => {
     ['unit separator', 'a\u001fb'],
     ['DEL', 'a\u007fb'],
     ['\\u0001 (the content-key separator)', 'a\u0001b'],
+    ['C1 next line', 'a\u0085b'],
+    ['C1 CSI', 'a\u009bb'],
   ])('a control char (%s) is INVALID_FIELD reference', (_name, reference) => {
     expectFailure({ ...base(), reference }, 'INVALID_FIELD', 'reference');
   });

@@ -36,7 +36,7 @@ describe('centsToWire / centsFromWire', () => {
     expect(centsFromWire('-18446744073709551617')).toBe(-18446744073709551617n);
   });
 
-  it.each(['1.5', '01', '+1', '', ' 1', '1 ', '1e3', '-', '--1', '0x10', 'abc', '1_000', '-01', '１'])(
+  it.each(['1.5', '01', '+1', '', ' 1', '1 ', '1e3', '-', '--1', '0x10', 'abc', '1_000', '-01', '１', '-0'])(
     'rejects %j with AssertionError',
     (text) => {
       expect(() => centsFromWire(text)).toThrow(AssertionError);
