@@ -28,7 +28,7 @@ export const DEFAULTS = {
     /** Instructions in one task handed to a shard worker (one LMDB transaction). */
     shardTaskItemsMax: 4_096,
     /** Tasks a shard may have at its worker at once; more queue in the router. */
-    shardTasksInflightMax: 4,
+    shardTasksInflightMax: 2,
     /** Send buffer of a WebSocket connection past which it is closed. */
     wsBackpressureBytesMax: 16_777_216,
     /** Seconds without traffic before a WebSocket is closed (uWS rounds to 4 s). */
