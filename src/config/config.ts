@@ -8,7 +8,8 @@
 import { readFileSync } from 'node:fs';
 import { isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
 import { AMOUNT_CENTS_LIMIT } from '../core/money.js';
-import { DEFAULTS, SHARDS_MAX, SNAPSHOT_INTERVAL_MS_MIN, TOKEN_LENGTH_MIN } from './defaults.js';
+import { parseTimes, type BatchScheduleConfig } from '../core/business-time.js';
+import { BATCH_INTERVAL_MS_MIN, DEFAULTS, SHARDS_MAX, SNAPSHOT_INTERVAL_MS_MIN, TOKEN_LENGTH_MIN } from './defaults.js';
 
 export type Role = 'institution' | 'bank' | 'operator';
 export const ROLES: readonly Role[] = ['institution', 'bank', 'operator'];
@@ -48,6 +49,10 @@ export interface EngineConfig {
   banks: BankConfig[];
   principals: PrincipalConfig[];
   snapshotIntervalMs: number;
+  /** Snapshots kept on disk; older ones are dropped. */
+  snapshotRetention: number;
+  /** Automatic cut-offs; absent means operator cut-offs only. */
+  batchSchedule?: BatchScheduleConfig;
   shards: number;
   workers: number;
   maxAmountCents: number;
@@ -101,7 +106,21 @@ export function parseConfig(raw: unknown): EngineConfig {
   const root = object(raw, '(root)');
   checkKeys(
     root,
-    ['listen', 'dataDir', 'banks', 'principals', 'snapshotIntervalMs', 'shards', 'workers', 'maxAmountCents', 'verifyOnStart', 'logLevel', 'limits'],
+    [
+      'listen',
+      'dataDir',
+      'banks',
+      'principals',
+      'snapshotIntervalMs',
+      'snapshotRetention',
+      'batchSchedule',
+      'shards',
+      'workers',
+      'maxAmountCents',
+      'verifyOnStart',
+      'logLevel',
+      'limits',
+    ],
     '',
   );
 
@@ -160,6 +179,25 @@ export function parseConfig(raw: unknown): EngineConfig {
   const snapshotIntervalMs = opt(root, 'snapshotIntervalMs', DEFAULTS.snapshotIntervalMs as number, (v) =>
     int(v, 'snapshotIntervalMs', SNAPSHOT_INTERVAL_MS_MIN, 86_400_000),
   );
+  const snapshotRetention = opt(root, 'snapshotRetention', DEFAULTS.snapshotRetention as number, (v) => int(v, 'snapshotRetention', 1, 10_000_000));
+  const batchSchedule = opt(root, 'batchSchedule', undefined as BatchScheduleConfig | undefined, (v) => {
+    const o = object(v, 'batchSchedule');
+    if (Object.hasOwn(o, 'intervalMs')) {
+      checkKeys(o, ['intervalMs'], 'batchSchedule');
+      return { intervalMs: int(o['intervalMs'], 'batchSchedule.intervalMs', BATCH_INTERVAL_MS_MIN, 86_400_000) };
+    }
+    checkKeys(o, ['times'], 'batchSchedule');
+    const times = o['times'];
+    if (!Array.isArray(times) || times.length === 0 || !times.every((t) => typeof t === 'string')) {
+      throw new ConfigError('batchSchedule.times', 'must be a non-empty array of "HH:MM" (Beijing time)');
+    }
+    try {
+      parseTimes(times as string[]);
+    } catch (err) {
+      throw new ConfigError('batchSchedule.times', (err as Error).message);
+    }
+    return { times: [...(times as string[])] };
+  });
   const shards = opt(root, 'shards', DEFAULTS.shards as number, (v) => int(v, 'shards', 1, SHARDS_MAX));
   const workers = opt(root, 'workers', Math.min(shards, DEFAULTS.workers), (v) => int(v, 'workers', 1, shards));
   const maxAmountCents = opt(root, 'maxAmountCents', DEFAULTS.maxAmountCents as number, (v) =>
@@ -197,7 +235,9 @@ export function parseConfig(raw: unknown): EngineConfig {
     limits[key] = opt(limitsRaw, key, DEFAULTS.limits[key] as number, (v) => int(v, `limits.${key}`, min, max));
   }
 
-  return deepFreeze({ listen, dataDir, banks, principals, snapshotIntervalMs, shards, workers, maxAmountCents, verifyOnStart, logLevel, limits });
+  const config: EngineConfig = { listen, dataDir, banks, principals, snapshotIntervalMs, snapshotRetention, shards, workers, maxAmountCents, verifyOnStart, logLevel, limits };
+  if (batchSchedule !== undefined) config.batchSchedule = batchSchedule;
+  return deepFreeze(config);
 }
 
 function deepFreeze<T>(value: T): T {

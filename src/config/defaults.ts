@@ -7,6 +7,8 @@ export const DEFAULTS = {
   listen: { host: '127.0.0.1', port: 8080 },
   dataDir: './data',
   snapshotIntervalMs: 1000,
+  /** An hour of snapshots at the default interval. */
+  snapshotRetention: 3600,
   shards: 2,
   /** Worker threads; each owns shards s where s % workers === its index. */
   workers: 2,
@@ -38,6 +40,8 @@ export const DEFAULTS = {
   },
 } as const;
 
+/** The shortest interval between scheduled cut-offs (at most 999 batches fit in a business day). */
+export const BATCH_INTERVAL_MS_MIN = 1000;
 /** The smallest snapshot interval the engine accepts. */
 export const SNAPSHOT_INTERVAL_MS_MIN = 100;
 /** Shards are fixed for a data folder; this bound keeps per-shard overhead sane. */

@@ -1,21 +1,25 @@
 /**
- * The engine assembled: storage, shard workers, router and positions view,
- * with start-up recovery and an orderly stop. The gateway sits in front of
- * it and is the only part that speaks to clients.
+ * The engine assembled: storage, shard workers, router, live view, batch
+ * cut-offs and snapshots, with start-up recovery and an orderly stop. The
+ * gateway sits in front of it and is the only part that speaks to clients.
  */
 
+import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import type { EngineConfig } from '../config/config.js';
 import { assert } from '../core/assert.js';
-import type { PairFlow } from '../core/netting.js';
 import { ShardMap } from '../core/shard-map.js';
+import { DebitCaps } from '../router/debit-caps.js';
 import { ShardPools } from '../router/shard-pools.js';
 import { ShardRouter } from '../router/shard-router.js';
-import type { VerifyReport } from '../shard/tasks.js';
-import { EngineStore, nextBatchId } from '../store/engine-store.js';
+import type { BatchSummary, OpenResult, VerifyReport } from '../shard/tasks.js';
+import { EngineStore, nextBatchId, type BatchRecord, type Closing } from '../store/engine-store.js';
 import { ShardReaders } from '../store/shard-readers.js';
+import { BatchSchedule } from './batch-schedule.js';
+import { LiveView, type BatchState } from './live-view.js';
 import type { Logger } from './log.js';
-import { PositionsView } from './positions-view.js';
+import { batchRecord } from './settlement-report.js';
+import { SnapshotTaker, type Snapshot } from './snapshots.js';
 
 export interface AuditReport {
   batch: string;
@@ -25,8 +29,18 @@ export interface AuditReport {
   shards: VerifyReport[];
 }
 
-export class Engine {
+export interface EngineEvents {
+  snapshot: [Snapshot];
+  batchClosed: [BatchRecord];
+}
+
+export class Engine extends EventEmitter<EngineEvents> {
   private state: 'starting' | 'ready' | 'stopping' | 'stopped' = 'starting';
+  private openedAt: number;
+  private closingChain: Promise<unknown> = Promise.resolve();
+  readonly banks: readonly string[];
+  readonly snapshots: SnapshotTaker;
+  private schedule: BatchSchedule | undefined;
 
   private constructor(
     readonly config: EngineConfig,
@@ -34,10 +48,15 @@ export class Engine {
     readonly store: EngineStore,
     readonly pools: ShardPools,
     readonly readers: ShardReaders,
-    readonly view: PositionsView,
+    readonly view: LiveView,
     readonly router: ShardRouter,
-    private batchId: string,
-  ) {}
+    openedAt: number,
+  ) {
+    super();
+    this.banks = config.banks.map((b) => b.code);
+    this.openedAt = openedAt;
+    this.snapshots = new SnapshotTaker(this, store.lastSnapshotSeq());
+  }
 
   static async start(config: EngineConfig, log: Logger): Promise<Engine> {
     const started = Date.now();
@@ -50,52 +69,64 @@ export class Engine {
       await store.setOpenBatch(open);
       log.info({ batch: open.id }, 'opened the first settlement batch');
     }
-    const batch = open.id;
+    const closing = store.closing();
 
     const pools = new ShardPools(
       { dataDir: config.dataDir, shards: config.shards, mapSizeBytes: config.limits.shardMapBytes },
       config.workers,
       config.limits.shardTasksInflightMax,
     );
-    const opened = await Promise.all(
-      Array.from({ length: config.shards }, (_, shard) => pools.open({ kind: 'open', shard, batch, verify: config.verifyOnStart })),
-    );
-    const flows: PairFlow[] = [];
-    for (const o of opened) {
-      flows.push(...o.flows);
-      if (o.verify !== null) {
-        if (!o.verify.matches) {
-          await pools.close();
-          await store.close();
-          throw new Error(`shard ${o.shard} failed verification: ${o.verify.mismatches.join(', ')}`);
-        }
+    const batches = closing === undefined ? [open.id] : [open.id, closing.batch];
+    let opened: OpenResult[];
+    try {
+      opened = await Promise.all(Array.from({ length: config.shards }, (_, shard) => pools.open({ kind: 'open', shard, batches, verify: config.verifyOnStart })));
+      for (const o of opened) {
+        if (o.verify === null) continue;
+        if (!o.verify.matches) throw new Error(`shard ${o.shard} failed verification: ${o.verify.mismatches.join(', ')}`);
         log.info({ shard: o.shard, instructions: o.verify.instructions, cleared: o.verify.cleared }, 'shard verified against its instruction log');
       }
+    } catch (err) {
+      await pools.close();
+      await store.close();
+      throw err;
     }
+
     const readers = new ShardReaders(config.dataDir, config.shards, config.limits.shardMapBytes);
     const bankCodes = config.banks.map((b) => b.code);
-    const view = new PositionsView(bankCodes, batch);
-    view.reset(batch, flows);
+    const view = new LiveView(bankCodes, open.id);
+    for (const o of opened) {
+      for (const s of o.summaries) view.apply(s);
+      for (const p of o.pending) view.addPending(p.payer, BigInt(p.amount));
+    }
     view.overview(); // asserts conservation of the recovered state
 
+    const caps = new DebitCaps(config.banks, view);
     const bankSet = new Set(bankCodes);
-    let engine: Engine | undefined;
     const router = new ShardRouter({
       rules: { isBank: (code) => bankSet.has(code), amountCentsMax: config.maxAmountCents, twoPhaseEnabled: false },
       shardMap: new ShardMap(bankCodes, config.shards),
       readers,
       runner: pools,
-      openBatch: () => {
-        assert(engine !== undefined, 'router used before the engine was built');
-        return engine.batchId;
-      },
-      onCommitted: (_shard, result) => view.apply(result.deltas),
+      caps,
+      batch: open.id,
+      onCommitted: (_task, result) => view.apply(result.delta),
       limits: config.limits,
       log,
     });
-    engine = new Engine(config, log, store, pools, readers, view, router, batch);
+    const engine = new Engine(config, log, store, pools, readers, view, router, open.openedAt);
+    if (closing !== undefined) {
+      // A cut-off was interrupted after the next batch became durable: finish it from what the shards hold.
+      await engine.finishClose(closing, view.take(closing.batch));
+      log.warn({ batch: closing.batch }, 'finished a cut-off that a stop had interrupted');
+    }
     engine.state = 'ready';
-    log.info({ shards: config.shards, workers: config.workers, batch, recoveryMs: Date.now() - started }, 'engine ready');
+    engine.snapshots.start(config.snapshotIntervalMs);
+    if (config.batchSchedule !== undefined) {
+      engine.schedule = new BatchSchedule(config.batchSchedule, () => {
+        engine.closeBatch('schedule').catch((err: unknown) => log.error({ err }, 'scheduled cut-off failed'));
+      });
+    }
+    log.info({ shards: config.shards, workers: config.workers, batch: open.id, recoveryMs: Date.now() - started }, 'engine ready');
     return engine;
   }
 
@@ -104,12 +135,74 @@ export class Engine {
   }
 
   get openBatchId(): string {
-    return this.batchId;
+    return this.router.batch;
   }
 
-  /** Recompute every shard's flows from its instruction log and compare (laws 2 and 6). */
+  get openBatchOpenedAt(): number {
+    return this.openedAt;
+  }
+
+  /**
+   * Cut off the open batch (清算场次), open the next, and answer the closed
+   * batch's settlement report once every instruction routed before the cut
+   * has committed. Cut-offs are serialised.
+   */
+  closeBatch(by: string): Promise<BatchRecord> {
+    const run = this.closingChain.then(() => this.closeNow(by));
+    this.closingChain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async closeNow(by: string): Promise<BatchRecord> {
+    assert(this.state === 'ready', 'the engine is not ready');
+    const closedAt = Date.now();
+    const old = this.router.batch;
+    const next = nextBatchId(old, closedAt);
+    const closing: Closing = { batch: old, openedAt: this.openedAt, closedAt };
+    await this.router.cut(next, async () => {
+      await this.store.beginCut(closing, { id: next, openedAt: closedAt });
+      this.view.open(next);
+      this.openedAt = closedAt;
+    });
+    const record = await this.finishClose(closing, this.view.take(old));
+    this.log.info({ batch: old, next, by, count: record.count, gross: record.gross, debits: record.debits }, 'batch closed');
+    return record;
+  }
+
+  private async finishClose(closing: Closing, state: BatchState): Promise<BatchRecord> {
+    const record = batchRecord(state, this.banks, closing.openedAt, closing.closedAt);
+    await this.store.finishCut(record);
+    this.emit('batchClosed', record);
+    return record;
+  }
+
+  /** Record that the central-bank transfers of a closed batch were made (资金划拨). */
+  async markSettled(batch: string, by: string): Promise<BatchRecord | 'open' | undefined> {
+    if (batch === this.router.batch) return 'open';
+    const record = this.store.batch(batch);
+    if (record === undefined) return undefined;
+    if (record.settled) return record;
+    const settled: BatchRecord = { ...record, settled: true, settledAt: Date.now(), settledBy: by };
+    await this.store.putBatch(settled);
+    this.log.info({ batch, by }, 'batch marked settled');
+    return settled;
+  }
+
+  /** The open batch as a provisional report. */
+  openBatchRecord(): BatchRecord {
+    const state = this.view.state(this.router.batch);
+    assert(state !== undefined, 'no state for the open batch');
+    return batchRecord(state, this.banks, this.openedAt, Date.now());
+  }
+
+  /** The shards' stored figures of a batch, summed; for reconciliation of any batch. */
+  async storedSummary(batch: string): Promise<BatchSummary[]> {
+    return Promise.all(Array.from({ length: this.config.shards }, (_, shard) => this.pools.summary(shard, batch)));
+  }
+
+  /** Recompute every shard's flows and digests from its instruction log and compare (laws 2 and 6). */
   async audit(): Promise<AuditReport> {
-    const batch = this.batchId;
+    const batch = this.router.batch;
     await this.router.idle();
     const shards = await Promise.all(Array.from({ length: this.config.shards }, (_, s) => this.pools.verify(s, batch)));
     let instructions = 0;
@@ -129,11 +222,15 @@ export class Engine {
   async stop(drainMs: number): Promise<void> {
     if (this.state === 'stopping' || this.state === 'stopped') return;
     this.state = 'stopping';
+    this.schedule?.stop();
+    this.snapshots.stop();
     const drained = await Promise.race([
       this.router.idle().then(() => true),
       new Promise<boolean>((resolve) => setTimeout(() => resolve(false), drainMs).unref()),
     ]);
-    if (!drained) this.log.warn({ inflight: this.router.inflightCount }, 'stopping with instructions still in flight; they were not acknowledged');
+    if (!drained) this.log.warn({ inflight: this.router.inflightCount }, 'stopping with operations still in flight; they were not acknowledged');
+    await this.closingChain;
+    await this.snapshots.idle();
     await this.pools.close();
     await this.readers.close();
     await this.store.close();

@@ -5,7 +5,9 @@
  */
 
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import type { Role } from '../config/config.js';
 import { Codec, type Encoding } from '../protocol/codec.js';
+import type { Authenticator, Principal } from './auth.js';
 import { failure, httpStatusOf, statusLine, type ErrorCode, type Failure } from '../protocol/errors.js';
 
 /** Per-request state kept on the side, since `res` is only valid until answered or aborted. */
@@ -83,3 +85,29 @@ export function readBody(ex: Exchange, codec: Codec, req: HttpRequest, limitByte
     if (isLast) onBody(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
   });
 }
+
+/** Authenticate and check the role; answers 401/403 itself and returns undefined then. */
+export function authorize(auth: Authenticator, codec: Codec, ex: Exchange, req: HttpRequest, roles: readonly Role[]): Principal | undefined {
+  const principal = auth.fromAuthorization(req.getHeader('authorization'));
+  if (principal === undefined) {
+    replyCode(ex, codec, 'UNAUTHORIZED', 'a valid bearer token is required');
+    return undefined;
+  }
+  if (!roles.includes(principal.role)) {
+    replyCode(ex, codec, 'FORBIDDEN', `role '${principal.role}' may not do this`);
+    return undefined;
+  }
+  return principal;
+}
+
+/** A path parameter, percent-decoded; undefined when absent or malformed. */
+export function param(req: HttpRequest, index: number): string | undefined {
+  const raw = req.getParameter(index);
+  if (raw === undefined) return undefined;
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return undefined;
+  }
+}
+

@@ -10,11 +10,11 @@ import { ID_PATTERN, PARTY_CODE_PATTERN } from '../core/instruction.js';
 import { httpStatusOf, type Failure } from '../protocol/errors.js';
 import { bankRowWire, counterpartyWire, instructionView, totalsWire, type InstructionResult } from '../protocol/messages.js';
 import type { Codec } from '../protocol/codec.js';
-import type { Authenticator, Principal } from './auth.js';
-import { acceptEncoding, beginExchange, bodyEncoding, readBody, reply, replyCode, replyFailure, type Exchange } from './http-io.js';
+import type { Authenticator } from './auth.js';
+import { acceptEncoding, authorize, beginExchange, bodyEncoding, param, readBody, reply, replyCode, replyFailure } from './http-io.js';
 import { submissionItems } from './intake.js';
+import { registerBatchRoutes } from './batch-routes.js';
 import { DecodeFailure } from '../protocol/codec.js';
-import type { Role } from '../config/config.js';
 
 export interface HttpContext {
   engine: Engine;
@@ -22,35 +22,11 @@ export interface HttpContext {
   auth: Authenticator;
 }
 
-/** Authenticate and check the role; answers 401/403 itself and returns undefined then. */
-function authorize(ctx: HttpContext, ex: Exchange, req: HttpRequest, roles: readonly Role[]): Principal | undefined {
-  const principal = ctx.auth.fromAuthorization(req.getHeader('authorization'));
-  if (principal === undefined) {
-    replyCode(ex, ctx.codec, 'UNAUTHORIZED', 'a valid bearer token is required');
-    return undefined;
-  }
-  if (!roles.includes(principal.role)) {
-    replyCode(ex, ctx.codec, 'FORBIDDEN', `role '${principal.role}' may not do this`);
-    return undefined;
-  }
-  return principal;
-}
-
-function param(req: HttpRequest, index: number): string | undefined {
-  const raw = req.getParameter(index);
-  if (raw === undefined) return undefined;
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    return undefined;
-  }
-}
-
 function postInstructions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
   const encoding = bodyEncoding(req);
   const ex = beginExchange(res, encoding ?? acceptEncoding(req));
   const { engine, codec } = ctx;
-  const principal = authorize(ctx, ex, req, ['institution']);
+  const principal = authorize(ctx.auth, ctx.codec, ex, req, ['institution']);
   if (principal === undefined) return;
   if (encoding === undefined) {
     replyCode(ex, codec, 'UNSUPPORTED_MEDIA_TYPE');
@@ -91,7 +67,7 @@ function postInstructions(ctx: HttpContext, res: HttpResponse, req: HttpRequest)
 
 function getInstruction(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
   const ex = beginExchange(res, acceptEncoding(req));
-  const principal = authorize(ctx, ex, req, ['institution', 'bank', 'operator']);
+  const principal = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'bank', 'operator']);
   if (principal === undefined) return;
   const institution = param(req, 0);
   const id = param(req, 1);
@@ -118,21 +94,21 @@ function getInstruction(ctx: HttpContext, res: HttpResponse, req: HttpRequest): 
 
 function getPositions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
   const ex = beginExchange(res, acceptEncoding(req));
-  const principal = authorize(ctx, ex, req, ['bank', 'operator']);
+  const principal = authorize(ctx.auth, ctx.codec, ex, req, ['bank', 'operator']);
   if (principal === undefined) return;
   const o = ctx.engine.view.overview();
   if (principal.role === 'operator') {
-    reply(ex, ctx.codec, 200, { batch: o.batch, seq: o.seq, banks: o.banks.map((b) => bankRowWire(b, 0n)), totals: totalsWire(o.totals) });
+    reply(ex, ctx.codec, 200, { batch: o.batch, seq: o.seq, banks: o.banks.map((b) => bankRowWire(b, ctx.engine.view.pendingDebit(b.bank))), totals: totalsWire(o.totals) });
   } else {
     // A bank sees its own row only; system totals are the operator's.
     const own = o.banks.filter((b) => b.bank === principal.id);
-    reply(ex, ctx.codec, 200, { batch: o.batch, seq: o.seq, banks: own.map((b) => bankRowWire(b, 0n)) });
+    reply(ex, ctx.codec, 200, { batch: o.batch, seq: o.seq, banks: own.map((b) => bankRowWire(b, ctx.engine.view.pendingDebit(b.bank))) });
   }
 }
 
 function getBankPosition(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
   const ex = beginExchange(res, acceptEncoding(req));
-  const principal = authorize(ctx, ex, req, ['bank', 'operator']);
+  const principal = authorize(ctx.auth, ctx.codec, ex, req, ['bank', 'operator']);
   if (principal === undefined) return;
   const bank = param(req, 0) ?? '';
   if (principal.role === 'bank' && principal.id !== bank) {
@@ -147,14 +123,14 @@ function getBankPosition(ctx: HttpContext, res: HttpResponse, req: HttpRequest):
   reply(ex, ctx.codec, 200, {
     batch: ctx.engine.view.batch,
     seq: ctx.engine.view.seq,
-    ...bankRowWire(d.position, 0n),
+    ...bankRowWire(d.position, ctx.engine.view.pendingDebit(bank)),
     counterparties: d.counterparties.map(counterpartyWire),
   });
 }
 
 function getAudit(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
   const ex = beginExchange(res, acceptEncoding(req));
-  const principal = authorize(ctx, ex, req, ['operator']);
+  const principal = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
   if (principal === undefined) return;
   ctx.engine.log.info({ operator: principal.id }, 'audit requested');
   ctx.engine.audit().then(
@@ -192,6 +168,7 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
   app.get('/v1/positions', guard(getPositions));
   app.get('/v1/positions/:bank', guard(getBankPosition));
   app.get('/v1/audit', guard(getAudit));
+  registerBatchRoutes(app, ctx, (h) => guard((_ctx, res, req) => h(res, req)));
   app.any('/*', (res, req) => {
     const ex = beginExchange(res, acceptEncoding(req));
     replyCode(ex, ctx.codec, 'NOT_FOUND', `no route ${req.getMethod().toUpperCase()} ${req.getUrl().slice(0, 100)}`);

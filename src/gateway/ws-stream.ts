@@ -16,6 +16,7 @@ import { failure, statusLine, type ErrorCode, type Failure } from '../protocol/e
 import { rejectedResult, type InstructionResult } from '../protocol/messages.js';
 import type { Authenticator, Principal } from './auth.js';
 import { itemsFromList } from './intake.js';
+import { snapshotFor } from '../engine/snapshots.js';
 
 export const TOPICS = ['notifications', 'snapshots', 'forwards'] as const;
 export type Topic = (typeof TOPICS)[number];
@@ -181,7 +182,33 @@ function onMessage(ctx: WsContext, ws: WebSocket<Connection>, data: ArrayBuffer,
   }
 }
 
+/**
+ * Push each snapshot to the connections subscribed to `snapshots`, each
+ * seeing only its own rows; one encoding per distinct view and encoding.
+ */
+function pushSnapshots(ctx: WsContext): void {
+  ctx.engine.on('snapshot', (snapshot) => {
+    const encoded = new Map<string, Uint8Array | string>();
+    for (const ws of ctx.connections) {
+      const conn = ws.getUserData();
+      if (conn.closed || !conn.topics.has('snapshots')) continue;
+      const { role, id } = conn.principal;
+      const key = `${role}|${role === 'operator' ? '' : id}|${conn.encoding}`;
+      let payload = encoded.get(key);
+      if (payload === undefined) {
+        payload = ctx.codec.encode({ op: 'snapshot', ...snapshotFor(snapshot, role, id) }, conn.encoding);
+        encoded.set(key, payload);
+      }
+      const p = payload;
+      ws.cork(() => {
+        ws.send(p, conn.encoding === 'msgpack');
+      });
+    }
+  });
+}
+
 export function registerStream(app: TemplatedApp, ctx: WsContext): void {
+  pushSnapshots(ctx);
   const limits = ctx.engine.config.limits;
   app.ws<Connection>('/v1/stream', {
     maxPayloadLength: limits.frameBytesMax * 2,

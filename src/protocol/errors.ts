@@ -23,6 +23,7 @@ export const ERROR_CATALOG = {
   NOT_READY: { status: 503, message: 'the engine is starting or shutting down' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'the route does not accept this method' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'send application/json or application/msgpack' },
+  BATCH_OPEN: { status: 409, message: 'the batch is still open' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOG;

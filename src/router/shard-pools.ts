@@ -6,7 +6,7 @@
  */
 
 import { Piscina } from 'piscina';
-import type { ApplyResult, ApplyTask, OpenResult, OpenTask, ShardTask, VerifyReport, WorkerSetup } from '../shard/tasks.js';
+import type { ApplyResult, ApplyTask, BatchSummary, OpenResult, OpenTask, ShardTask, VerifyReport, WorkerSetup } from '../shard/tasks.js';
 
 const WORKER_FILE = new URL('../shard/worker.js', import.meta.url).href;
 
@@ -59,6 +59,10 @@ export class ShardPools {
 
   verify(shard: number, batch: string): Promise<VerifyReport> {
     return this.run({ kind: 'verify', shard, batch });
+  }
+
+  summary(shard: number, batch: string): Promise<BatchSummary> {
+    return this.run({ kind: 'summary', shard, batch });
   }
 
   async close(): Promise<void> {

@@ -1,43 +1,73 @@
 /**
- * The router: the point of the stream where instructions are ordered.
+ * The router: the point of the stream where everything is ordered.
  *
  * For every submitted item it validates, applies the duplicate rules
  * across all shards (in-flight ids here, durable ids in the shards' LMDB
- * environments), and queues the item for the shard that owns its bank pair.
- * Queues are cut into one task per shard per event-loop turn (at most
- * `shardTaskItemsMax` items, at most `shardTasksInflightMax` tasks at the
- * worker), so many instructions share one worker hop and one LMDB commit.
+ * environments), checks the payer's debit cap, and queues the operation for
+ * the shard that owns the bank pair. Lifecycle operations (receipts,
+ * expiries, reversals) go to the shard that holds the instruction.
  *
- * A result is delivered only after the shard reports the commit that holds
- * the instruction; the committed pair-flow deltas are applied to the
- * positions view at the same moment.
+ * Queues are cut into one task per shard per event-loop turn (at most
+ * `shardTaskItemsMax` operations, at most `shardTasksInflightMax` tasks at
+ * the worker), so many operations share one worker hop and one LMDB commit.
+ * An answer is delivered only after the shard reports the commit; the
+ * committed deltas reach the live view in the same event turn.
+ *
+ * A batch cut-off is a point in this stream: `cut` hands every queued
+ * operation to its shard under the old batch, holds new ones until the
+ * next batch is durable, and then routes under the next batch.
  */
 
-import { isFailure, rawId, validateInstruction, contentKey, type Instruction, type ValidationRules } from '../core/instruction.js';
 import { assert } from '../core/assert.js';
+import { contentKey, isFailure, rawId, validateInstruction, type Instruction, type ValidationRules } from '../core/instruction.js';
 import type { ShardMap } from '../core/shard-map.js';
+import type { Logger } from '../engine/log.js';
 import { failure, type Failure } from '../protocol/errors.js';
 import { rejectedResult, storedResult, type InstructionResult } from '../protocol/messages.js';
+import type { ApplyResult, ApplyTask, LifecycleOp, OpOutcome, ShardOp, SubmitOp } from '../shard/tasks.js';
 import { storedContentKey } from '../store/schema.js';
 import type { ShardReaders } from '../store/shard-readers.js';
-import type { ApplyResult, ApplyTask, WireItem } from '../shard/tasks.js';
-import type { Logger } from '../engine/log.js';
+import type { DebitCaps } from './debit-caps.js';
 
-export interface Waiter {
-  submission: Submission;
+/** How an operation ended, as the router tells whoever asked for it. */
+export type OpResult =
+  | { kind: 'applied'; batch: string }
+  | { kind: 'found'; outcome: OpOutcome }
+  | { kind: 'failed'; failure: Failure };
+
+/** Whoever waits for operations: a submission, a receipt batch, an operator call. */
+export interface OutcomeTarget {
+  /** `primary` is false for an identical request that waited on one already in flight. */
+  deliver(index: number, result: OpResult, primary: boolean): void;
+}
+
+interface Waiter {
+  target: OutcomeTarget;
   index: number;
 }
 
+interface Inflight {
+  op: ShardOp;
+  /** For submissions, the content for the duplicate rules; for lifecycle operations, their kind. */
+  content: string;
+  batch: string;
+  waiters: Waiter[];
+  /** Lifecycle operations of another kind that arrived meanwhile: routed again once this one ends. */
+  deferred: { op: LifecycleOp; shard: number; target: OutcomeTarget; index: number }[];
+}
+
 /** One POST or one `submit` frame: its results fill in as shards answer. */
-export class Submission {
+export class Submission implements OutcomeTarget {
   readonly results: (InstructionResult | undefined)[];
   private remaining: number;
+  readonly ids: (string | undefined)[];
 
   constructor(
     size: number,
     private readonly onDone: (results: InstructionResult[]) => void,
   ) {
     this.results = new Array(size);
+    this.ids = new Array(size);
     this.remaining = size;
   }
 
@@ -48,21 +78,34 @@ export class Submission {
     if (this.remaining === 0) this.onDone(this.results as InstructionResult[]);
   }
 
+  deliver(index: number, result: OpResult, primary: boolean): void {
+    const id = this.ids[index]!;
+    if (result.kind === 'applied') {
+      const o = this.pendingOnApply?.[index] === true;
+      this.settle(index, o ? storedResult(id, 'pending', undefined, !primary) : storedResult(id, 'cleared', result.batch, !primary));
+    } else if (result.kind === 'found') {
+      if (result.outcome.conflict === true) {
+        this.settle(index, rejectedResult(id, failure('DUPLICATE_CONFLICT', `id '${id}' exists with different content`)));
+      } else {
+        this.settle(index, storedResult(id, result.outcome.status as InstructionResult['status'], result.outcome.batch, true));
+      }
+    } else {
+      this.settle(index, rejectedResult(id, result.failure));
+    }
+  }
+
+  /** Items that become pending (two-phase) rather than cleared when applied. */
+  pendingOnApply: boolean[] | undefined;
+
   get done(): boolean {
     return this.remaining === 0;
   }
 }
 
-interface Inflight {
-  content: string;
-  id: string;
-  /** The first is the submission that queued the item; later ones are identical resubmissions. */
-  waiters: Waiter[];
-}
-
 export interface RouterStats {
   submitted: number;
   cleared: number;
+  pending: number;
   duplicates: number;
   rejected: Map<string, number>;
   tasks: number;
@@ -77,36 +120,52 @@ export interface RouterDeps {
   shardMap: ShardMap;
   readers: ShardReaders;
   runner: ShardRunner;
-  openBatch: () => string;
-  onCommitted: (shard: number, result: ApplyResult) => void;
+  caps: DebitCaps;
+  batch: string;
+  /** Called with every committed task, before any of its answers is delivered. */
+  onCommitted: (task: ApplyTask, result: ApplyResult) => void;
   limits: { shardQueueMax: number; shardTaskItemsMax: number; shardTasksInflightMax: number };
   log: Logger;
 }
 
 export class ShardRouter {
   private readonly inflight = new Map<string, Inflight>();
-  private readonly queueItems: WireItem[][] = [];
-  private readonly queueKeys: string[][] = [];
+  private queueOps: ShardOp[][] = [];
+  private queueKeys: string[][] = [];
   private readonly tasksAtWorker: number[] = [];
+  private readonly tasksByBatch = new Map<string, number>();
+  private readonly drainWaiters = new Map<string, (() => void)[]>();
   private flushScheduled = false;
+  private held = false;
   private idleWaiters: (() => void)[] = [];
-  readonly stats: RouterStats = { submitted: 0, cleared: 0, duplicates: 0, rejected: new Map(), tasks: 0 };
+  private currentBatch: string;
+  readonly stats: RouterStats = { submitted: 0, cleared: 0, pending: 0, duplicates: 0, rejected: new Map(), tasks: 0 };
 
   constructor(private readonly deps: RouterDeps) {
+    this.currentBatch = deps.batch;
     for (let s = 0; s < deps.shardMap.shards; s++) {
-      this.queueItems.push([]);
+      this.queueOps.push([]);
       this.queueKeys.push([]);
       this.tasksAtWorker.push(0);
     }
   }
 
-  /** Items submitted and not yet answered, across all shards. */
+  /** The batch new operations are routed into. */
+  get batch(): string {
+    return this.currentBatch;
+  }
+
+  /** Operations routed and not yet answered, across all shards. */
   get inflightCount(): number {
     return this.inflight.size;
   }
 
   queuedCount(shard: number): number {
-    return this.queueItems[shard]?.length ?? 0;
+    return this.queueOps[shard]?.length ?? 0;
+  }
+
+  tasksAt(shard: number): number {
+    return this.tasksAtWorker[shard] ?? 0;
   }
 
   /**
@@ -115,7 +174,7 @@ export class ShardRouter {
    */
   submit(institution: string, raws: readonly unknown[], onDone: (results: InstructionResult[]) => void): Submission {
     const submission = new Submission(raws.length, onDone);
-    for (let i = 0; i < raws.length; i++) this.route(institution, raws[i], submission, i);
+    for (let i = 0; i < raws.length; i++) this.routeSubmission(institution, raws[i], submission, i);
     if (raws.length === 0) onDone([]);
     return submission;
   }
@@ -125,20 +184,22 @@ export class ShardRouter {
     submission.settle(index, rejectedResult(id, f));
   }
 
-  private route(institution: string, raw: unknown, submission: Submission, index: number): void {
+  private routeSubmission(institution: string, raw: unknown, submission: Submission, index: number): void {
     this.stats.submitted++;
     const v = validateInstruction(raw, institution, this.deps.rules);
     if (isFailure(v)) {
       this.reject(submission, index, rawId(raw), v);
       return;
     }
+    submission.ids[index] = v.id;
+    if (v.twoPhase) (submission.pendingOnApply ??= [])[index] = true;
     const key = `${institution}/${v.id}`;
     const content = contentKey(v);
 
     const pending = this.inflight.get(key);
     if (pending !== undefined) {
       if (pending.content === content) {
-        pending.waiters.push({ submission, index });
+        pending.waiters.push({ target: submission, index });
       } else {
         this.reject(submission, index, v.id, failure('DUPLICATE_CONFLICT', `id '${v.id}' is in flight with different content`));
       }
@@ -157,13 +218,40 @@ export class ShardRouter {
     }
 
     const shard = this.deps.shardMap.shardOf(v.payer, v.payee);
-    const queue = this.queueItems[shard]!;
-    if (queue.length >= this.deps.limits.shardQueueMax) {
+    if (this.queueOps[shard]!.length >= this.deps.limits.shardQueueMax) {
       this.reject(submission, index, v.id, failure('OVERLOADED', `shard ${shard} queue is full; retry later`));
       return;
     }
-    this.inflight.set(key, { content, id: v.id, waiters: [{ submission, index }] });
-    queue.push(toWire(v));
+    if (!this.deps.caps.reserve(v.payer, v.amount, v.twoPhase, this.currentBatch)) {
+      this.reject(submission, index, v.id, failure('DEBIT_CAP_EXCEEDED', `payer '${v.payer}' would pass its debit cap`));
+      return;
+    }
+    this.enqueue(shard, key, toSubmitOp(v), content, { target: submission, index });
+  }
+
+  /**
+   * Route a lifecycle operation on a stored instruction to its shard. An
+   * identical operation already in flight is waited on; one of another kind
+   * is routed after it, against the state it leaves.
+   */
+  lifecycle(shard: number, op: LifecycleOp, target: OutcomeTarget, index: number): void {
+    const key = `${op[1]}/${op[2]}`;
+    const pending = this.inflight.get(key);
+    if (pending !== undefined) {
+      if (pending.content === op[0]) pending.waiters.push({ target, index });
+      else pending.deferred.push({ op, shard, target, index });
+      return;
+    }
+    if (this.queueOps[shard]!.length >= this.deps.limits.shardQueueMax) {
+      target.deliver(index, { kind: 'failed', failure: failure('OVERLOADED', `shard ${shard} queue is full; retry later`) }, true);
+      return;
+    }
+    this.enqueue(shard, key, op, op[0], { target, index });
+  }
+
+  private enqueue(shard: number, key: string, op: ShardOp, content: string, first: Waiter): void {
+    this.inflight.set(key, { op, content, batch: this.currentBatch, waiters: [first], deferred: [] });
+    this.queueOps[shard]!.push(op);
     this.queueKeys[shard]!.push(key);
     this.scheduleFlush();
   }
@@ -173,95 +261,146 @@ export class ShardRouter {
     this.flushScheduled = true;
     setImmediate(() => {
       this.flushScheduled = false;
-      this.flush();
+      this.flush(false);
     });
   }
 
-  /** Cut every shard's queue into tasks, as far as the in-flight bound allows. */
-  private flush(): void {
+  /** Cut every shard's queue into tasks, as far as the in-flight bound allows (or entirely, to seal a batch). */
+  private flush(all: boolean): void {
+    if (this.held) return;
     const { shardTaskItemsMax, shardTasksInflightMax } = this.deps.limits;
-    for (let shard = 0; shard < this.queueItems.length; shard++) {
-      while (this.queueItems[shard]!.length > 0 && this.tasksAtWorker[shard]! < shardTasksInflightMax) {
-        let items = this.queueItems[shard]!;
+    for (let shard = 0; shard < this.queueOps.length; shard++) {
+      while (this.queueOps[shard]!.length > 0 && (all || this.tasksAtWorker[shard]! < shardTasksInflightMax)) {
+        let ops = this.queueOps[shard]!;
         let keys = this.queueKeys[shard]!;
-        if (items.length > shardTaskItemsMax) {
-          this.queueItems[shard] = items.slice(shardTaskItemsMax);
+        if (ops.length > shardTaskItemsMax) {
+          this.queueOps[shard] = ops.slice(shardTaskItemsMax);
           this.queueKeys[shard] = keys.slice(shardTaskItemsMax);
-          items = items.slice(0, shardTaskItemsMax);
+          ops = ops.slice(0, shardTaskItemsMax);
           keys = keys.slice(0, shardTaskItemsMax);
         } else {
-          this.queueItems[shard] = [];
+          this.queueOps[shard] = [];
           this.queueKeys[shard] = [];
         }
-        this.dispatch(shard, items, keys);
+        this.dispatch(shard, ops, keys);
       }
     }
   }
 
-  private dispatch(shard: number, items: WireItem[], keys: string[]): void {
-    const batch = this.deps.openBatch();
-    const task: ApplyTask = { kind: 'apply', shard, batch, now: Date.now(), items };
+  private dispatch(shard: number, ops: ShardOp[], keys: string[]): void {
+    const batch = this.currentBatch;
+    const task: ApplyTask = { kind: 'apply', shard, batch, now: Date.now(), ops };
     this.tasksAtWorker[shard]!++;
+    this.tasksByBatch.set(batch, (this.tasksByBatch.get(batch) ?? 0) + 1);
     this.stats.tasks++;
     this.deps.runner.apply(task).then(
-      (result) => this.committed(shard, batch, keys, result),
-      (err: unknown) => this.failed(shard, keys, err),
+      (result) => this.committed(task, keys, result),
+      (err: unknown) => this.failed(task, keys, err),
     );
   }
 
-  private committed(shard: number, batch: string, keys: string[], result: ApplyResult): void {
-    this.tasksAtWorker[shard]!--;
-    assert(result.results.length === keys.length, 'a shard answered a different number of items');
+  private committed(task: ApplyTask, keys: string[], result: ApplyResult): void {
+    this.tasksAtWorker[task.shard]!--;
+    assert(result.outcomes.length === keys.length, 'a shard answered a different number of operations');
     // The commit must be visible to look-ups before its ids leave the in-flight map.
-    this.deps.readers.refresh(shard);
-    this.deps.onCommitted(shard, result);
+    this.deps.readers.refresh(task.shard);
+    this.releaseReservations(task.ops, task.batch);
+    this.deps.onCommitted(task, result);
     for (let i = 0; i < keys.length; i++) {
-      const key = keys[i]!;
-      const entry = this.inflight.get(key);
-      assert(entry !== undefined, `no in-flight entry for ${key}`);
-      this.inflight.delete(key);
-      const clash = result.results[i];
-      let first: InstructionResult;
-      let rest: InstructionResult;
-      if (clash === null || clash === undefined) {
-        this.stats.cleared++;
-        first = storedResult(entry.id, 'cleared', batch, false);
-        rest = storedResult(entry.id, 'cleared', batch, true);
-      } else if (clash.conflict) {
-        first = rest = rejectedResult(entry.id, failure('DUPLICATE_CONFLICT', `id '${entry.id}' exists with different content`));
+      const outcome = result.outcomes[i];
+      const op = task.ops[i]!;
+      if (outcome === null || outcome === undefined) {
+        if (op[0] === 'S') {
+          if (op[8] > 0) this.stats.pending++;
+          else this.stats.cleared++;
+        }
+        this.finish(keys[i]!, { kind: 'applied', batch: task.batch });
       } else {
-        first = rest = storedResult(entry.id, clash.status, clash.batch, true);
-      }
-      const waiters = entry.waiters;
-      waiters[0]!.submission.settle(waiters[0]!.index, first);
-      for (let w = 1; w < waiters.length; w++) {
-        this.stats.duplicates++;
-        waiters[w]!.submission.settle(waiters[w]!.index, rest);
+        this.finish(keys[i]!, { kind: 'found', outcome });
       }
     }
-    this.afterTask();
+    this.afterTask(task.batch);
   }
 
-  private failed(shard: number, keys: string[], err: unknown): void {
-    this.tasksAtWorker[shard]!--;
-    this.deps.log.error({ err, shard, items: keys.length }, 'shard task failed; its items were not acknowledged');
-    const result = failure('INTERNAL', 'the shard could not commit this instruction; it was not accepted, retry with the same id');
+  private failed(task: ApplyTask, keys: string[], err: unknown): void {
+    this.tasksAtWorker[task.shard]!--;
+    this.deps.log.error({ err, shard: task.shard, ops: keys.length }, 'shard task failed; its operations were not acknowledged');
+    this.releaseReservations(task.ops, task.batch);
+    const f = failure('INTERNAL', 'the shard could not commit this; it was not accepted, retry with the same id');
     for (const key of keys) {
-      const entry = this.inflight.get(key);
-      if (entry === undefined) continue;
-      this.inflight.delete(key);
-      for (const w of entry.waiters) this.reject(w.submission, w.index, entry.id, result);
+      this.stats.rejected.set('INTERNAL', (this.stats.rejected.get('INTERNAL') ?? 0) + 1);
+      this.finish(key, { kind: 'failed', failure: f });
     }
-    this.afterTask();
+    this.afterTask(task.batch);
   }
 
-  private afterTask(): void {
-    this.flush();
+  private releaseReservations(ops: ShardOp[], batch: string): void {
+    for (const op of ops) {
+      if (op[0] === 'S') this.deps.caps.release(op[4], op[6], op[8] > 0, batch);
+    }
+  }
+
+  private finish(key: string, result: OpResult): void {
+    const entry = this.inflight.get(key);
+    assert(entry !== undefined, `no in-flight entry for ${key}`);
+    this.inflight.delete(key);
+    const waiters = entry.waiters;
+    waiters[0]!.target.deliver(waiters[0]!.index, result, true);
+    for (let w = 1; w < waiters.length; w++) {
+      if (result.kind === 'applied') this.stats.duplicates++;
+      waiters[w]!.target.deliver(waiters[w]!.index, result, false);
+    }
+    for (const d of entry.deferred) this.lifecycle(d.shard, d.op, d.target, d.index);
+  }
+
+  private afterTask(batch: string): void {
+    const left = (this.tasksByBatch.get(batch) ?? 1) - 1;
+    if (left === 0) {
+      this.tasksByBatch.delete(batch);
+      const waiters = this.drainWaiters.get(batch);
+      this.drainWaiters.delete(batch);
+      waiters?.forEach((w) => w());
+    } else {
+      this.tasksByBatch.set(batch, left);
+    }
+    this.flush(false);
     if (this.inflight.size === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
       for (const w of waiters) w();
     }
+  }
+
+  /**
+   * The cut-off point of a batch. Everything routed so far goes to the
+   * shards under the current batch now; operations routed from here on wait
+   * until `persist` has made the next batch durable, and are then routed
+   * under `next`. Resolves once every task of the old batch has committed.
+   */
+  async cut(next: string, persist: () => Promise<void>): Promise<string> {
+    assert(next > this.currentBatch, `batch ${next} does not sort after ${this.currentBatch}`);
+    const old = this.currentBatch;
+    this.flush(true);
+    this.held = true;
+    try {
+      await persist();
+      this.currentBatch = next;
+    } finally {
+      this.held = false;
+      this.scheduleFlush();
+    }
+    await this.drained(old);
+    return old;
+  }
+
+  /** Resolves once no task of `batch` is at a worker or queued. */
+  drained(batch: string): Promise<void> {
+    if (!this.tasksByBatch.has(batch) && !(batch === this.currentBatch && this.queueOps.some((q) => q.length > 0))) return Promise.resolve();
+    return new Promise((resolve) => {
+      const list = this.drainWaiters.get(batch) ?? [];
+      list.push(resolve);
+      this.drainWaiters.set(batch, list);
+    });
   }
 
   /** Resolves once nothing is queued or at a worker. */
@@ -271,6 +410,6 @@ export class ShardRouter {
   }
 }
 
-function toWire(i: Instruction): WireItem {
-  return [i.institution, i.id, i.type, i.payer, i.payee, i.amount, i.reference ?? null];
+function toSubmitOp(i: Instruction): SubmitOp {
+  return ['S', i.institution, i.id, i.type, i.payer, i.payee, i.amount, i.reference ?? null, i.twoPhase ? i.timeoutMs! : 0];
 }

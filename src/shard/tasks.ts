@@ -1,18 +1,23 @@
 /**
  * The messages between the router (main thread) and the shard workers.
- * Instructions travel as compact tuples: one task carries many of them and
- * is one LMDB transaction; the structured clone of a tuple of primitives is
- * much cheaper than that of an object with named fields.
+ *
+ * A task carries many operations for one shard and one batch, and is one
+ * LMDB transaction. Operations travel as compact tuples: the structured
+ * clone of a tuple of primitives is much cheaper than that of an object
+ * with named fields.
  */
 
 import type { InstructionStatus, InstructionType } from '../core/instruction.js';
 import type { PairFlow } from '../core/netting.js';
 
-/** [institution, id, type, payer, payee, amount, reference or null] */
-export type WireItem = [string, string, InstructionType, string, string, number, string | null];
+/** Submit: [op, institution, id, type, payer, payee, amount, reference or null, timeoutMs (0 = single-phase)] */
+export type SubmitOp = ['S', string, string, InstructionType, string, string, number, string | null, number];
+/** Lifecycle of a stored instruction: confirm, decline, expire (two-phase), reverse (cleared). */
+export type LifecycleOp = ['C' | 'D' | 'X' | 'R', string, string];
+export type ShardOp = SubmitOp | LifecycleOp;
 
-/** Positions in a WireItem. */
-export const W = { Institution: 0, Id: 1, Type: 2, Payer: 3, Payee: 4, Amount: 5, Reference: 6 } as const;
+/** Positions in a SubmitOp. */
+export const S = { Op: 0, Institution: 1, Id: 2, Type: 3, Payer: 4, Payee: 5, Amount: 6, Reference: 7, TimeoutMs: 8 } as const;
 
 /** Given to every worker thread at its start (Piscina `workerData`). */
 export interface WorkerSetup {
@@ -21,43 +26,75 @@ export interface WorkerSetup {
   mapSizeBytes: number;
 }
 
+/** What a batch holds, as far as one shard (or, summed, the engine) knows. */
+export interface InstitutionTotals {
+  institution: string;
+  /** Cleared instructions, minus reversals made in this batch. */
+  count: number;
+  amount: bigint;
+  /** Sum of FNV-1a 64 hashes modulo 2^64. */
+  digest: bigint;
+}
+
+export interface BatchSummary {
+  batch: string;
+  flows: PairFlow[];
+  institutions: InstitutionTotals[];
+}
+
+/** A two-phase instruction awaiting its payer bank's receipt. */
+export interface PendingEntry {
+  institution: string;
+  id: string;
+  type: InstructionType;
+  payer: string;
+  payee: string;
+  amount: number;
+  reference?: string;
+  acceptedAt: number;
+  deadline: number;
+}
+
 export interface OpenTask {
   kind: 'open';
   shard: number;
-  batch: string;
+  /** The open batch, and the batch being closed if a cut-off was interrupted. */
+  batches: string[];
   verify: boolean;
 }
 
 export interface OpenResult {
   shard: number;
-  flows: PairFlow[];
+  summaries: BatchSummary[];
+  pending: PendingEntry[];
   verify: VerifyReport | null;
 }
 
 export interface ApplyTask {
   kind: 'apply';
   shard: number;
-  /** The batch open at the point of the stream where this task was cut. */
+  /** The batch open at the point of the stream where these operations were routed. */
   batch: string;
-  /** The time the router cut the task, used as the items' timestamps. */
+  /** The time the router cut the task, used as the operations' timestamps. */
   now: number;
-  items: WireItem[];
+  ops: ShardOp[];
 }
 
 /**
- * Per item: null when the item was booked as submitted (cleared in the
- * task's batch); otherwise what the shard already holds under that id.
+ * Per operation: null when it was applied as asked; otherwise what the
+ * shard holds under that id (or `missing`), and for a submission whether
+ * the stored content differs.
  */
-export interface ItemClash {
-  conflict: boolean;
-  status: InstructionStatus;
+export interface OpOutcome {
+  status: InstructionStatus | 'missing';
   batch?: string;
+  conflict?: boolean;
 }
 
 export interface ApplyResult {
-  results: (ItemClash | null)[];
-  /** What this task added to the batch's pair flows; applied to the main view after the commit. */
-  deltas: PairFlow[];
+  outcomes: (OpOutcome | null)[];
+  /** What this task added to its batch, applied to the main view after the commit. */
+  delta: BatchSummary;
 }
 
 export interface VerifyTask {
@@ -71,11 +108,17 @@ export interface VerifyReport {
   batch: string;
   /** Instructions stored in the shard, all batches and statuses. */
   instructions: number;
-  /** Cleared instructions of the batch, recounted from the instruction log. */
+  /** Instructions cleared in the batch (reversed ones included), recounted from the instruction log. */
   cleared: number;
-  /** Pair flows recomputed from the instruction log equal the stored ones and the in-memory ones. */
+  /** Flows and digests recomputed from the instruction log equal the stored ones and the in-memory ones. */
   matches: boolean;
   mismatches: string[];
+}
+
+export interface SummaryTask {
+  kind: 'summary';
+  shard: number;
+  batch: string;
 }
 
 export interface CloseTask {
@@ -83,4 +126,4 @@ export interface CloseTask {
   shard: number;
 }
 
-export type ShardTask = OpenTask | ApplyTask | VerifyTask | CloseTask;
+export type ShardTask = OpenTask | ApplyTask | VerifyTask | SummaryTask | CloseTask;

@@ -43,9 +43,12 @@ async function ensureOpen(shard: number, batch: string): Promise<OpenShard> {
 }
 
 async function openShard(task: OpenTask): Promise<OpenResult> {
-  const s = await ensureOpen(task.shard, task.batch);
-  const verify = task.verify ? await s.ledger.verify(task.batch) : null;
-  return { shard: task.shard, flows: s.ledger.flows(), verify };
+  const open = task.batches[0];
+  assert(open !== undefined, 'open task names no batch');
+  const s = await ensureOpen(task.shard, open);
+  const verify = task.verify ? await s.ledger.verify(open) : null;
+  const summaries = await Promise.all(task.batches.map((b) => s.ledger.summary(b)));
+  return { shard: task.shard, summaries, pending: s.ledger.pending(), verify };
 }
 
 async function apply(task: ApplyTask): Promise<unknown> {
@@ -67,6 +70,8 @@ export default async function handle(task: ShardTask): Promise<unknown> {
       return openShard(task);
     case 'verify':
       return shardOf(task.shard).ledger.verify(task.batch);
+    case 'summary':
+      return shardOf(task.shard).ledger.summary(task.batch);
     case 'close': {
       const s = shards.get(task.shard);
       if (s !== undefined) {
@@ -76,4 +81,5 @@ export default async function handle(task: ShardTask): Promise<unknown> {
       return null;
     }
   }
+  return undefined;
 }

@@ -5,7 +5,10 @@
 
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
+import { businessDate } from '../core/business-time.js';
 import { enginePath, LAYOUT_VERSION } from './schema.js';
+
+export { businessDate };
 
 export interface Layout {
   version: number;
@@ -18,6 +21,29 @@ export interface OpenBatch {
   openedAt: number;
 }
 
+/** A closed batch: its settlement report and its institutions' reconciliation totals. */
+export interface BatchRecord {
+  batch: string;
+  openedAt: number;
+  closedAt: number;
+  count: number;
+  gross: string;
+  banks: { bank: string; net: string; paid: string; received: string; settlement: 'debit' | 'credit' | 'none'; amount: string }[];
+  debits: string;
+  credits: string;
+  institutions: { institution: string; count: number; amount: string; digest: string }[];
+  settled: boolean;
+  settledAt?: number;
+  settledBy?: string;
+}
+
+/** A cut-off in progress: the batch being closed and when it was cut. */
+export interface Closing {
+  batch: string;
+  openedAt: number;
+  closedAt: number;
+}
+
 export class LayoutError extends Error {
   override name = 'LayoutError';
 }
@@ -25,11 +51,15 @@ export class LayoutError extends Error {
 export class EngineStore {
   private readonly env: RootDatabase;
   private readonly meta: Database<unknown, string>;
+  private readonly batches: Database<BatchRecord, string>;
+  private readonly snaps: Database<unknown, number>;
 
   constructor(dataDir: string) {
     mkdirSync(dataDir, { recursive: true });
     this.env = open({ path: enginePath(dataDir), maxDbs: 8 });
     this.meta = this.env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' });
+    this.batches = this.env.openDB<BatchRecord, string>({ name: 'batches', encoding: 'msgpack' });
+    this.snaps = this.env.openDB<unknown, number>({ name: 'snaps', encoding: 'msgpack' });
   }
 
   /** Record the layout on first start; refuse a data folder made for another shard count. */
@@ -57,19 +87,58 @@ export class EngineStore {
     await this.meta.put('openBatch', batch);
   }
 
+  closing(): Closing | undefined {
+    return this.meta.get('closing') as Closing | undefined;
+  }
+
+  /** The cut-off point, durable before anything is written into the next batch. */
+  async beginCut(closing: Closing, next: OpenBatch): Promise<void> {
+    this.meta.put('closing', closing);
+    await this.meta.put('openBatch', next);
+  }
+
+  /** The closed batch's report, recorded together with the end of the cut-off. */
+  async finishCut(record: BatchRecord): Promise<void> {
+    this.batches.put(record.batch, record);
+    await this.meta.remove('closing');
+  }
+
+  batch(id: string): BatchRecord | undefined {
+    return this.batches.get(id);
+  }
+
+  /** Closed batches, oldest first. */
+  closedBatches(): BatchRecord[] {
+    return [...this.batches.getRange({})].map((e) => e.value);
+  }
+
+  async putBatch(record: BatchRecord): Promise<void> {
+    await this.batches.put(record.batch, record);
+  }
+
+  lastSnapshotSeq(): number {
+    for (const key of this.snaps.getKeys({ reverse: true, limit: 1 })) return key;
+    return 0;
+  }
+
+  snapshot(seq: number): unknown {
+    return this.snaps.get(seq);
+  }
+
+  /** Store a snapshot and drop the ones that fall out of the retention. */
+  async putSnapshot(seq: number, snapshot: unknown, retention: number): Promise<void> {
+    const oldest = seq - retention;
+    if (oldest > 0) {
+      for (const key of this.snaps.getKeys({ end: oldest + 1 })) this.snaps.remove(key);
+    }
+    await this.snaps.put(seq, snapshot);
+  }
+
   async close(): Promise<void> {
     await this.env.close();
   }
 }
 
-/** Business dates follow Beijing time (UTC+8), as the clearing day does. */
-export function businessDate(ms: number): string {
-  const d = new Date(ms + 8 * 3600_000);
-  const y = d.getUTCFullYear();
-  const m = String(d.getUTCMonth() + 1).padStart(2, '0');
-  const day = String(d.getUTCDate()).padStart(2, '0');
-  return `${y}${m}${day}`;
-}
 
 /** Batches per business day: the three-digit suffix keeps ids sorting as strings. */
 export const BATCHES_PER_DAY_MAX = 999;

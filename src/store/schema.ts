@@ -4,10 +4,15 @@
  *   <dataDir>/engine/          the engine's own environment (main thread)
  *     meta     'layout'       { version, shards, createdAt }
  *              'openBatch'    { id, openedAt }
+ *     batches  '<batch>'      BatchRecord (closed batches and their settlement reports)
+ *     snaps    <seq>          Snapshot (numeric keys, pruned to the retention)
  *   <dataDir>/shard-<n>/       one environment per shard, one writer (its worker)
- *     ins      '<institution>/<id>'   StoredInstruction
- *     pos      '<batch>|<a>|<b>'      StoredFlow (a < b), the pair's flows in a batch
- *     meta     'shard'                { shard, shards }
+ *     ins      '<institution>/<id>'              StoredInstruction
+ *     pos      '<batch>|<a>|<b>'                 StoredFlow (a < b), the pair's flows in a batch
+ *     dig      '<batch>|<institution>|<nnn>'     StoredBucket: count, amount, digest of bucket nnn
+ *     bkt      '<batch>|<institution>|<nnn>|<id>' +1 cleared in the batch, -1 reversed in it
+ *     pnd      '<institution>/<id>'              1 while the instruction is pending (two-phase)
+ *     meta     'shard'                           { shard, shards }
  *
  * Keys are strings: institution ids and bank codes match ^[A-Z0-9]{2,16}$
  * and instruction ids ^[A-Za-z0-9._:-]{1,64}$, so '/' and '|' never occur
@@ -17,7 +22,7 @@
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { assert } from '../core/assert.js';
-import { contentKey, INSTRUCTION_STATUSES, INSTRUCTION_TYPES, type Instruction, type InstructionStatus, type InstructionType } from '../core/instruction.js';
+import { contentKey, INSTRUCTION_STATUSES, INSTRUCTION_TYPES, type InstructionStatus, type InstructionType } from '../core/instruction.js';
 import { centsFromWire, centsToWire } from '../core/money.js';
 import type { PairFlow } from '../core/netting.js';
 
@@ -45,6 +50,32 @@ export interface StoredInstruction {
   /** two-phase flag and timeout */
   tp?: 1;
   to?: number;
+  /** receipt deadline, ms since epoch (two-phase) */
+  dl?: number;
+  /** when it became declined, expired or reversed */
+  ft?: number;
+  /** batch the reversal was netted in */
+  rb?: string;
+}
+
+export interface StoredBucket {
+  n: number;
+  amt: string;
+  dig: string;
+}
+
+export function bucketKey(batch: string, institution: string, bucket: number): string {
+  return `${batch}|${institution}|${String(bucket).padStart(3, '0')}`;
+}
+
+export function bucketIndexKey(batch: string, institution: string, bucket: number, id: string): string {
+  return `${bucketKey(batch, institution, bucket)}|${id}`;
+}
+
+/** Range over the bucket sums (or the bucket index) of a batch, optionally of one institution or one bucket. */
+export function bucketRange(batch: string, institution?: string, bucket?: number): { start: string; end: string } {
+  const prefix = institution === undefined ? `${batch}|` : bucket === undefined ? `${batch}|${institution}|` : `${bucketKey(batch, institution, bucket)}|`;
+  return { start: prefix, end: `${prefix}~` };
 }
 
 export interface StoredFlow {
@@ -73,16 +104,6 @@ export function flowRange(batch: string): { start: string; end: string } {
   return { start: `${batch}|`, end: `${batch}|~` };
 }
 
-export function toStoredInstruction(i: Instruction, status: InstructionStatus, batch: string | undefined, now: number): StoredInstruction {
-  const rec: StoredInstruction = { t: i.type, p: i.payer, q: i.payee, a: i.amount, s: status, at: now };
-  if (batch !== undefined) rec.b = batch;
-  if (status === 'cleared') rec.ct = now;
-  if (i.reference !== undefined) rec.r = i.reference;
-  if (i.twoPhase) rec.tp = 1;
-  if (i.timeoutMs !== undefined) rec.to = i.timeoutMs;
-  return rec;
-}
-
 export function storedContentKey(r: StoredInstruction): string {
   return contentKey({ type: r.t, payer: r.p, payee: r.q, amount: r.a, twoPhase: r.tp === 1, timeoutMs: r.to, reference: r.r });
 }
@@ -99,6 +120,8 @@ export function checkStoredInstruction(r: unknown, key: string): StoredInstructi
   assert(Number.isSafeInteger(rec.a) && rec.a > 0, `record ${key} has bad amount`);
   assert(STATUSES.has(rec.s) && rec.s !== 'rejected', `record ${key} has bad status`);
   assert(rec.s !== 'cleared' || typeof rec.b === 'string', `cleared record ${key} has no batch`);
+  assert(rec.s !== 'pending' || (rec.tp === 1 && typeof rec.dl === 'number'), `pending record ${key} has no deadline`);
+  assert(rec.s !== 'reversed' || (typeof rec.b === 'string' && typeof rec.rb === 'string'), `reversed record ${key} lacks its batches`);
   return rec;
 }
 
@@ -114,6 +137,9 @@ export interface ShardDbs {
   env: RootDatabase;
   ins: Database<StoredInstruction, string>;
   pos: Database<StoredFlow, string>;
+  dig: Database<StoredBucket, string>;
+  bkt: Database<number, string>;
+  pnd: Database<number, string>;
   meta: Database<unknown, string>;
 }
 
@@ -131,11 +157,14 @@ export function enginePath(dataDir: string): string {
  * process) for idempotency look-ups and instruction queries, and only reads.
  */
 export function openShardDbs(path: string, mapSizeBytes: number): ShardDbs {
-  const env = open({ path, maxDbs: 8, mapSize: mapSizeBytes });
+  const env = open({ path, maxDbs: 12, mapSize: mapSizeBytes });
   return {
     env,
     ins: env.openDB<StoredInstruction, string>({ name: 'ins', encoding: 'msgpack' }),
     pos: env.openDB<StoredFlow, string>({ name: 'pos', encoding: 'msgpack' }),
+    dig: env.openDB<StoredBucket, string>({ name: 'dig', encoding: 'msgpack' }),
+    bkt: env.openDB<number, string>({ name: 'bkt', encoding: 'msgpack' }),
+    pnd: env.openDB<number, string>({ name: 'pnd', encoding: 'msgpack' }),
     meta: env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' }),
   };
 }

@@ -8,10 +8,26 @@
  * the next look-up sees that commit before its in-flight entry is dropped.
  */
 
-import { checkStoredInstruction, instructionKey, openShardDbs, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
+import { addDigest, digestFromHex } from '../core/digest.js';
+import { centsFromWire } from '../core/money.js';
+import { bucketRange, checkStoredInstruction, instructionKey, openShardDbs, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
 
 export interface Located {
   shard: number;
+  record: StoredInstruction;
+}
+
+export interface BucketSums {
+  n: number;
+  count: number;
+  amount: bigint;
+  digest: bigint;
+}
+
+export interface BucketEntry {
+  id: string;
+  /** +1: cleared in the batch; -1: reversed in the batch (its hash subtracts). */
+  sign: number;
   record: StoredInstruction;
 }
 
@@ -30,6 +46,33 @@ export class ShardReaders {
       if (value !== undefined) return { shard: s, record: checkStoredInstruction(value, key) };
     }
     return undefined;
+  }
+
+  /** All 256 buckets of an institution in a batch, summed over the shards. */
+  buckets(batch: string, institution: string): BucketSums[] {
+    const sums: BucketSums[] = Array.from({ length: 256 }, (_, n) => ({ n, count: 0, amount: 0n, digest: 0n }));
+    for (const d of this.dbs) {
+      for (const { key, value } of d.dig.getRange(bucketRange(batch, institution))) {
+        const b = sums[Number(key.split('|')[2])]!;
+        b.count += value.n;
+        b.amount += centsFromWire(value.amt);
+        b.digest = addDigest(b.digest, digestFromHex(value.dig));
+      }
+    }
+    return sums;
+  }
+
+  /** The instructions behind one bucket: what an institution compares line by line. */
+  bucketEntries(batch: string, institution: string, bucket: number): BucketEntry[] {
+    const out: BucketEntry[] = [];
+    for (const d of this.dbs) {
+      for (const { key, value } of d.bkt.getRange(bucketRange(batch, institution, bucket))) {
+        const id = key.slice(key.lastIndexOf('|') + 1);
+        const ikey = instructionKey(institution, id);
+        out.push({ id, sign: value, record: checkStoredInstruction(d.ins.get(ikey), ikey) });
+      }
+    }
+    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   refresh(shard: number): void {

@@ -1,0 +1,305 @@
+/**
+ * HTTP routes of settlement batches (清算场次), reconciliation snapshots and
+ * digest reconciliation (高频对账). Role checks are per route; banks and
+ * institutions see only their own rows.
+ */
+
+import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
+import { digestHex, isDigestHex } from '../core/digest.js';
+import { isPlainObject } from '../core/instruction.js';
+import { centsToWire } from '../core/money.js';
+import type { Engine } from '../engine/engine.js';
+import { reportCsv, reportWire, type BatchStatus } from '../engine/settlement-report.js';
+import { snapshotFor } from '../engine/snapshots.js';
+import { DecodeFailure, type Codec } from '../protocol/codec.js';
+import { statusLine } from '../protocol/errors.js';
+import type { BatchRecord } from '../store/engine-store.js';
+import type { InstitutionTotals } from '../shard/tasks.js';
+import type { Authenticator, Principal } from './auth.js';
+import { acceptEncoding, authorize, beginExchange, bodyEncoding, param, readBody, reply, replyCode, type Exchange } from './http-io.js';
+
+export interface BatchRoutesContext {
+  engine: Engine;
+  codec: Codec;
+  auth: Authenticator;
+}
+
+const BATCH_ID = /^[0-9]{8}-[0-9]{3}$/;
+const DECIMAL = /^(0|-?[1-9][0-9]*)$/;
+
+type Found = { record: BatchRecord; status: BatchStatus };
+
+/** A batch by id: the open one (provisional figures) or a closed one. */
+function findBatch(engine: Engine, batch: string): Found | undefined {
+  if (batch === engine.openBatchId) return { record: engine.openBatchRecord(), status: 'open' };
+  const record = engine.store.batch(batch);
+  if (record === undefined) return undefined;
+  return { record, status: record.settled ? 'settled' : 'closed' };
+}
+
+function batchParam(ctx: BatchRoutesContext, ex: Exchange, req: HttpRequest): Found | undefined {
+  const batch = param(req, 0);
+  if (batch === undefined || !BATCH_ID.test(batch)) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'batch must look like 20261122-001', 'batch');
+    return undefined;
+  }
+  const found = findBatch(ctx.engine, batch);
+  if (found === undefined) replyCode(ex, ctx.codec, 'NOT_FOUND', `no batch '${batch}'`);
+  return found;
+}
+
+function onlyBank(p: Principal): string | undefined {
+  return p.role === 'bank' ? p.id : undefined;
+}
+
+function closeBatch(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
+  const ex = beginExchange(res, acceptEncoding(req));
+  const p = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
+  if (p === undefined) return;
+  if (!ctx.engine.ready) {
+    replyCode(ex, ctx.codec, 'NOT_READY');
+    return;
+  }
+  ctx.engine.closeBatch(`operator:${p.id}`).then(
+    (record) => reply(ex, ctx.codec, 200, reportWire(record, 'closed')),
+    (err: unknown) => {
+      ctx.engine.log.error({ err }, 'cut-off failed');
+      replyCode(ex, ctx.codec, 'INTERNAL', 'the cut-off failed');
+    },
+  );
+}
+
+function listBatches(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
+  const ex = beginExchange(res, acceptEncoding(req));
+  const p = authorize(ctx.auth, ctx.codec, ex, req, ['bank', 'operator']);
+  if (p === undefined) return;
+  const limitText = req.getQuery('limit');
+  const limit = limitText === undefined ? 100 : Number(limitText);
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > 10_000) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'limit must be an integer from 1 to 10000', 'limit');
+    return;
+  }
+  const closed = ctx.engine.store.closedBatches().map((r) => reportWire(r, r.settled ? 'settled' : 'closed', onlyBank(p)));
+  const open = reportWire(ctx.engine.openBatchRecord(), 'open', onlyBank(p));
+  reply(ex, ctx.codec, 200, { batches: [...closed, open].slice(-limit) });
+}
+
+function getBatch(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
+  const ex = beginExchange(res, acceptEncoding(req));
+  const p = authorize(ctx.auth, ctx.codec, ex, req, ['bank', 'operator']);
+  if (p === undefined) return;
+  const found = batchParam(ctx, ex, req);
+  if (found !== undefined) reply(ex, ctx.codec, 200, reportWire(found.record, found.status, onlyBank(p)));
+}
+
+function getSettlementCsv(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
+  const ex = beginExchange(res, 'json');
+  const p = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
+  if (p === undefined) return;
+  const found = batchParam(ctx, ex, req);
+  if (found === undefined) return;
+  if (found.status === 'open') {
+    replyCode(ex, ctx.codec, 'BATCH_OPEN', 'a settlement file exists once the batch is closed');
+    return;
+  }
+  const names = new Map(ctx.engine.config.banks.map((b) => [b.code, b.name]));
+  const csv = reportCsv(found.record, names);
+  ex.answered = true;
+  res.cork(() => {
+    res
+      .writeStatus(statusLine(200))
+      .writeHeader('content-type', 'text/csv; charset=utf-8')
+      .writeHeader('content-disposition', `attachment; filename="settlement-${found.record.batch}.csv"`)
+      .end(csv);
+  });
+}
+
+function markSettled(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
+  const ex = beginExchange(res, acceptEncoding(req));
+  const p = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
+  if (p === undefined) return;
+  const batch = param(req, 0);
+  if (batch === undefined || !BATCH_ID.test(batch)) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'batch must look like 20261122-001', 'batch');
+    return;
+  }
+  ctx.engine.markSettled(batch, p.id).then(
+    (r) => {
+      if (r === undefined) replyCode(ex, ctx.codec, 'NOT_FOUND', `no batch '${batch}'`);
+      else if (r === 'open') replyCode(ex, ctx.codec, 'BATCH_OPEN', 'close the batch before recording its settlement');
+      else reply(ex, ctx.codec, 200, reportWire(r, 'settled'));
+    },
+    (err: unknown) => {
+      ctx.engine.log.error({ err }, 'marking a batch settled failed');
+      replyCode(ex, ctx.codec, 'INTERNAL');
+    },
+  );
+}
+
+function getSnapshot(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest, latest: boolean): void {
+  const ex = beginExchange(res, acceptEncoding(req));
+  const p = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'bank', 'operator']);
+  if (p === undefined) return;
+  const taker = ctx.engine.snapshots;
+  if (latest) {
+    const s = taker.latest;
+    if (s !== undefined) {
+      reply(ex, ctx.codec, 200, snapshotFor(s, p.role, p.id));
+      return;
+    }
+    // Nothing taken since start yet: take one now rather than answer with nothing.
+    taker.take().then(
+      (t) => reply(ex, ctx.codec, 200, snapshotFor(t, p.role, p.id)),
+      () => replyCode(ex, ctx.codec, 'INTERNAL', 'no snapshot could be taken'),
+    );
+    return;
+  }
+  const seqText = param(req, 0) ?? '';
+  const seq = Number(seqText);
+  if (!/^[1-9][0-9]{0,15}$/.test(seqText) || !Number.isSafeInteger(seq)) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'seq must be a positive integer', 'seq');
+    return;
+  }
+  const s = taker.get(seq);
+  if (s === undefined) replyCode(ex, ctx.codec, 'NOT_FOUND', `no snapshot ${seq} (never taken, or past the retention)`);
+  else reply(ex, ctx.codec, 200, snapshotFor(s, p.role, p.id));
+}
+
+/** An institution's platform figures for a batch: live for the open batch, recorded for a closed one. */
+function platformTotals(engine: Engine, batch: string, institution: string): { count: number; amount: string; digest: string } | undefined {
+  const live = engine.view.state(batch);
+  if (live !== undefined) {
+    const t: InstitutionTotals | undefined = live.institutions.get(institution);
+    return { count: t?.count ?? 0, amount: centsToWire(t?.amount ?? 0n), digest: digestHex(t?.digest ?? 0n) };
+  }
+  const record = engine.store.batch(batch);
+  if (record === undefined) return undefined;
+  const row = record.institutions.find((i) => i.institution === institution);
+  return row === undefined ? { count: 0, amount: '0', digest: digestHex(0n) } : { count: row.count, amount: row.amount, digest: row.digest };
+}
+
+function reconcile(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
+  const encoding = bodyEncoding(req);
+  const ex = beginExchange(res, encoding ?? acceptEncoding(req));
+  const p = authorize(ctx.auth, ctx.codec, ex, req, ['institution']);
+  if (p === undefined) return;
+  if (encoding === undefined) {
+    replyCode(ex, ctx.codec, 'UNSUPPORTED_MEDIA_TYPE');
+    return;
+  }
+  readBody(ex, ctx.codec, req, 64 * 1024, (bytes) => {
+    let body: unknown;
+    try {
+      body = ctx.codec.decode(bytes, encoding);
+    } catch (err) {
+      replyCode(ex, ctx.codec, 'INVALID_MESSAGE', err instanceof DecodeFailure ? err.message : 'the body does not decode');
+      return;
+    }
+    if (!isPlainObject(body)) {
+      replyCode(ex, ctx.codec, 'INVALID_MESSAGE', 'the body must be { batch, count, amount, digest }');
+      return;
+    }
+    for (const key of Object.keys(body)) {
+      if (!['batch', 'count', 'amount', 'digest'].includes(key)) {
+        replyCode(ex, ctx.codec, 'INVALID_FIELD', `unknown field '${key.slice(0, 40)}'`, key.slice(0, 40));
+        return;
+      }
+    }
+    const { batch, count, amount, digest } = body as Record<string, unknown>;
+    if (typeof batch !== 'string' || !BATCH_ID.test(batch)) {
+      replyCode(ex, ctx.codec, 'INVALID_FIELD', 'batch must look like 20261122-001', 'batch');
+      return;
+    }
+    if (typeof count !== 'number' || !Number.isSafeInteger(count)) {
+      replyCode(ex, ctx.codec, 'INVALID_FIELD', 'count must be an integer', 'count');
+      return;
+    }
+    const amountText = typeof amount === 'number' && Number.isSafeInteger(amount) ? String(amount) : amount;
+    if (typeof amountText !== 'string' || !DECIMAL.test(amountText)) {
+      replyCode(ex, ctx.codec, 'INVALID_FIELD', 'amount must be decimal integer cents (a string)', 'amount');
+      return;
+    }
+    const digestText = typeof digest === 'string' ? digest.toLowerCase() : digest;
+    if (!isDigestHex(digestText)) {
+      replyCode(ex, ctx.codec, 'INVALID_FIELD', 'digest must be 16 hex digits', 'digest');
+      return;
+    }
+    const platform = platformTotals(ctx.engine, batch, p.id);
+    if (platform === undefined) {
+      replyCode(ex, ctx.codec, 'NOT_FOUND', `no batch '${batch}'`);
+      return;
+    }
+    const match = platform.count === count && platform.amount === amountText && platform.digest === digestText;
+    reply(ex, ctx.codec, 200, { batch, institution: p.id, match, platform });
+  });
+}
+
+/** The institution whose buckets are asked for: its own, or for an operator `?institution=`. */
+function bucketInstitution(ctx: BatchRoutesContext, ex: Exchange, req: HttpRequest, p: Principal): string | undefined {
+  if (p.role === 'institution') return p.id;
+  const inst = req.getQuery('institution');
+  if (inst === undefined || !/^[A-Z0-9]{2,16}$/.test(inst)) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'an operator names the institution: ?institution=PI0001', 'institution');
+    return undefined;
+  }
+  return inst;
+}
+
+function knownBatch(ctx: BatchRoutesContext, batch: string): boolean {
+  return ctx.engine.view.state(batch) !== undefined || ctx.engine.store.batch(batch) !== undefined;
+}
+
+function getBuckets(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
+  const ex = beginExchange(res, acceptEncoding(req));
+  const p = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'operator']);
+  if (p === undefined) return;
+  const batch = param(req, 0);
+  const institution = bucketInstitution(ctx, ex, req, p);
+  if (institution === undefined) return;
+  if (batch === undefined || !BATCH_ID.test(batch) || !knownBatch(ctx, batch)) {
+    replyCode(ex, ctx.codec, 'NOT_FOUND', 'no such batch');
+    return;
+  }
+  const buckets = ctx.engine.readers.buckets(batch, institution).map((b) => ({ n: b.n, count: b.count, amount: centsToWire(b.amount), digest: digestHex(b.digest) }));
+  reply(ex, ctx.codec, 200, { batch, institution, buckets });
+}
+
+function getBucket(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
+  const ex = beginExchange(res, acceptEncoding(req));
+  const p = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'operator']);
+  if (p === undefined) return;
+  const batch = param(req, 0);
+  const nText = param(req, 1) ?? '';
+  const institution = bucketInstitution(ctx, ex, req, p);
+  if (institution === undefined) return;
+  if (!/^(0|[1-9][0-9]{0,2})$/.test(nText) || Number(nText) > 255) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'a bucket is 0..255', 'n');
+    return;
+  }
+  if (batch === undefined || !BATCH_ID.test(batch) || !knownBatch(ctx, batch)) {
+    replyCode(ex, ctx.codec, 'NOT_FOUND', 'no such batch');
+    return;
+  }
+  const n = Number(nText);
+  const instructions = ctx.engine.readers.bucketEntries(batch, institution, n).map((e) => ({
+    id: e.id,
+    payer: e.record.p,
+    payee: e.record.q,
+    amount: e.record.a,
+    status: e.sign > 0 ? 'cleared' : 'reversed',
+  }));
+  reply(ex, ctx.codec, 200, { batch, institution, n, instructions });
+}
+
+export function registerBatchRoutes(app: TemplatedApp, ctx: BatchRoutesContext, guard: (h: (res: HttpResponse, req: HttpRequest) => void) => (res: HttpResponse, req: HttpRequest) => void): void {
+  app.post('/v1/batches/close', guard((res, req) => closeBatch(ctx, res, req)));
+  app.get('/v1/batches', guard((res, req) => listBatches(ctx, res, req)));
+  app.get('/v1/batches/:batch', guard((res, req) => getBatch(ctx, res, req)));
+  app.get('/v1/batches/:batch/settlement.csv', guard((res, req) => getSettlementCsv(ctx, res, req)));
+  app.post('/v1/batches/:batch/settled', guard((res, req) => markSettled(ctx, res, req)));
+  app.get('/v1/snapshots/latest', guard((res, req) => getSnapshot(ctx, res, req, true)));
+  app.get('/v1/snapshots/:seq', guard((res, req) => getSnapshot(ctx, res, req, false)));
+  app.post('/v1/reconciliation', guard((res, req) => reconcile(ctx, res, req)));
+  app.get('/v1/reconciliation/:batch/buckets', guard((res, req) => getBuckets(ctx, res, req)));
+  app.get('/v1/reconciliation/:batch/buckets/:n', guard((res, req) => getBucket(ctx, res, req)));
+}
