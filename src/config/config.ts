@@ -51,6 +51,8 @@ export interface EngineConfig {
   snapshotIntervalMs: number;
   /** Snapshots kept on disk; older ones are dropped. */
   snapshotRetention: number;
+  /** When to send a query (查询补偿) to a payer bank that has not answered, in ms after acceptance. */
+  receiptQueryScheduleMs: number[];
   /** Automatic cut-offs; absent means operator cut-offs only. */
   batchSchedule?: BatchScheduleConfig;
   shards: number;
@@ -113,6 +115,7 @@ export function parseConfig(raw: unknown): EngineConfig {
       'principals',
       'snapshotIntervalMs',
       'snapshotRetention',
+      'receiptQueryScheduleMs',
       'batchSchedule',
       'shards',
       'workers',
@@ -180,6 +183,14 @@ export function parseConfig(raw: unknown): EngineConfig {
     int(v, 'snapshotIntervalMs', SNAPSHOT_INTERVAL_MS_MIN, 86_400_000),
   );
   const snapshotRetention = opt(root, 'snapshotRetention', DEFAULTS.snapshotRetention as number, (v) => int(v, 'snapshotRetention', 1, 10_000_000));
+  const receiptQueryScheduleMs = opt(root, 'receiptQueryScheduleMs', [...DEFAULTS.receiptQueryScheduleMs] as number[], (v) => {
+    if (!Array.isArray(v) || v.length > 16) throw new ConfigError('receiptQueryScheduleMs', 'must be an array of at most 16 delays in ms');
+    const list = v.map((x, i) => int(x, `receiptQueryScheduleMs[${i}]`, 1, 86_400_000));
+    for (let i = 1; i < list.length; i++) {
+      if (list[i]! <= list[i - 1]!) throw new ConfigError(`receiptQueryScheduleMs[${i}]`, 'delays must increase');
+    }
+    return list;
+  });
   const batchSchedule = opt(root, 'batchSchedule', undefined as BatchScheduleConfig | undefined, (v) => {
     const o = object(v, 'batchSchedule');
     if (Object.hasOwn(o, 'intervalMs')) {
@@ -235,7 +246,7 @@ export function parseConfig(raw: unknown): EngineConfig {
     limits[key] = opt(limitsRaw, key, DEFAULTS.limits[key] as number, (v) => int(v, `limits.${key}`, min, max));
   }
 
-  const config: EngineConfig = { listen, dataDir, banks, principals, snapshotIntervalMs, snapshotRetention, shards, workers, maxAmountCents, verifyOnStart, logLevel, limits };
+  const config: EngineConfig = { listen, dataDir, banks, principals, snapshotIntervalMs, snapshotRetention, receiptQueryScheduleMs, shards, workers, maxAmountCents, verifyOnStart, logLevel, limits };
   if (batchSchedule !== undefined) config.batchSchedule = batchSchedule;
   return deepFreeze(config);
 }

@@ -9,6 +9,8 @@ export const DEFAULTS = {
   snapshotIntervalMs: 1000,
   /** An hour of snapshots at the default interval. */
   snapshotRetention: 3600,
+  /** Queries to a silent payer bank at 5, 10 and 20 s; the default receipt timeout is 30 s. */
+  receiptQueryScheduleMs: [5_000, 10_000, 20_000],
   shards: 2,
   /** Worker threads; each owns shards s where s % workers === its index. */
   workers: 2,

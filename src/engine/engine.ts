@@ -16,6 +16,7 @@ import type { BatchSummary, OpenResult, VerifyReport } from '../shard/tasks.js';
 import { EngineStore, nextBatchId, type BatchRecord, type Closing } from '../store/engine-store.js';
 import { ShardReaders } from '../store/shard-readers.js';
 import { BatchSchedule } from './batch-schedule.js';
+import { Lifecycle, type ForwardItem, type Notification } from './lifecycle.js';
 import { LiveView, type BatchState } from './live-view.js';
 import type { Logger } from './log.js';
 import { batchRecord } from './settlement-report.js';
@@ -32,6 +33,9 @@ export interface AuditReport {
 export interface EngineEvents {
   snapshot: [Snapshot];
   batchClosed: [BatchRecord];
+  forward: [string, ForwardItem[]];
+  query: [string, string, string];
+  notify: [Notification];
 }
 
 export class Engine extends EventEmitter<EngineEvents> {
@@ -40,7 +44,10 @@ export class Engine extends EventEmitter<EngineEvents> {
   private closingChain: Promise<unknown> = Promise.resolve();
   readonly banks: readonly string[];
   readonly snapshots: SnapshotTaker;
+  readonly lifecycle: Lifecycle;
   private schedule: BatchSchedule | undefined;
+  /** Connections subscribed to each institution's notifications, kept by the gateway. */
+  readonly notificationListeners = new Map<string, number>();
 
   private constructor(
     readonly config: EngineConfig,
@@ -50,12 +57,19 @@ export class Engine extends EventEmitter<EngineEvents> {
     readonly readers: ShardReaders,
     readonly view: LiveView,
     readonly router: ShardRouter,
+    shardMap: ShardMap,
     openedAt: number,
   ) {
     super();
     this.banks = config.banks.map((b) => b.code);
     this.openedAt = openedAt;
     this.snapshots = new SnapshotTaker(this, store.lastSnapshotSeq());
+    this.lifecycle = new Lifecycle(router, readers, shardMap, view, log, config.receiptQueryScheduleMs, {
+      forward: (bank, items) => this.emit('forward', bank, items),
+      query: (bank, institution, id) => this.emit('query', bank, institution, id),
+      notify: (n) => this.emit('notify', n),
+      listening: (institution) => (this.notificationListeners.get(institution) ?? 0) > 0,
+    });
   }
 
   static async start(config: EngineConfig, log: Logger): Promise<Engine> {
@@ -102,18 +116,25 @@ export class Engine extends EventEmitter<EngineEvents> {
 
     const caps = new DebitCaps(config.banks, view);
     const bankSet = new Set(bankCodes);
+    const shardMap = new ShardMap(bankCodes, config.shards);
+    let lifecycle: Lifecycle | undefined;
     const router = new ShardRouter({
-      rules: { isBank: (code) => bankSet.has(code), amountCentsMax: config.maxAmountCents, twoPhaseEnabled: false },
-      shardMap: new ShardMap(bankCodes, config.shards),
+      rules: { isBank: (code) => bankSet.has(code), amountCentsMax: config.maxAmountCents, twoPhaseEnabled: true },
+      shardMap,
       readers,
       runner: pools,
       caps,
       batch: open.id,
-      onCommitted: (_task, result) => view.apply(result.delta),
+      onCommitted: (task, result) => {
+        view.apply(result.delta);
+        lifecycle!.onCommitted(task, result);
+      },
       limits: config.limits,
       log,
     });
-    const engine = new Engine(config, log, store, pools, readers, view, router, open.openedAt);
+    const engine = new Engine(config, log, store, pools, readers, view, router, shardMap, open.openedAt);
+    lifecycle = engine.lifecycle;
+    engine.lifecycle.load(opened.flatMap((o) => o.pending));
     if (closing !== undefined) {
       // A cut-off was interrupted after the next batch became durable: finish it from what the shards hold.
       await engine.finishClose(closing, view.take(closing.batch));
@@ -224,6 +245,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.state = 'stopping';
     this.schedule?.stop();
     this.snapshots.stop();
+    this.lifecycle.stop();
     const drained = await Promise.race([
       this.router.idle().then(() => true),
       new Promise<boolean>((resolve) => setTimeout(() => resolve(false), drainMs).unref()),

@@ -6,13 +6,13 @@
 
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Engine } from '../engine/engine.js';
-import { ID_PATTERN, PARTY_CODE_PATTERN } from '../core/instruction.js';
-import { httpStatusOf, type Failure } from '../protocol/errors.js';
+import { ID_PATTERN, isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
+import { httpStatusOf, type ErrorCode, type Failure } from '../protocol/errors.js';
 import { bankRowWire, counterpartyWire, instructionView, totalsWire, type InstructionResult } from '../protocol/messages.js';
 import type { Codec } from '../protocol/codec.js';
-import type { Authenticator } from './auth.js';
-import { acceptEncoding, authorize, beginExchange, bodyEncoding, param, readBody, reply, replyCode, replyFailure } from './http-io.js';
-import { submissionItems } from './intake.js';
+import type { Authenticator, Principal } from './auth.js';
+import { acceptEncoding, authorize, beginExchange, bodyEncoding, param, readBody, reply, replyCode, replyFailure, type Exchange } from './http-io.js';
+import { itemsFromList, submissionItems } from './intake.js';
 import { registerBatchRoutes } from './batch-routes.js';
 import { DecodeFailure } from '../protocol/codec.js';
 
@@ -22,46 +22,57 @@ export interface HttpContext {
   auth: Authenticator;
 }
 
-function postInstructions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
+/** A body handler: authorize, check the media type, read and decode the body, then `handle` it. */
+function withBody(
+  ctx: HttpContext,
+  res: HttpResponse,
+  req: HttpRequest,
+  roles: readonly ('institution' | 'bank' | 'operator')[],
+  handle: (ex: Exchange, principal: Principal, body: unknown) => void,
+  emptyBody?: unknown,
+): void {
   const encoding = bodyEncoding(req);
   const ex = beginExchange(res, encoding ?? acceptEncoding(req));
-  const { engine, codec } = ctx;
-  const principal = authorize(ctx.auth, ctx.codec, ex, req, ['institution']);
+  const principal = authorize(ctx.auth, ctx.codec, ex, req, roles);
   if (principal === undefined) return;
   if (encoding === undefined) {
-    replyCode(ex, codec, 'UNSUPPORTED_MEDIA_TYPE');
+    replyCode(ex, ctx.codec, 'UNSUPPORTED_MEDIA_TYPE');
     return;
   }
-  if (!engine.ready) {
-    replyCode(ex, codec, 'NOT_READY');
+  if (!ctx.engine.ready) {
+    replyCode(ex, ctx.codec, 'NOT_READY');
     return;
   }
-  const limits = engine.config.limits;
-  readBody(ex, codec, req, limits.bodyBytesMax, (bytes) => {
+  readBody(ex, ctx.codec, req, ctx.engine.config.limits.bodyBytesMax, (bytes) => {
     let body: unknown;
     try {
-      body = codec.decode(bytes, encoding);
+      body = bytes.length === 0 && emptyBody !== undefined ? emptyBody : ctx.codec.decode(bytes, encoding);
     } catch (err) {
-      replyCode(ex, codec, 'INVALID_MESSAGE', err instanceof DecodeFailure ? err.message : 'the body does not decode');
+      replyCode(ex, ctx.codec, 'INVALID_MESSAGE', err instanceof DecodeFailure ? err.message : 'the body does not decode');
       return;
     }
-    const parsed = submissionItems(body, limits.batchItemsMax);
+    handle(ex, principal, body);
+  });
+}
+
+/** One item answered alone (with its code's HTTP status), or a list answered 200 with `{ results }`. */
+function replyItems<R extends { code?: string }>(ctx: HttpContext, ex: Exchange, single: boolean, results: R[]): void {
+  if (single) {
+    const r = results[0]!;
+    reply(ex, ctx.codec, r.code === undefined ? 200 : httpStatusOf(r.code as ErrorCode), r);
+  } else {
+    reply(ex, ctx.codec, 200, { results });
+  }
+}
+
+function postInstructions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
+  withBody(ctx, res, req, ['institution'], (ex, principal, body) => {
+    const parsed = submissionItems(body, ctx.engine.config.limits.batchItemsMax);
     if ('code' in parsed) {
-      replyFailure(ex, codec, parsed as Failure);
+      replyFailure(ex, ctx.codec, parsed as Failure);
       return;
     }
-    if (!engine.ready) {
-      replyCode(ex, codec, 'NOT_READY');
-      return;
-    }
-    engine.router.submit(principal.id, parsed.items, (results: InstructionResult[]) => {
-      if (parsed.single) {
-        const r = results[0]!;
-        reply(ex, codec, r.code === undefined ? 200 : httpStatusOf(r.code), r);
-      } else {
-        reply(ex, codec, 200, { results });
-      }
-    });
+    ctx.engine.router.submit(principal.id, parsed.items, (results: InstructionResult[]) => replyItems(ctx, ex, parsed.single, results));
   });
 }
 
@@ -69,16 +80,9 @@ function getInstruction(ctx: HttpContext, res: HttpResponse, req: HttpRequest): 
   const ex = beginExchange(res, acceptEncoding(req));
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'bank', 'operator']);
   if (principal === undefined) return;
-  const institution = param(req, 0);
-  const id = param(req, 1);
-  if (institution === undefined || !PARTY_CODE_PATTERN.test(institution)) {
-    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'institution must match ^[A-Z0-9]{2,16}$', 'institution');
-    return;
-  }
-  if (id === undefined || !ID_PATTERN.test(id)) {
-    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'id must match ^[A-Za-z0-9._:-]{1,64}$', 'id');
-    return;
-  }
+  const ids = checkIds(ctx, ex, param(req, 0), param(req, 1));
+  if (ids === undefined) return;
+  const [institution, id] = ids;
   if (principal.role === 'institution' && principal.id !== institution) {
     replyCode(ex, ctx.codec, 'FORBIDDEN', "an institution may read only its own instructions");
     return;
@@ -128,6 +132,91 @@ function getBankPosition(ctx: HttpContext, res: HttpResponse, req: HttpRequest):
   });
 }
 
+function postReceipts(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
+  withBody(ctx, res, req, ['bank'], (ex, principal, body) => {
+    let items: unknown[];
+    let single = true;
+    if (isPlainObject(body) && Object.hasOwn(body, 'receipts')) {
+      if (Object.keys(body).length !== 1) {
+        replyCode(ex, ctx.codec, 'INVALID_MESSAGE', 'a batch body holds only "receipts"');
+        return;
+      }
+      const list = itemsFromList(body['receipts'], 'receipts', ctx.engine.config.limits.batchItemsMax);
+      if (!Array.isArray(list)) {
+        replyFailure(ex, ctx.codec, list);
+        return;
+      }
+      items = list;
+      single = false;
+    } else {
+      items = [body];
+    }
+    ctx.engine.lifecycle.receipts(principal.id, items, (results) => replyItems(ctx, ex, single, results));
+  });
+}
+
+/** Check the institution and id of an instruction route; answers 400 itself when they are malformed. */
+function checkIds(ctx: HttpContext, ex: Exchange, institution: string | undefined, id: string | undefined): [string, string] | undefined {
+  if (institution === undefined || !PARTY_CODE_PATTERN.test(institution)) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'institution must match ^[A-Z0-9]{2,16}$', 'institution');
+    return undefined;
+  }
+  if (id === undefined || !ID_PATTERN.test(id)) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'id must match ^[A-Za-z0-9._:-]{1,64}$', 'id');
+    return undefined;
+  }
+  return [institution, id];
+}
+
+/** Answer an operator's action with the instruction as the query route shows it. */
+function answerAction(ctx: HttpContext, ex: Exchange, institution: string, id: string, outcome: Promise<Failure | undefined>): void {
+  outcome.then(
+    (f) => {
+      if (f !== undefined) {
+        replyFailure(ex, ctx.codec, f);
+        return;
+      }
+      const found = ctx.engine.readers.find(institution, id);
+      if (found === undefined) replyCode(ex, ctx.codec, 'NOT_FOUND');
+      else reply(ex, ctx.codec, 200, instructionView(institution, id, found.record));
+    },
+    (err: unknown) => {
+      ctx.engine.log.error({ err }, 'operator action failed');
+      replyCode(ex, ctx.codec, 'INTERNAL');
+    },
+  );
+}
+
+function postResolve(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
+  // Path parameters live only as long as the synchronous part of the handler.
+  const institution = param(req, 0);
+  const id = param(req, 1);
+  withBody(ctx, res, req, ['operator'], (ex, principal, body) => {
+    const ids = checkIds(ctx, ex, institution, id);
+    if (ids === undefined) return;
+    if (!isPlainObject(body) || Object.keys(body).some((k) => k !== 'outcome')) {
+      replyCode(ex, ctx.codec, 'INVALID_MESSAGE', 'the body is { "outcome": "confirm" | "decline" }');
+      return;
+    }
+    const outcome = body['outcome'];
+    if (outcome !== 'confirm' && outcome !== 'decline') {
+      replyCode(ex, ctx.codec, 'INVALID_FIELD', 'outcome must be confirm or decline', 'outcome');
+      return;
+    }
+    answerAction(ctx, ex, ids[0], ids[1], ctx.engine.lifecycle.resolve(ids[0], ids[1], outcome, principal.id));
+  });
+}
+
+function postReverse(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
+  const institution = param(req, 0);
+  const id = param(req, 1);
+  withBody(ctx, res, req, ['operator'], (ex, principal) => {
+    const ids = checkIds(ctx, ex, institution, id);
+    if (ids === undefined) return;
+    answerAction(ctx, ex, ids[0], ids[1], ctx.engine.lifecycle.reverse(ids[0], ids[1], principal.id));
+  }, {});
+}
+
 function getAudit(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
   const ex = beginExchange(res, acceptEncoding(req));
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
@@ -168,6 +257,9 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
   app.get('/v1/positions', guard(getPositions));
   app.get('/v1/positions/:bank', guard(getBankPosition));
   app.get('/v1/audit', guard(getAudit));
+  app.post('/v1/receipts', guard(postReceipts));
+  app.post('/v1/instructions/:institution/:id/resolve', guard(postResolve));
+  app.post('/v1/instructions/:institution/:id/reverse', guard(postReverse));
   registerBatchRoutes(app, ctx, (h) => guard((_ctx, res, req) => h(res, req)));
   app.any('/*', (res, req) => {
     const ex = beginExchange(res, acceptEncoding(req));

@@ -25,7 +25,7 @@ export class Gateway {
     const codec = new Codec({ messageBytesMax: Math.max(limits.bodyBytesMax, limits.frameBytesMax) });
     const auth = new Authenticator(engine.config.principals);
     const connections = new Set<WebSocket<Connection>>();
-    registerStream(app, { engine, codec, auth, connections });
+    registerStream(app, { engine, codec, auth, connections, byPrincipal: new Map() });
     registerHttpRoutes(app, { engine, codec, auth });
     const { host, port } = engine.config.listen;
     return new Promise((resolve, reject) => {

@@ -19,6 +19,8 @@ import { itemsFromList } from './intake.js';
 import { snapshotFor } from '../engine/snapshots.js';
 
 export const TOPICS = ['notifications', 'snapshots', 'forwards'] as const;
+/** Forwards per frame when a bank catches up on what it has not answered. */
+const FORWARD_FRAME_ITEMS = 1000;
 export type Topic = (typeof TOPICS)[number];
 
 export interface Connection {
@@ -36,6 +38,12 @@ export interface WsContext {
   codec: Codec;
   auth: Authenticator;
   connections: Set<WebSocket<Connection>>;
+  /** The same connections by principal ('bank:ICBC'), so pushes to one party do not scan them all. */
+  byPrincipal: Map<string, Set<WebSocket<Connection>>>;
+}
+
+function principalKey(p: Principal): string {
+  return `${p.role}:${p.id}`;
 }
 
 /** `conn` is the connection's user data, read before any await: `ws` itself may not be touched once closed. */
@@ -111,6 +119,32 @@ function onSubmit(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string,
   });
 }
 
+function onReceipt(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string, unknown>, seq: number, encoding: Encoding): void {
+  const conn = ws.getUserData();
+  if (conn.principal.role !== 'bank') {
+    sendError(ctx, ws, encoding, seq, failure('FORBIDDEN', 'only banks send receipts'));
+    return;
+  }
+  if (!ctx.engine.ready) {
+    sendError(ctx, ws, encoding, seq, failure('NOT_READY'));
+    return;
+  }
+  const items = itemsFromList(msg['receipts'], 'receipts', ctx.engine.config.limits.batchItemsMax);
+  if (!Array.isArray(items)) {
+    sendError(ctx, ws, encoding, seq, items);
+    return;
+  }
+  ctx.engine.lifecycle.receipts(conn.principal.id, items, (results) => send(ctx, ws, { op: 'ack', seq, results }, encoding, conn));
+}
+
+/** Send a bank the instructions it has not answered, in frames of a bounded size. */
+function sendPendingForwards(ctx: WsContext, ws: WebSocket<Connection>, conn: Connection): void {
+  const items = ctx.engine.lifecycle.forwardsFor(conn.principal.id);
+  for (let i = 0; i < items.length; i += FORWARD_FRAME_ITEMS) {
+    send(ctx, ws, { op: 'forward', instructions: items.slice(i, i + FORWARD_FRAME_ITEMS) }, conn.encoding, conn);
+  }
+}
+
 function onSubscribe(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string, unknown>, seq: number | undefined, encoding: Encoding): void {
   const conn = ws.getUserData();
   const topics = msg['topics'];
@@ -128,10 +162,14 @@ function onSubscribe(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<stri
       return;
     }
   }
-  for (const t of topics as Topic[]) conn.topics.add(t);
+  const fresh = (topics as Topic[]).filter((t) => !conn.topics.has(t));
+  for (const t of fresh) conn.topics.add(t);
+  if (fresh.includes('notifications')) listen(ctx, conn, 1);
   const reply: Record<string, unknown> = { op: 'subscribed', topics: [...conn.topics] };
   if (seq !== undefined) reply['seq'] = seq;
   send(ctx, ws, reply, encoding);
+  // A bank that (re)subscribes gets every instruction still waiting for its receipt.
+  if (fresh.includes('forwards')) sendPendingForwards(ctx, ws, conn);
 }
 
 function onMessage(ctx: WsContext, ws: WebSocket<Connection>, data: ArrayBuffer, isBinary: boolean): void {
@@ -177,6 +215,13 @@ function onMessage(ctx: WsContext, ws: WebSocket<Connection>, data: ArrayBuffer,
     case 'subscribe':
       onSubscribe(ctx, ws, msg, seq, encoding);
       return;
+    case 'receipt':
+      if (seq === undefined) {
+        sendError(ctx, ws, encoding, undefined, failure('INVALID_FIELD', 'receipt needs an integer seq', 'seq'));
+        return;
+      }
+      onReceipt(ctx, ws, msg, seq, encoding);
+      return;
     default:
       sendError(ctx, ws, encoding, seq, failure('INVALID_MESSAGE', `unknown op '${op.slice(0, 32).replace(/[^\x20-\x7e]/g, '?')}'`));
   }
@@ -207,8 +252,40 @@ function pushSnapshots(ctx: WsContext): void {
   });
 }
 
+/** Count a connection in or out of its institution's notification listeners. */
+function listen(ctx: WsContext, conn: Connection, delta: 1 | -1): void {
+  if (conn.principal.role !== 'institution') return;
+  const m = ctx.engine.notificationListeners;
+  const n = (m.get(conn.principal.id) ?? 0) + delta;
+  if (n <= 0) m.delete(conn.principal.id);
+  else m.set(conn.principal.id, n);
+}
+
+/** Send `message` to every open connection of one principal subscribed to `topic`. */
+function fanOut(ctx: WsContext, topic: Topic, principal: string, message: unknown): void {
+  const set = ctx.byPrincipal.get(principal);
+  if (set === undefined) return;
+  const encoded: Partial<Record<Encoding, Uint8Array | string>> = {};
+  for (const ws of set) {
+    const conn = ws.getUserData();
+    if (conn.closed || !conn.topics.has(topic)) continue;
+    const payload = (encoded[conn.encoding] ??= ctx.codec.encode(message, conn.encoding));
+    ws.cork(() => {
+      ws.send(payload, conn.encoding === 'msgpack');
+    });
+  }
+}
+
+/** Forwards and queries go to the payer bank's connections; notifications to the submitting institution's. */
+function pushLifecycle(ctx: WsContext): void {
+  ctx.engine.on('forward', (code, items) => fanOut(ctx, 'forwards', `bank:${code}`, { op: 'forward', instructions: items }));
+  ctx.engine.on('query', (code, institution, id) => fanOut(ctx, 'forwards', `bank:${code}`, { op: 'query', institution, id }));
+  ctx.engine.on('notify', (n) => fanOut(ctx, 'notifications', `institution:${n.institution}`, n));
+}
+
 export function registerStream(app: TemplatedApp, ctx: WsContext): void {
   pushSnapshots(ctx);
+  pushLifecycle(ctx);
   const limits = ctx.engine.config.limits;
   app.ws<Connection>('/v1/stream', {
     maxPayloadLength: limits.frameBytesMax * 2,
@@ -219,6 +296,13 @@ export function registerStream(app: TemplatedApp, ctx: WsContext): void {
     upgrade: (res, req, context) => upgrade(ctx, res, req, context),
     open: (ws) => {
       ctx.connections.add(ws);
+      const key = principalKey(ws.getUserData().principal);
+      let set = ctx.byPrincipal.get(key);
+      if (set === undefined) {
+        set = new Set();
+        ctx.byPrincipal.set(key, set);
+      }
+      set.add(ws);
     },
     message: (ws, data, isBinary) => {
       try {
@@ -229,8 +313,14 @@ export function registerStream(app: TemplatedApp, ctx: WsContext): void {
       }
     },
     close: (ws) => {
-      ws.getUserData().closed = true;
+      const conn = ws.getUserData();
+      conn.closed = true;
+      if (conn.topics.has('notifications')) listen(ctx, conn, -1);
       ctx.connections.delete(ws);
+      const key = principalKey(conn.principal);
+      const set = ctx.byPrincipal.get(key);
+      set?.delete(ws);
+      if (set?.size === 0) ctx.byPrincipal.delete(key);
     },
   });
 }

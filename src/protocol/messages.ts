@@ -49,6 +49,14 @@ export interface InstructionView {
   reference?: string;
   acceptedAt: string;
   clearedAt?: string;
+  /** Two-phase: when the receipt is due. */
+  deadline?: string;
+  /** When it became declined, expired or reversed. */
+  finalAt?: string;
+  /** Batch in which a reversal was netted. */
+  reversalBatch?: string;
+  /** The payer bank's reason for a decline. */
+  reason?: string;
 }
 
 export function instructionView(institution: string, id: string, r: StoredInstruction): InstructionView {
@@ -57,6 +65,10 @@ export function instructionView(institution: string, id: string, r: StoredInstru
   if (r.to !== undefined) v.timeoutMs = r.to;
   if (r.r !== undefined) v.reference = r.r;
   if (r.ct !== undefined) v.clearedAt = new Date(r.ct).toISOString();
+  if (r.dl !== undefined) v.deadline = new Date(r.dl).toISOString();
+  if (r.ft !== undefined) v.finalAt = new Date(r.ft).toISOString();
+  if (r.rb !== undefined) v.reversalBatch = r.rb;
+  if (r.rs !== undefined) v.reason = r.rs;
   return v;
 }
 

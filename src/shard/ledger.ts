@@ -260,6 +260,8 @@ export class ShardLedger {
       } else if (kind === 'D' || kind === 'X') {
         next.s = kind === 'D' ? 'declined' : 'expired';
         next.ft = now;
+        const reason = op[3];
+        if (reason !== null) next.rs = reason;
         commit = pnd.remove(key);
       } else {
         // A correcting entry (冲正) in the open batch: the payee pays the amount back.

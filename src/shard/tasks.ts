@@ -12,8 +12,11 @@ import type { PairFlow } from '../core/netting.js';
 
 /** Submit: [op, institution, id, type, payer, payee, amount, reference or null, timeoutMs (0 = single-phase)] */
 export type SubmitOp = ['S', string, string, InstructionType, string, string, number, string | null, number];
-/** Lifecycle of a stored instruction: confirm, decline, expire (two-phase), reverse (cleared). */
-export type LifecycleOp = ['C' | 'D' | 'X' | 'R', string, string];
+/**
+ * Lifecycle of a stored instruction: confirm, decline, expire (two-phase),
+ * reverse (cleared): [op, institution, id, reason or null].
+ */
+export type LifecycleOp = ['C' | 'D' | 'X' | 'R', string, string, string | null];
 export type ShardOp = SubmitOp | LifecycleOp;
 
 /** Positions in a SubmitOp. */

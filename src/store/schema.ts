@@ -56,6 +56,8 @@ export interface StoredInstruction {
   ft?: number;
   /** batch the reversal was netted in */
   rb?: string;
+  /** the payer bank's reason for a decline */
+  rs?: string;
 }
 
 export interface StoredBucket {

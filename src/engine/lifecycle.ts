@@ -1,0 +1,415 @@
+/**
+ * The life of an instruction after intake, as a clearing switch runs it:
+ * forwarding two-phase instructions to the payer bank (接收并转发指令),
+ * receipts, query compensation when a receipt is late (查询补偿), expiry,
+ * terminal notifications (终端通知), manual resolution and reversals
+ * (差错处理).
+ *
+ * State changes go through the router to the shard that holds the
+ * instruction, like everything else; this module reacts to their commits.
+ * Pending instructions are durable in the shards (with their deadlines), and
+ * this module's timers are rebuilt from them at start.
+ */
+
+import { assert } from '../core/assert.js';
+import { ID_PATTERN, isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
+import { MinHeap } from '../core/min-heap.js';
+import type { ShardMap } from '../core/shard-map.js';
+import { failure, type Failure } from '../protocol/errors.js';
+import type { OpResult, OutcomeTarget, ShardRouter } from '../router/shard-router.js';
+import type { ApplyResult, ApplyTask, LifecycleOp, PendingEntry } from '../shard/tasks.js';
+import type { ShardReaders } from '../store/shard-readers.js';
+import type { LiveView } from './live-view.js';
+import type { Logger } from './log.js';
+
+/** A two-phase instruction as forwarded to its payer bank. */
+export interface ForwardItem {
+  institution: string;
+  id: string;
+  type: string;
+  payer: string;
+  payee: string;
+  amount: number;
+  reference?: string;
+  acceptedAt: string;
+  deadline: string;
+}
+
+export interface Notification {
+  op: 'notify';
+  institution: string;
+  id: string;
+  status: 'cleared' | 'declined' | 'expired' | 'reversed';
+  batch?: string;
+}
+
+export interface ReceiptResult {
+  institution?: string;
+  id?: string;
+  status: string;
+  batch?: string;
+  duplicate?: true;
+  code?: string;
+  message?: string;
+  field?: string;
+}
+
+/** Where the lifecycle's pushes go: the gateway fans them out to subscribed connections. */
+export interface LifecyclePushes {
+  forward(bank: string, items: ForwardItem[]): void;
+  query(bank: string, institution: string, id: string): void;
+  notify(n: Notification): void;
+  /** Whether anyone listens to an institution's notifications (so none are built for nobody). */
+  listening(institution: string): boolean;
+}
+
+interface Pending {
+  entry: PendingEntry;
+  shard: number;
+}
+
+interface TimerEvent {
+  key: string;
+  kind: 'query' | 'expire';
+}
+
+type Outcome = 'confirm' | 'decline';
+
+const RECEIPT_KEYS = new Set(['institution', 'id', 'outcome', 'reason']);
+const REASON_LENGTH_MAX = 140;
+const BAD_TEXT = /\p{Cc}|\p{Cs}/u;
+
+function forwardOf(e: PendingEntry): ForwardItem {
+  const f: ForwardItem = {
+    institution: e.institution,
+    id: e.id,
+    type: e.type,
+    payer: e.payer,
+    payee: e.payee,
+    amount: e.amount,
+    acceptedAt: new Date(e.acceptedAt).toISOString(),
+    deadline: new Date(e.deadline).toISOString(),
+  };
+  if (e.reference !== undefined) f.reference = e.reference;
+  return f;
+}
+
+/** A receipt item that passed its shape checks. */
+interface ReceiptItem {
+  institution: string;
+  id: string;
+  outcome: Outcome;
+  reason: string | null;
+}
+
+export function parseReceipt(raw: unknown): ReceiptItem | Failure {
+  if (!isPlainObject(raw)) return failure('INVALID_MESSAGE', 'a receipt must be an object');
+  for (const k of Object.keys(raw)) {
+    if (!RECEIPT_KEYS.has(k)) return failure('INVALID_FIELD', `unknown field '${k.slice(0, 40).replace(/[^\x20-\x7e]/g, '?')}'`, k.slice(0, 40));
+  }
+  const { institution, id, outcome, reason } = raw as Record<string, unknown>;
+  if (typeof institution !== 'string' || !PARTY_CODE_PATTERN.test(institution)) return failure('INVALID_FIELD', 'institution must match ^[A-Z0-9]{2,16}$', 'institution');
+  if (typeof id !== 'string' || !ID_PATTERN.test(id)) return failure('INVALID_FIELD', 'id must match ^[A-Za-z0-9._:-]{1,64}$', 'id');
+  if (outcome !== 'confirm' && outcome !== 'decline') return failure('INVALID_FIELD', 'outcome must be confirm or decline', 'outcome');
+  if (reason !== undefined && (typeof reason !== 'string' || [...reason].length > REASON_LENGTH_MAX || BAD_TEXT.test(reason))) {
+    return failure('INVALID_FIELD', `reason must be text of at most ${REASON_LENGTH_MAX} characters`, 'reason');
+  }
+  return { institution, id, outcome, reason: typeof reason === 'string' && reason.length > 0 ? reason : null };
+}
+
+function isFailure(x: ReceiptItem | Failure): x is Failure {
+  return (x as Failure).code !== undefined;
+}
+
+/** Answers for a list of receipts, filled in as shards commit. */
+class ReceiptBatch implements OutcomeTarget {
+  private readonly results: (ReceiptResult | undefined)[];
+  private remaining: number;
+  readonly items: (ReceiptItem | undefined)[];
+
+  constructor(
+    size: number,
+    private readonly onDone: (results: ReceiptResult[]) => void,
+  ) {
+    this.results = new Array(size);
+    this.items = new Array(size);
+    this.remaining = size;
+  }
+
+  settle(index: number, r: ReceiptResult): void {
+    assert(this.results[index] === undefined, `receipt ${index} answered twice`);
+    this.results[index] = r;
+    if (--this.remaining === 0) this.onDone(this.results as ReceiptResult[]);
+  }
+
+  fail(index: number, item: ReceiptItem | undefined, f: Failure, status = 'rejected'): void {
+    const r: ReceiptResult = item === undefined ? { status } : { institution: item.institution, id: item.id, status };
+    r.code = f.code;
+    r.message = f.message;
+    if (f.field !== undefined) r.field = f.field;
+    this.settle(index, r);
+  }
+
+  deliver(index: number, result: OpResult, primary: boolean): void {
+    const item = this.items[index]!;
+    const wanted = item.outcome === 'confirm' ? 'cleared' : 'declined';
+    if (result.kind === 'applied') {
+      const r: ReceiptResult = { institution: item.institution, id: item.id, status: wanted };
+      if (wanted === 'cleared') r.batch = result.batch;
+      if (!primary) r.duplicate = true;
+      this.settle(index, r);
+    } else if (result.kind === 'found') {
+      answerFromStored(this, index, item, result.outcome.status, result.outcome.batch);
+    } else {
+      this.fail(index, item, result.failure);
+    }
+  }
+}
+
+/** A receipt for an instruction that is no longer pending: a repeat of its outcome, or a contradiction. */
+function answerFromStored(batch: ReceiptBatch, index: number, item: ReceiptItem, status: string, storedBatch: string | undefined): void {
+  const wanted = item.outcome === 'confirm' ? 'cleared' : 'declined';
+  if (status === 'missing') {
+    batch.fail(index, item, failure('NOT_FOUND', `no instruction '${item.id}' of institution '${item.institution}'`));
+  } else if (status === wanted || (wanted === 'cleared' && status === 'reversed')) {
+    const r: ReceiptResult = { institution: item.institution, id: item.id, status, duplicate: true };
+    if (storedBatch !== undefined) r.batch = storedBatch;
+    batch.settle(index, r);
+  } else {
+    batch.fail(index, item, failure('NOT_PENDING', `the instruction is already ${status}`), status);
+  }
+}
+
+/** One operation's answer, for the operator's single calls. */
+class OneShot implements OutcomeTarget {
+  constructor(private readonly done: (result: OpResult) => void) {}
+
+  deliver(_index: number, result: OpResult): void {
+    this.done(result);
+  }
+}
+
+export class Lifecycle {
+  private readonly pending = new Map<string, Pending>();
+  private readonly heap = new MinHeap<TimerEvent>();
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  private readonly forwards = new Map<string, ForwardItem[]>();
+  private forwardsScheduled = false;
+  private stopped = false;
+
+  constructor(
+    private readonly router: ShardRouter,
+    private readonly readers: ShardReaders,
+    private readonly shardMap: ShardMap,
+    private readonly view: LiveView,
+    private readonly log: Logger,
+    private readonly querySchedulesMs: readonly number[],
+    private readonly pushes: LifecyclePushes,
+  ) {}
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  /** Rebuild the timers of the pending instructions the shards recovered. */
+  load(entries: PendingEntry[]): void {
+    for (const e of entries) this.track(e, Date.now());
+  }
+
+  private track(e: PendingEntry, now: number): void {
+    const key = `${e.institution}/${e.id}`;
+    this.pending.set(key, { entry: e, shard: this.shardMap.shardOf(e.payer, e.payee) });
+    for (const offset of this.querySchedulesMs) {
+      const at = e.acceptedAt + offset;
+      if (at > now && at < e.deadline) this.schedule(at, { key, kind: 'query' });
+    }
+    this.schedule(e.deadline, { key, kind: 'expire' });
+  }
+
+  /** Pending instructions of one payer bank: what it is sent when it subscribes to forwards. */
+  forwardsFor(bank: string): ForwardItem[] {
+    const out: ForwardItem[] = [];
+    for (const p of this.pending.values()) if (p.entry.payer === bank) out.push(forwardOf(p.entry));
+    return out;
+  }
+
+  /** React to a committed task: the router calls this before it answers anyone. */
+  onCommitted(task: ApplyTask, result: ApplyResult): void {
+    for (let i = 0; i < task.ops.length; i++) {
+      if (result.outcomes[i] !== null) continue;
+      const op = task.ops[i]!;
+      const institution = op[1];
+      const id = op[2];
+      switch (op[0]) {
+        case 'S': {
+          const timeoutMs = op[8];
+          if (timeoutMs > 0) {
+            const e: PendingEntry = { institution, id, type: op[3], payer: op[4], payee: op[5], amount: op[6], acceptedAt: task.now, deadline: task.now + timeoutMs };
+            if (op[7] !== null) e.reference = op[7];
+            this.track(e, task.now);
+            this.view.addPending(e.payer, BigInt(e.amount));
+            this.queueForward(e);
+          } else if (this.pushes.listening(institution)) {
+            this.pushes.notify({ op: 'notify', institution, id, status: 'cleared', batch: task.batch });
+          }
+          break;
+        }
+        case 'C':
+        case 'D':
+        case 'X': {
+          const key = `${institution}/${id}`;
+          const p = this.pending.get(key);
+          assert(p !== undefined, `a pending instruction ${key} left no trace`);
+          this.pending.delete(key);
+          this.view.addPending(p.entry.payer, -BigInt(p.entry.amount));
+          const status = op[0] === 'C' ? 'cleared' : op[0] === 'D' ? 'declined' : 'expired';
+          if (this.pushes.listening(institution)) {
+            const n: Notification = { op: 'notify', institution, id, status };
+            if (status === 'cleared') n.batch = task.batch;
+            this.pushes.notify(n);
+          }
+          if (status === 'expired') this.log.info({ institution, id, payer: p.entry.payer }, 'instruction expired without a receipt');
+          break;
+        }
+        case 'R':
+          if (this.pushes.listening(institution)) this.pushes.notify({ op: 'notify', institution, id, status: 'reversed', batch: task.batch });
+          break;
+      }
+    }
+  }
+
+  private queueForward(e: PendingEntry): void {
+    let list = this.forwards.get(e.payer);
+    if (list === undefined) {
+      list = [];
+      this.forwards.set(e.payer, list);
+    }
+    list.push(forwardOf(e));
+    if (!this.forwardsScheduled) {
+      this.forwardsScheduled = true;
+      // Everything committed in this turn goes to each bank as one frame.
+      setImmediate(() => {
+        this.forwardsScheduled = false;
+        for (const [bank, items] of this.forwards) this.pushes.forward(bank, items);
+        this.forwards.clear();
+      });
+    }
+  }
+
+  private schedule(at: number, event: TimerEvent): void {
+    this.heap.push(at, event);
+    if (at < this.timerAt) this.arm(at);
+  }
+
+  private arm(at: number): void {
+    if (this.stopped) return;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.fire(), Math.max(0, at - Date.now()));
+    this.timer.unref();
+  }
+
+  private fire(): void {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    const now = Date.now();
+    while ((this.heap.peekKey() ?? Infinity) <= now) {
+      const ev = this.heap.pop()!;
+      const p = this.pending.get(ev.key);
+      if (p === undefined) continue;
+      if (ev.kind === 'query') {
+        // 查询补偿: ask the payer bank what became of it; it answers with a receipt.
+        this.pushes.query(p.entry.payer, p.entry.institution, p.entry.id);
+      } else {
+        this.router.lifecycle(p.shard, ['X', p.entry.institution, p.entry.id, null], new OneShot((r) => this.afterExpiry(ev.key, r)), 0);
+      }
+    }
+    const next = this.heap.peekKey();
+    if (next !== undefined) this.arm(next);
+  }
+
+  private afterExpiry(key: string, r: OpResult): void {
+    if (r.kind === 'failed') {
+      // Not committed: try again shortly, the deadline has passed and still binds.
+      this.log.warn({ key, code: r.failure.code }, 'expiry not committed; retrying');
+      this.schedule(Date.now() + 1000, { key, kind: 'expire' });
+    }
+  }
+
+  /** Receipts from a payer bank, over HTTP or WebSocket. */
+  receipts(bank: string, raws: readonly unknown[], onDone: (results: ReceiptResult[]) => void): void {
+    const batch = new ReceiptBatch(raws.length, onDone);
+    for (let i = 0; i < raws.length; i++) {
+      const item = parseReceipt(raws[i]);
+      if (isFailure(item)) {
+        batch.fail(i, undefined, item);
+        continue;
+      }
+      batch.items[i] = item;
+      const key = `${item.institution}/${item.id}`;
+      const p = this.pending.get(key);
+      if (p !== undefined) {
+        if (p.entry.payer !== bank) {
+          batch.fail(i, item, failure('FORBIDDEN', 'only the payer bank answers for an instruction'));
+          continue;
+        }
+        this.router.lifecycle(p.shard, [item.outcome === 'confirm' ? 'C' : 'D', item.institution, item.id, item.reason], batch, i);
+        continue;
+      }
+      const found = this.readers.find(item.institution, item.id);
+      if (found === undefined || (found.record.p !== bank && found.record.q !== bank)) {
+        batch.fail(i, item, failure('NOT_FOUND', `no instruction '${item.id}' of institution '${item.institution}'`));
+      } else if (found.record.p !== bank) {
+        batch.fail(i, item, failure('FORBIDDEN', 'only the payer bank answers for an instruction'));
+      } else {
+        answerFromStored(batch, i, item, found.record.s, found.record.b);
+      }
+    }
+    if (raws.length === 0) onDone([]);
+  }
+
+  /** Manual result of a query compensation, by an operator. */
+  resolve(institution: string, id: string, outcome: Outcome, operator: string): Promise<Failure | undefined> {
+    const key = `${institution}/${id}`;
+    const p = this.pending.get(key);
+    this.log.info({ operator, institution, id, outcome }, 'operator resolves a pending instruction');
+    if (p === undefined) {
+      const found = this.readers.find(institution, id);
+      if (found === undefined) return Promise.resolve(failure('NOT_FOUND', `no instruction '${id}' of institution '${institution}'`));
+      const wanted = outcome === 'confirm' ? 'cleared' : 'declined';
+      return Promise.resolve(found.record.s === wanted ? undefined : failure('NOT_PENDING', `the instruction is already ${found.record.s}`));
+    }
+    const op: LifecycleOp = [outcome === 'confirm' ? 'C' : 'D', institution, id, outcome === 'decline' ? `resolved by operator ${operator}` : null];
+    return this.runOne(p.shard, op, outcome === 'confirm' ? 'cleared' : 'declined');
+  }
+
+  /** Reverse a cleared instruction with a correcting entry in the open batch (差错处理). Idempotent. */
+  reverse(institution: string, id: string, operator: string): Promise<Failure | undefined> {
+    const found = this.readers.find(institution, id);
+    if (found === undefined) return Promise.resolve(failure('NOT_FOUND', `no instruction '${id}' of institution '${institution}'`));
+    this.log.info({ operator, institution, id }, 'operator reverses an instruction');
+    return this.runOne(found.shard, ['R', institution, id, null], 'reversed');
+  }
+
+  private runOne(shard: number, op: LifecycleOp, wanted: string): Promise<Failure | undefined> {
+    return new Promise((resolve) => {
+      this.router.lifecycle(
+        shard,
+        op,
+        new OneShot((r) => {
+          if (r.kind === 'applied') resolve(undefined);
+          else if (r.kind === 'failed') resolve(r.failure);
+          else if (r.outcome.status === 'missing') resolve(failure('NOT_FOUND', 'no such instruction'));
+          else resolve(r.outcome.status === wanted ? undefined : failure('NOT_PENDING', `the instruction is ${r.outcome.status}`));
+        }),
+        0,
+      );
+    });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+  }
+}
