@@ -1,0 +1,48 @@
+/**
+ * Command line of the benches: `node dist/bench/run.js <all|http|ws>
+ * [--flag value ...]` (npm run bench, bench:http, bench:ws). It prints a
+ * line per scenario and the report's Markdown, writes the report files, and
+ * exits non-zero when an audit or a check fails, so that a broken engine
+ * cannot pass for a fast one.
+ */
+
+import { readFileSync } from 'node:fs';
+import { ParamError, resolveParams, splitArgs, usage, type BenchParams } from './params.js';
+import { runBench, type BenchKind } from './suite.js';
+
+const KINDS: readonly BenchKind[] = ['all', 'http', 'ws'];
+
+async function main(): Promise<number> {
+  let kind: BenchKind;
+  let params: BenchParams;
+  try {
+    const { positional, flags } = splitArgs(process.argv.slice(2));
+    if (flags.has('help')) {
+      process.stdout.write(`${usage()}\n`);
+      return 0;
+    }
+    const k = positional[0] ?? 'all';
+    if (!(KINDS as readonly string[]).includes(k) || positional.length > 1) throw new ParamError(`the bench is one of ${KINDS.join(', ')}\n${usage()}`);
+    kind = k as BenchKind;
+    params = resolveParams(flags, process.env);
+  } catch (err) {
+    if (err instanceof ParamError) {
+      process.stderr.write(`bench: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  process.stdout.write(`bench ${kind}, size ${params.size}: ${JSON.stringify(params)}\n`);
+  const { report, files } = await runBench(kind, params, (line) => process.stdout.write(`${line}\n`));
+  process.stdout.write(`\n${readFileSync(files.markdown, 'utf8')}\nreport: ${files.json}\n        ${files.markdown}\n`);
+  if (!report.ok) process.stderr.write('bench: FAILED (see the problems in the report)\n');
+  return report.ok ? 0 : 1;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,122 @@
+/**
+ * A server under load, as a child process: the engine (dist/src/main.js)
+ * or the bare ceiling (dist/bench/bare-server.js). Both take `--config
+ * file`, listen on a port the system picks, and announce it in a JSON log
+ * line `"port":N,"msg":"listening"`; both stop in order on SIGTERM.
+ */
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** How long a server may take to listen; the engine recovers its shards first. */
+const START_MS_MAX = 30_000;
+/** How long SIGTERM may take before SIGKILL; the engine's own limit is 10 s. */
+const STOP_MS_MAX = 15_000;
+/** Output kept for error messages; the rest is dropped so a chatty server cannot grow this process. */
+const OUTPUT_TAIL_CHARS = 64 * 1024;
+
+export interface TargetProcess {
+  name: string;
+  pid: number;
+  port: number;
+  base: string;
+  dataDir: string;
+  /** Resident set size now, from /proc; undefined where there is no /proc. */
+  rssBytes(): number | undefined;
+  output(): string;
+  /** SIGTERM, then SIGKILL past STOP_MS_MAX; resolves with the exit code (null when killed). */
+  stop(): Promise<number | null>;
+  /** Remove the temporary folder (data and config). */
+  cleanup(): void;
+}
+
+/** VmRSS of a process, read from /proc/<pid>/status (kB in the file). */
+export function readRssBytes(pid: number): number | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+    return m === null ? undefined : Number(m[1]) * 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Start `script --config <tmp>/config.json` with the config that
+ * `makeConfig(dataDir)` returns, `dataDir` being a fresh folder inside the
+ * temporary one.
+ */
+export async function startTarget(name: string, script: string, makeConfig: (dataDir: string) => Record<string, unknown>): Promise<TargetProcess> {
+  const dir = mkdtempSync(join(tmpdir(), `netting-bench-${name}-`));
+  const dataDir = join(dir, 'data');
+  const configPath = join(dir, 'config.json');
+  writeFileSync(configPath, JSON.stringify(makeConfig(dataDir), null, 2));
+  const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
+
+  const proc: ChildProcess = spawn(process.execPath, [script, '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const keep = (chunk: Buffer): void => {
+    out += chunk.toString();
+    if (out.length > OUTPUT_TAIL_CHARS * 2) out = out.slice(-OUTPUT_TAIL_CHARS);
+  };
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) =>
+    proc.once('exit', (code) => {
+      exitCode = code;
+      resolve(code);
+    }),
+  );
+
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) => {
+      let seen = '';
+      let announced = false;
+      const timer = setTimeout(() => reject(new Error(`${name} did not listen within ${START_MS_MAX} ms:\n${out}`)), START_MS_MAX);
+      proc.stdout!.on('data', (chunk: Buffer) => {
+        keep(chunk);
+        if (announced) return;
+        // Only the start-up lines are searched, which are few; afterwards output is merely kept.
+        seen += chunk.toString();
+        const m = /"port":(\d+),"msg":"listening"/.exec(seen);
+        if (m !== null) {
+          announced = true;
+          seen = '';
+          clearTimeout(timer);
+          resolve(Number(m[1]));
+        }
+      });
+      proc.stderr!.on('data', keep);
+      proc.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`${name} exited with ${code} before listening:\n${out}`));
+      });
+    });
+  } catch (err) {
+    proc.kill('SIGKILL');
+    cleanup();
+    throw err;
+  }
+
+  const pid = proc.pid!;
+  return {
+    name,
+    pid,
+    port,
+    base: `http://127.0.0.1:${port}`,
+    dataDir,
+    rssBytes: () => readRssBytes(pid),
+    output: () => out,
+    stop: async () => {
+      if (exitCode !== undefined) return exitCode;
+      proc.kill('SIGTERM');
+      const killer = setTimeout(() => proc.kill('SIGKILL'), STOP_MS_MAX);
+      const code = await exited;
+      clearTimeout(killer);
+      return code;
+    },
+    cleanup,
+  };
+}
