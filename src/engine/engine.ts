@@ -16,7 +16,9 @@ import type { BatchSummary, OpenResult, VerifyReport } from '../shard/tasks.js';
 import { EngineStore, nextBatchId, type BatchRecord, type Closing } from '../store/engine-store.js';
 import { ShardReaders } from '../store/shard-readers.js';
 import { BatchSchedule } from './batch-schedule.js';
+import { EngineCounters } from './counters.js';
 import { Lifecycle, type ForwardItem, type Notification } from './lifecycle.js';
+import { EngineMetrics } from './metrics.js';
 import { LiveView, type BatchState } from './live-view.js';
 import type { Logger } from './log.js';
 import { batchRecord } from './settlement-report.js';
@@ -48,6 +50,10 @@ export class Engine extends EventEmitter<EngineEvents> {
   private schedule: BatchSchedule | undefined;
   /** Connections subscribed to each institution's notifications, kept by the gateway. */
   readonly notificationListeners = new Map<string, number>();
+  readonly metrics: EngineMetrics;
+  readonly startedAt = Date.now();
+  /** The most recently closed batch, for the settlement metrics. */
+  lastClosed: BatchRecord | undefined;
 
   private constructor(
     readonly config: EngineConfig,
@@ -59,6 +65,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     readonly router: ShardRouter,
     shardMap: ShardMap,
     openedAt: number,
+    readonly counters: EngineCounters,
   ) {
     super();
     this.banks = config.banks.map((b) => b.code);
@@ -69,7 +76,9 @@ export class Engine extends EventEmitter<EngineEvents> {
       query: (bank, institution, id) => this.emit('query', bank, institution, id),
       notify: (n) => this.emit('notify', n),
       listening: (institution) => (this.notificationListeners.get(institution) ?? 0) > 0,
-    });
+    }, this.counters);
+    this.lastClosed = store.closedBatches().at(-1);
+    this.metrics = new EngineMetrics(this);
   }
 
   static async start(config: EngineConfig, log: Logger): Promise<Engine> {
@@ -117,7 +126,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     const caps = new DebitCaps(config.banks, view);
     const bankSet = new Set(bankCodes);
     const shardMap = new ShardMap(bankCodes, config.shards);
-    let lifecycle: Lifecycle | undefined;
+    const counters = new EngineCounters();
+    // The router is built before the engine that holds it; its callbacks reach the engine through this binding.
+    let engine: Engine | undefined;
     const router = new ShardRouter({
       rules: { isBank: (code) => bankSet.has(code), amountCentsMax: config.maxAmountCents, twoPhaseEnabled: true },
       shardMap,
@@ -127,13 +138,14 @@ export class Engine extends EventEmitter<EngineEvents> {
       batch: open.id,
       onCommitted: (task, result) => {
         view.apply(result.delta);
-        lifecycle!.onCommitted(task, result);
+        engine!.lifecycle.onCommitted(task, result);
       },
       limits: config.limits,
       log,
+      counters,
+      onTaskTimed: (task, result, ms) => engine!.metrics.observeTask(task, result, ms),
     });
-    const engine = new Engine(config, log, store, pools, readers, view, router, shardMap, open.openedAt);
-    lifecycle = engine.lifecycle;
+    engine = new Engine(config, log, store, pools, readers, view, router, shardMap, open.openedAt, counters);
     engine.lifecycle.load(opened.flatMap((o) => o.pending));
     if (closing !== undefined) {
       // A cut-off was interrupted after the next batch became durable: finish it from what the shards hold.
@@ -144,7 +156,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     engine.snapshots.start(config.snapshotIntervalMs);
     if (config.batchSchedule !== undefined) {
       engine.schedule = new BatchSchedule(config.batchSchedule, () => {
-        engine.closeBatch('schedule').catch((err: unknown) => log.error({ err }, 'scheduled cut-off failed'));
+        engine!.closeBatch('schedule').catch((err: unknown) => log.error({ err }, 'scheduled cut-off failed'));
       });
     }
     log.info({ shards: config.shards, workers: config.workers, batch: open.id, recoveryMs: Date.now() - started }, 'engine ready');
@@ -186,6 +198,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.openedAt = closedAt;
     });
     const record = await this.finishClose(closing, this.view.take(old));
+    this.counters.cutoffs.add(by === 'schedule' ? 'schedule' : 'operator');
     this.log.info({ batch: old, next, by, count: record.count, gross: record.gross, debits: record.debits }, 'batch closed');
     return record;
   }
@@ -193,6 +206,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   private async finishClose(closing: Closing, state: BatchState): Promise<BatchRecord> {
     const record = batchRecord(state, this.banks, closing.openedAt, closing.closedAt);
     await this.store.finishCut(record);
+    this.lastClosed = record;
     this.emit('batchClosed', record);
     return record;
   }

@@ -19,6 +19,7 @@ import { failure, type Failure } from '../protocol/errors.js';
 import type { OpResult, OutcomeTarget, ShardRouter } from '../router/shard-router.js';
 import type { ApplyResult, ApplyTask, LifecycleOp, PendingEntry } from '../shard/tasks.js';
 import type { ShardReaders } from '../store/shard-readers.js';
+import type { EngineCounters } from './counters.js';
 import type { LiveView } from './live-view.js';
 import type { Logger } from './log.js';
 
@@ -206,10 +207,18 @@ export class Lifecycle {
     private readonly log: Logger,
     private readonly querySchedulesMs: readonly number[],
     private readonly pushes: LifecyclePushes,
+    private readonly counters: EngineCounters,
   ) {}
 
   get pendingCount(): number {
     return this.pending.size;
+  }
+
+  /** Pending instructions whose deadline is before `before`. */
+  overdueCount(before: number): number {
+    let n = 0;
+    for (const p of this.pending.values()) if (p.entry.deadline < before) n++;
+    return n;
   }
 
   /** Rebuild the timers of the pending instructions the shards recovered. */
@@ -264,6 +273,7 @@ export class Lifecycle {
           this.pending.delete(key);
           this.view.addPending(p.entry.payer, -BigInt(p.entry.amount));
           const status = op[0] === 'C' ? 'cleared' : op[0] === 'D' ? 'declined' : 'expired';
+          this.counters.instructions.add(`${p.entry.type}|${status}`);
           if (this.pushes.listening(institution)) {
             const n: Notification = { op: 'notify', institution, id, status };
             if (status === 'cleared') n.batch = task.batch;
@@ -273,6 +283,7 @@ export class Lifecycle {
           break;
         }
         case 'R':
+          this.counters.instructions.add(`${this.readers.find(institution, id)?.record.t ?? 'unknown'}|reversed`);
           if (this.pushes.listening(institution)) this.pushes.notify({ op: 'notify', institution, id, status: 'reversed', batch: task.batch });
           break;
       }
@@ -320,6 +331,7 @@ export class Lifecycle {
       if (p === undefined) continue;
       if (ev.kind === 'query') {
         // 查询补偿: ask the payer bank what became of it; it answers with a receipt.
+        this.counters.queriesSent++;
         this.pushes.query(p.entry.payer, p.entry.institution, p.entry.id);
       } else {
         this.router.lifecycle(p.shard, ['X', p.entry.institution, p.entry.id, null], new OneShot((r) => this.afterExpiry(ev.key, r)), 0);

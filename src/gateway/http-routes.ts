@@ -7,7 +7,7 @@
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import type { Engine } from '../engine/engine.js';
 import { ID_PATTERN, isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
-import { httpStatusOf, type ErrorCode, type Failure } from '../protocol/errors.js';
+import { httpStatusOf, statusLine, type ErrorCode, type Failure } from '../protocol/errors.js';
 import { bankRowWire, counterpartyWire, instructionView, totalsWire, type InstructionResult } from '../protocol/messages.js';
 import type { Codec } from '../protocol/codec.js';
 import type { Authenticator, Principal } from './auth.js';
@@ -66,13 +66,17 @@ function replyItems<R extends { code?: string }>(ctx: HttpContext, ex: Exchange,
 }
 
 function postInstructions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
+  const started = performance.now();
   withBody(ctx, res, req, ['institution'], (ex, principal, body) => {
     const parsed = submissionItems(body, ctx.engine.config.limits.batchItemsMax);
     if ('code' in parsed) {
       replyFailure(ex, ctx.codec, parsed as Failure);
       return;
     }
-    ctx.engine.router.submit(principal.id, parsed.items, (results: InstructionResult[]) => replyItems(ctx, ex, parsed.single, results));
+    ctx.engine.router.submit(principal.id, parsed.items, (results: InstructionResult[]) => {
+      replyItems(ctx, ex, parsed.single, results);
+      ctx.engine.metrics.observeAck('http', started);
+    });
   });
 }
 
@@ -238,12 +242,29 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
       try {
         handler(ctx, res, req);
       } catch (err) {
+        if ((err as Error).name === 'AssertionError') ctx.engine.counters.lawViolations++;
         ctx.engine.log.error({ err, url: req.getUrl() }, 'request handler failed');
         const ex = beginExchange(res, 'json');
         replyCode(ex, ctx.codec, 'INTERNAL');
       }
     };
 
+  app.get('/metrics', (res) => {
+    const ex = beginExchange(res, 'json');
+    ctx.engine.metrics.text().then(
+      ({ contentType, body }) => {
+        if (ex.aborted) return;
+        ex.answered = true;
+        res.cork(() => {
+          res.writeStatus(statusLine(200)).writeHeader('content-type', contentType).end(body);
+        });
+      },
+      (err: unknown) => {
+        ctx.engine.log.error({ err }, 'metrics collection failed');
+        replyCode(ex, ctx.codec, 'INTERNAL');
+      },
+    );
+  });
   app.get('/healthz', (res) => {
     reply(beginExchange(res, 'json'), ctx.codec, 200, { status: 'ok' });
   });

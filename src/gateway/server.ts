@@ -9,7 +9,7 @@ import type { Engine } from '../engine/engine.js';
 import { Codec } from '../protocol/codec.js';
 import { Authenticator } from './auth.js';
 import { registerHttpRoutes } from './http-routes.js';
-import { registerStream, type Connection } from './ws-stream.js';
+import { registerStream, registerStreamMetrics, type Connection } from './ws-stream.js';
 
 export class Gateway {
   private constructor(
@@ -25,7 +25,9 @@ export class Gateway {
     const codec = new Codec({ messageBytesMax: Math.max(limits.bodyBytesMax, limits.frameBytesMax) });
     const auth = new Authenticator(engine.config.principals);
     const connections = new Set<WebSocket<Connection>>();
-    registerStream(app, { engine, codec, auth, connections, byPrincipal: new Map() });
+    const stream = { engine, codec, auth, connections, byPrincipal: new Map() };
+    registerStream(app, stream);
+    registerStreamMetrics(engine.metrics.registry, stream);
     registerHttpRoutes(app, { engine, codec, auth });
     const { host, port } = engine.config.listen;
     return new Promise((resolve, reject) => {

@@ -8,6 +8,7 @@
  * buffer passes `wsBackpressureBytesMax` (closeOnBackpressureLimit).
  */
 
+import { Counter, Gauge, type Registry } from 'prom-client';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 'uWebSockets.js';
 import { isPlainObject } from '../core/instruction.js';
 import type { Engine } from '../engine/engine.js';
@@ -19,6 +20,8 @@ import { itemsFromList } from './intake.js';
 import { snapshotFor } from '../engine/snapshots.js';
 
 export const TOPICS = ['notifications', 'snapshots', 'forwards'] as const;
+/** Ops counted by name in the metrics; anything else is 'unknown', keeping label values bounded. */
+const KNOWN_OPS: ReadonlySet<string> = new Set(['submit', 'receipt', 'subscribe', 'ping']);
 /** Forwards per frame when a bank catches up on what it has not answered. */
 const FORWARD_FRAME_ITEMS = 1000;
 export type Topic = (typeof TOPICS)[number];
@@ -46,12 +49,22 @@ function principalKey(p: Principal): string {
   return `${p.role}:${p.id}`;
 }
 
+/**
+ * One frame out, counted. A send that uWS drops (over the backpressure
+ * bound) is followed by uWS closing the connection: closeOnBackpressureLimit.
+ */
+function sendCounted(ctx: WsContext, ws: WebSocket<Connection>, payload: Uint8Array | string, encoding: Encoding, op: string): void {
+  const counters = ctx.engine.counters;
+  counters.wsMessages.add(`out|${op}`);
+  if (ws.send(payload, encoding === 'msgpack') === 2) counters.wsBackpressureCloses++;
+}
+
 /** `conn` is the connection's user data, read before any await: `ws` itself may not be touched once closed. */
 function send(ctx: WsContext, ws: WebSocket<Connection>, message: unknown, encoding: Encoding, conn: Connection = ws.getUserData()): void {
   if (conn.closed) return;
   const payload = ctx.codec.encode(message, encoding);
   ws.cork(() => {
-    ws.send(payload, encoding === 'msgpack');
+    sendCounted(ctx, ws, payload, encoding, (message as { op: string }).op);
   });
 }
 
@@ -113,9 +126,11 @@ function onSubmit(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string,
     return;
   }
   conn.inflight += items.length;
+  const started = performance.now();
   engine.router.submit(conn.principal.id, items, (results) => {
     conn.inflight -= items.length;
     send(ctx, ws, { op: 'ack', seq, results }, encoding, conn);
+    engine.metrics.observeAck('ws', started);
   });
 }
 
@@ -198,6 +213,7 @@ function onMessage(ctx: WsContext, ws: WebSocket<Connection>, data: ArrayBuffer,
     return;
   }
   const op = msg['op'];
+  ctx.engine.counters.wsMessages.add(`in|${KNOWN_OPS.has(op) ? op : 'unknown'}`);
   switch (op) {
     case 'ping': {
       const pong: Record<string, unknown> = { op: 'pong' };
@@ -246,7 +262,7 @@ function pushSnapshots(ctx: WsContext): void {
       }
       const p = payload;
       ws.cork(() => {
-        ws.send(p, conn.encoding === 'msgpack');
+        sendCounted(ctx, ws, p, conn.encoding, 'snapshot');
       });
     }
   });
@@ -271,7 +287,7 @@ function fanOut(ctx: WsContext, topic: Topic, principal: string, message: unknow
     if (conn.closed || !conn.topics.has(topic)) continue;
     const payload = (encoded[conn.encoding] ??= ctx.codec.encode(message, conn.encoding));
     ws.cork(() => {
-      ws.send(payload, conn.encoding === 'msgpack');
+      sendCounted(ctx, ws, payload, conn.encoding, (message as { op: string }).op);
     });
   }
 }
@@ -296,6 +312,7 @@ export function registerStream(app: TemplatedApp, ctx: WsContext): void {
     upgrade: (res, req, context) => upgrade(ctx, res, req, context),
     open: (ws) => {
       ctx.connections.add(ws);
+      ctx.engine.counters.wsConnectionsOpened.add(ws.getUserData().principal.role);
       const key = principalKey(ws.getUserData().principal);
       let set = ctx.byPrincipal.get(key);
       if (set === undefined) {
@@ -321,6 +338,74 @@ export function registerStream(app: TemplatedApp, ctx: WsContext): void {
       const set = ctx.byPrincipal.get(key);
       set?.delete(ws);
       if (set?.size === 0) ctx.byPrincipal.delete(key);
+    },
+  });
+}
+
+/** Gauges of the stream, read at scrape time. */
+export function registerStreamMetrics(registry: Registry, ctx: WsContext): void {
+  const { counters } = ctx.engine;
+  new Gauge({
+    name: 'netting_ws_connections',
+    help: 'Open WebSocket connections by role',
+    labelNames: ['role'],
+    registers: [registry],
+    collect() {
+      const byRole: Record<string, number> = { institution: 0, bank: 0, operator: 0 };
+      for (const ws of ctx.connections) byRole[ws.getUserData().principal.role]!++;
+      for (const [role, n] of Object.entries(byRole)) this.set({ role }, n);
+    },
+  });
+  new Counter({
+    name: 'netting_ws_connections_opened_total',
+    help: 'WebSocket connections opened, by role',
+    labelNames: ['role'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [role, n] of counters.wsConnectionsOpened.entries()) this.inc({ role }, n);
+    },
+  });
+  new Counter({
+    name: 'netting_ws_messages_total',
+    help: 'WebSocket frames received (in) and sent (out), by op',
+    labelNames: ['direction', 'op'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [key, n] of counters.wsMessages.entries()) {
+        const [direction, op] = key.split('|') as [string, string];
+        this.inc({ direction, op }, n);
+      }
+    },
+  });
+  new Gauge({
+    name: 'netting_ws_send_buffer_bytes',
+    help: 'Bytes waiting in the send buffers of all WebSocket connections',
+    registers: [registry],
+    collect() {
+      let sum = 0;
+      for (const ws of ctx.connections) if (!ws.getUserData().closed) sum += ws.getBufferedAmount();
+      this.set(sum);
+    },
+  });
+  new Gauge({
+    name: 'netting_ws_send_buffer_max_bytes',
+    help: 'The largest send buffer of any one WebSocket connection',
+    registers: [registry],
+    collect() {
+      let max = 0;
+      for (const ws of ctx.connections) if (!ws.getUserData().closed) max = Math.max(max, ws.getBufferedAmount());
+      this.set(max);
+    },
+  });
+  new Counter({
+    name: 'netting_ws_backpressure_closes_total',
+    help: 'Connections closed because they did not read (send buffer over limits.wsBackpressureBytesMax)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(counters.wsBackpressureCloses);
     },
   });
 }

@@ -6,7 +6,7 @@
  */
 
 import { Piscina } from 'piscina';
-import type { ApplyResult, ApplyTask, BatchSummary, OpenResult, OpenTask, ShardTask, VerifyReport, WorkerSetup } from '../shard/tasks.js';
+import type { ApplyResult, ApplyTask, BatchSummary, OpenResult, OpenTask, ShardTask, VerifyReport, WorkerSetup, WorkerStats } from '../shard/tasks.js';
 
 const WORKER_FILE = new URL('../shard/worker.js', import.meta.url).href;
 
@@ -63,6 +63,15 @@ export class ShardPools {
 
   summary(shard: number, batch: string): Promise<BatchSummary> {
     return this.run({ kind: 'summary', shard, batch });
+  }
+
+  get workers(): number {
+    return this.pools.length;
+  }
+
+  /** Worker `w`'s own health; it owns shard w (shard s lives on worker s % workers). */
+  stats(worker: number): Promise<WorkerStats> {
+    return this.run({ kind: 'stats', shard: worker });
   }
 
   async close(): Promise<void> {

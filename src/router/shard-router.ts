@@ -27,6 +27,7 @@ import { rejectedResult, storedResult, type InstructionResult } from '../protoco
 import type { ApplyResult, ApplyTask, LifecycleOp, OpOutcome, ShardOp, SubmitOp } from '../shard/tasks.js';
 import { storedContentKey } from '../store/schema.js';
 import type { ShardReaders } from '../store/shard-readers.js';
+import type { EngineCounters } from '../engine/counters.js';
 import type { DebitCaps } from './debit-caps.js';
 
 /** How an operation ended, as the router tells whoever asked for it. */
@@ -48,6 +49,7 @@ interface Waiter {
 
 interface Inflight {
   op: ShardOp;
+  shard: number;
   /** For submissions, the content for the duplicate rules; for lifecycle operations, their kind. */
   content: string;
   batch: string;
@@ -102,14 +104,6 @@ export class Submission implements OutcomeTarget {
   }
 }
 
-export interface RouterStats {
-  submitted: number;
-  cleared: number;
-  pending: number;
-  duplicates: number;
-  rejected: Map<string, number>;
-  tasks: number;
-}
 
 export interface ShardRunner {
   apply(task: ApplyTask): Promise<ApplyResult>;
@@ -126,6 +120,9 @@ export interface RouterDeps {
   onCommitted: (task: ApplyTask, result: ApplyResult) => void;
   limits: { shardQueueMax: number; shardTaskItemsMax: number; shardTasksInflightMax: number };
   log: Logger;
+  counters: EngineCounters;
+  /** Called per task with its round trip (dispatch to commit report), for metrics. */
+  onTaskTimed?: (task: ApplyTask, result: ApplyResult, roundTripMs: number) => void;
 }
 
 export class ShardRouter {
@@ -133,13 +130,15 @@ export class ShardRouter {
   private queueOps: ShardOp[][] = [];
   private queueKeys: string[][] = [];
   private readonly tasksAtWorker: number[] = [];
+  private readonly inflightPerShard: number[] = [];
   private readonly tasksByBatch = new Map<string, number>();
   private readonly drainWaiters = new Map<string, (() => void)[]>();
   private flushScheduled = false;
   private held = false;
   private idleWaiters: (() => void)[] = [];
   private currentBatch: string;
-  readonly stats: RouterStats = { submitted: 0, cleared: 0, pending: 0, duplicates: 0, rejected: new Map(), tasks: 0 };
+  /** Tasks sent to workers since start. */
+  tasksDispatched = 0;
 
   constructor(private readonly deps: RouterDeps) {
     this.currentBatch = deps.batch;
@@ -147,6 +146,7 @@ export class ShardRouter {
       this.queueOps.push([]);
       this.queueKeys.push([]);
       this.tasksAtWorker.push(0);
+      this.inflightPerShard.push(0);
     }
   }
 
@@ -162,6 +162,11 @@ export class ShardRouter {
 
   queuedCount(shard: number): number {
     return this.queueOps[shard]?.length ?? 0;
+  }
+
+  /** Operations routed to each shard and not yet answered. */
+  inflightByShard(): readonly number[] {
+    return this.inflightPerShard;
   }
 
   tasksAt(shard: number): number {
@@ -180,12 +185,11 @@ export class ShardRouter {
   }
 
   private reject(submission: Submission, index: number, id: string | undefined, f: Failure): void {
-    this.stats.rejected.set(f.code, (this.stats.rejected.get(f.code) ?? 0) + 1);
+    this.deps.counters.rejections.add(f.code);
     submission.settle(index, rejectedResult(id, f));
   }
 
   private routeSubmission(institution: string, raw: unknown, submission: Submission, index: number): void {
-    this.stats.submitted++;
     const v = validateInstruction(raw, institution, this.deps.rules);
     if (isFailure(v)) {
       this.reject(submission, index, rawId(raw), v);
@@ -209,7 +213,7 @@ export class ShardRouter {
     const found = this.deps.readers.find(institution, v.id);
     if (found !== undefined) {
       if (storedContentKey(found.record) === content) {
-        this.stats.duplicates++;
+        this.deps.counters.instructions.add(`${v.type}|duplicate`);
         submission.settle(index, storedResult(v.id, found.record.s, found.record.b, true));
       } else {
         this.reject(submission, index, v.id, failure('DUPLICATE_CONFLICT', `id '${v.id}' exists with different content`));
@@ -250,7 +254,8 @@ export class ShardRouter {
   }
 
   private enqueue(shard: number, key: string, op: ShardOp, content: string, first: Waiter): void {
-    this.inflight.set(key, { op, content, batch: this.currentBatch, waiters: [first], deferred: [] });
+    this.inflight.set(key, { op, shard, content, batch: this.currentBatch, waiters: [first], deferred: [] });
+    this.inflightPerShard[shard]!++;
     this.queueOps[shard]!.push(op);
     this.queueKeys[shard]!.push(key);
     this.scheduleFlush();
@@ -292,9 +297,13 @@ export class ShardRouter {
     const task: ApplyTask = { kind: 'apply', shard, batch, now: Date.now(), ops };
     this.tasksAtWorker[shard]!++;
     this.tasksByBatch.set(batch, (this.tasksByBatch.get(batch) ?? 0) + 1);
-    this.stats.tasks++;
+    this.tasksDispatched++;
+    const sentAt = performance.now();
     this.deps.runner.apply(task).then(
-      (result) => this.committed(task, keys, result),
+      (result) => {
+        this.deps.onTaskTimed?.(task, result, performance.now() - sentAt);
+        this.committed(task, keys, result);
+      },
       (err: unknown) => this.failed(task, keys, err),
     );
   }
@@ -310,10 +319,7 @@ export class ShardRouter {
       const outcome = result.outcomes[i];
       const op = task.ops[i]!;
       if (outcome === null || outcome === undefined) {
-        if (op[0] === 'S') {
-          if (op[8] > 0) this.stats.pending++;
-          else this.stats.cleared++;
-        }
+        if (op[0] === 'S') this.deps.counters.instructions.add(`${op[3]}|${op[8] > 0 ? 'pending' : 'cleared'}`);
         this.finish(keys[i]!, { kind: 'applied', batch: task.batch });
       } else {
         this.finish(keys[i]!, { kind: 'found', outcome });
@@ -325,10 +331,11 @@ export class ShardRouter {
   private failed(task: ApplyTask, keys: string[], err: unknown): void {
     this.tasksAtWorker[task.shard]!--;
     this.deps.log.error({ err, shard: task.shard, ops: keys.length }, 'shard task failed; its operations were not acknowledged');
+    if ((err as Error | undefined)?.name === 'AssertionError') this.deps.counters.lawViolations++;
     this.releaseReservations(task.ops, task.batch);
     const f = failure('INTERNAL', 'the shard could not commit this; it was not accepted, retry with the same id');
     for (const key of keys) {
-      this.stats.rejected.set('INTERNAL', (this.stats.rejected.get('INTERNAL') ?? 0) + 1);
+      this.deps.counters.rejections.add('INTERNAL');
       this.finish(key, { kind: 'failed', failure: f });
     }
     this.afterTask(task.batch);
@@ -344,10 +351,11 @@ export class ShardRouter {
     const entry = this.inflight.get(key);
     assert(entry !== undefined, `no in-flight entry for ${key}`);
     this.inflight.delete(key);
+    this.inflightPerShard[entry.shard]!--;
     const waiters = entry.waiters;
     waiters[0]!.target.deliver(waiters[0]!.index, result, true);
     for (let w = 1; w < waiters.length; w++) {
-      if (result.kind === 'applied') this.stats.duplicates++;
+      if (result.kind === 'applied' && entry.op[0] === 'S') this.deps.counters.instructions.add(`${entry.op[3]}|duplicate`);
       waiters[w]!.target.deliver(waiters[w]!.index, result, false);
     }
     for (const d of entry.deferred) this.lifecycle(d.shard, d.op, d.target, d.index);

@@ -151,6 +151,7 @@ export class ShardLedger {
 
   private async applyNow(task: ApplyTask): Promise<ApplyResult> {
     assert(task.shard === this.shard, `task for shard ${task.shard} sent to shard ${this.shard}`);
+    const started = performance.now();
     if (task.batch !== this.batch) {
       // The router seals a batch before it routes into the next one, so a shard never goes back.
       assert(task.batch > this.batch, `task for batch ${task.batch} after batch ${this.batch}`);
@@ -303,6 +304,7 @@ export class ShardLedger {
       assert(f !== undefined, 'a delta without its flow');
       commit = pos.put(flowKey(batch, d.a, d.b), flowToStored(f));
     }
+    const issued = performance.now();
     if (commit !== undefined) {
       try {
         const ok = await commit;
@@ -312,7 +314,13 @@ export class ShardLedger {
         throw err;
       }
     }
-    return { outcomes, delta: { batch, flows: [...flowDelta.values()], institutions: [...institutions.values()] } };
+    const done = performance.now();
+    return {
+      outcomes,
+      applyMs: done - started,
+      commitMs: done - issued,
+      delta: { batch, flows: [...flowDelta.values()], institutions: [...institutions.values()] },
+    };
   }
 
   /**

@@ -96,6 +96,9 @@ export interface OpOutcome {
 
 export interface ApplyResult {
   outcomes: (OpOutcome | null)[];
+  /** Time in the worker from the task's start to its commit, and of the commit alone. */
+  applyMs: number;
+  commitMs: number;
   /** What this task added to its batch, applied to the main view after the commit. */
   delta: BatchSummary;
 }
@@ -124,9 +127,22 @@ export interface SummaryTask {
   batch: string;
 }
 
+export interface StatsTask {
+  kind: 'stats';
+  /** Any shard the worker owns; it routes the task to the right worker. */
+  shard: number;
+}
+
+/** A worker thread's own health, read at scrape time. */
+export interface WorkerStats {
+  eventLoopLagMeanSeconds: number;
+  eventLoopLagP99Seconds: number;
+  heapUsedBytes: number;
+}
+
 export interface CloseTask {
   kind: 'close';
   shard: number;
 }
 
-export type ShardTask = OpenTask | ApplyTask | VerifyTask | SummaryTask | CloseTask;
+export type ShardTask = OpenTask | ApplyTask | VerifyTask | SummaryTask | StatsTask | CloseTask;

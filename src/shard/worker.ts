@@ -5,11 +5,12 @@
  * the router. Nothing here talks to clients.
  */
 
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { workerData } from 'piscina';
 import { assert } from '../core/assert.js';
 import { openShardDbs, shardPath, type ShardDbs } from '../store/schema.js';
 import { ShardLedger } from './ledger.js';
-import type { ApplyTask, OpenResult, OpenTask, ShardTask, WorkerSetup } from './tasks.js';
+import type { ApplyTask, OpenResult, OpenTask, ShardTask, WorkerSetup, WorkerStats } from './tasks.js';
 
 const setup = workerData as WorkerSetup;
 
@@ -19,6 +20,20 @@ interface OpenShard {
 }
 
 const shards = new Map<number, OpenShard>();
+
+// The worker's own event-loop delay, read (and reset) at scrape time.
+const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+loopDelay.enable();
+
+function stats(): WorkerStats {
+  const s: WorkerStats = {
+    eventLoopLagMeanSeconds: Number.isFinite(loopDelay.mean) ? loopDelay.mean / 1e9 : 0,
+    eventLoopLagP99Seconds: loopDelay.percentile(99) / 1e9,
+    heapUsedBytes: process.memoryUsage().heapUsed,
+  };
+  loopDelay.reset();
+  return s;
+}
 
 /**
  * Open a shard and recover its state from LMDB. This runs at start, and
@@ -72,6 +87,8 @@ export default async function handle(task: ShardTask): Promise<unknown> {
       return shardOf(task.shard).ledger.verify(task.batch);
     case 'summary':
       return shardOf(task.shard).ledger.summary(task.batch);
+    case 'stats':
+      return stats();
     case 'close': {
       const s = shards.get(task.shard);
       if (s !== undefined) {

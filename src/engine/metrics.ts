@@ -1,0 +1,392 @@
+/**
+ * Prometheus metrics (`GET /metrics`), with prom-client.
+ *
+ * The per-instruction path only bumps plain numbers (EngineCounters); they
+ * and every state gauge (positions, queues, pending, snapshots) are read at
+ * scrape time through `collect()`. Histograms are observed once per task,
+ * frame or request, never per instruction. Worker threads report their own
+ * event-loop lag through a task answered at scrape time.
+ *
+ * Names follow Prometheus conventions: base units (`_seconds`, `_bytes`),
+ * `_total` for counters; money is in cents (`_cents`), since a currency has
+ * no base unit in Prometheus. Gauges of money are float64 in Prometheus and
+ * so exact only up to 2^53 cents; the API is the exact source.
+ */
+
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { ERROR_CATALOG } from '../protocol/errors.js';
+import type { ApplyResult, ApplyTask, WorkerStats } from '../shard/tasks.js';
+import type { Engine } from './engine.js';
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+const SIZE_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384];
+const WORKER_STATS_TIMEOUT_MS = 1000;
+
+export type Transport = 'http' | 'ws';
+
+export class EngineMetrics {
+  readonly registry = new Registry();
+  readonly ackLatency: Histogram<'transport'>;
+  private readonly taskRoundTrip: Histogram<'shard'>;
+  private readonly shardApply: Histogram<'shard'>;
+  private readonly lmdbCommit: Histogram<'shard'>;
+  private readonly txnOps: Histogram<'shard'>;
+  private readonly mainLoop = monitorEventLoopDelay({ resolution: 10 });
+  private workerStats: WorkerStats[] = [];
+
+  constructor(private readonly engine: Engine) {
+    const r = this.registry;
+    collectDefaultMetrics({ register: r });
+    this.mainLoop.enable();
+    const { counters, view, router, lifecycle, snapshots, config } = engine;
+    const shards = Array.from({ length: config.shards }, (_, s) => String(s));
+
+    this.ackLatency = new Histogram({
+      name: 'netting_ack_latency_seconds',
+      help: 'From a submission frame or request arriving to its answer being written, after the commit',
+      labelNames: ['transport'],
+      buckets: LATENCY_BUCKETS,
+      registers: [r],
+    });
+    this.taskRoundTrip = new Histogram({
+      name: 'netting_shard_task_seconds',
+      help: 'Round trip of a task from the router to its shard worker and back, commit included',
+      labelNames: ['shard'],
+      buckets: LATENCY_BUCKETS,
+      registers: [r],
+    });
+    this.shardApply = new Histogram({
+      name: 'netting_shard_apply_seconds',
+      help: 'Time a shard worker spends on a task, from its start to its commit',
+      labelNames: ['shard'],
+      buckets: LATENCY_BUCKETS,
+      registers: [r],
+    });
+    this.lmdbCommit = new Histogram({
+      name: 'netting_lmdb_commit_seconds',
+      help: 'Time from a task issuing its writes to LMDB reporting them durable',
+      labelNames: ['shard'],
+      buckets: LATENCY_BUCKETS,
+      registers: [r],
+    });
+    this.txnOps = new Histogram({
+      name: 'netting_lmdb_transaction_operations',
+      help: 'Operations (instructions and lifecycle changes) per LMDB transaction',
+      labelNames: ['shard'],
+      buckets: SIZE_BUCKETS,
+      registers: [r],
+    });
+
+    new Counter({
+      name: 'netting_instructions_total',
+      help: 'Instruction outcomes by type and status (cleared, pending, duplicate, declined, expired, reversed)',
+      labelNames: ['type', 'status'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [key, n] of counters.instructions.entries()) {
+          const [type, status] = key.split('|') as [string, string];
+          this.inc({ type, status }, n);
+        }
+      },
+    });
+    new Counter({
+      name: 'netting_rejections_total',
+      help: 'Items refused, by result code',
+      labelNames: ['code'],
+      registers: [r],
+      collect() {
+        this.reset();
+        // Every code is exported, zeros included, so rates and alerts have a series from the start.
+        for (const code of Object.keys(ERROR_CATALOG)) this.inc({ code }, counters.rejections.get(code));
+      },
+    });
+    new Gauge({
+      name: 'netting_shard_inflight_operations',
+      help: 'Operations routed to a shard and not yet answered (queued in the router or at the worker)',
+      labelNames: ['shard'],
+      registers: [r],
+      collect() {
+        const perShard = router.inflightByShard();
+        for (const s of shards) this.set({ shard: s }, perShard[Number(s)] ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'netting_shard_queued_operations',
+      help: 'Operations waiting in the router for a task to their shard',
+      labelNames: ['shard'],
+      registers: [r],
+      collect() {
+        for (const s of shards) this.set({ shard: s }, router.queuedCount(Number(s)));
+      },
+    });
+    new Gauge({
+      name: 'netting_shard_queue_capacity_operations',
+      help: 'The bound of a shard queue (limits.shardQueueMax); past it, items are OVERLOADED',
+      registers: [r],
+      collect() {
+        this.set(config.limits.shardQueueMax);
+      },
+    });
+    new Gauge({
+      name: 'netting_shard_tasks_at_worker',
+      help: 'Tasks a shard has at its worker',
+      labelNames: ['shard'],
+      registers: [r],
+      collect() {
+        for (const s of shards) this.set({ shard: s }, router.tasksAt(Number(s)));
+      },
+    });
+
+    const bankGauge = (name: string, help: string, pick: (b: { net: bigint; paid: bigint; received: bigint }) => bigint): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['bank'],
+        registers: [r],
+        collect() {
+          for (const b of view.overview().banks) this.set({ bank: b.bank }, Number(pick(b)));
+        },
+      });
+    };
+    bankGauge('netting_position_net_cents', 'Net position of a bank in the open batch (received − paid)', (b) => b.net);
+    bankGauge('netting_position_paid_cents', 'Paid by a bank in the open batch', (b) => b.paid);
+    bankGauge('netting_position_received_cents', 'Received by a bank in the open batch', (b) => b.received);
+    new Gauge({
+      name: 'netting_pending_debit_cents',
+      help: 'Pending two-phase reservations of a payer bank',
+      labelNames: ['bank'],
+      registers: [r],
+      collect() {
+        for (const b of engine.banks) this.set({ bank: b }, Number(view.pendingDebit(b)));
+      },
+    });
+    new Gauge({
+      name: 'netting_gross_cents',
+      help: 'Sum of the amounts netted in the open batch',
+      registers: [r],
+      collect() {
+        this.set(Number(view.overview().totals.gross));
+      },
+    });
+    new Gauge({
+      name: 'netting_net_cents',
+      help: 'Sum of the positive net positions in the open batch: what settlement moves',
+      registers: [r],
+      collect() {
+        this.set(Number(view.overview().totals.net));
+      },
+    });
+    new Gauge({
+      name: 'netting_efficiency_ratio',
+      help: 'Liquidity saved by netting in the open batch: 1 − net/gross (0 when nothing is netted)',
+      registers: [r],
+      collect() {
+        const { gross, net } = view.overview().totals;
+        // Integer arithmetic to a millionth, then one division: no float touches the sums themselves.
+        this.set(gross === 0n ? 0 : Number(((gross - net) * 1_000_000n) / gross) / 1_000_000);
+      },
+    });
+    new Gauge({
+      name: 'netting_conservation_imbalance_cents',
+      help: "Sum of the banks' nets in the open batch; anything but 0 breaks conservation",
+      registers: [r],
+      collect() {
+        let sum = 0n;
+        for (const b of view.overview().banks) sum += b.net;
+        this.set(Number(sum));
+      },
+    });
+    new Counter({
+      name: 'netting_law_violations_total',
+      help: 'Assertions of the ledger laws that failed (each is a bug)',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(counters.lawViolations);
+      },
+    });
+    new Gauge({
+      name: 'netting_pending_instructions',
+      help: 'Two-phase instructions waiting for their receipt',
+      registers: [r],
+      collect() {
+        this.set(lifecycle.pendingCount);
+      },
+    });
+    new Gauge({
+      name: 'netting_pending_reserved_cents',
+      help: 'Sum of the amounts of pending two-phase instructions',
+      registers: [r],
+      collect() {
+        let sum = 0n;
+        for (const b of engine.banks) sum += view.pendingDebit(b);
+        this.set(Number(sum));
+      },
+    });
+    new Gauge({
+      name: 'netting_pending_overdue_instructions',
+      help: 'Pending instructions past their deadline (expiry should follow within a second)',
+      registers: [r],
+      collect() {
+        this.set(lifecycle.overdueCount(Date.now() - 1000));
+      },
+    });
+    new Counter({
+      name: 'netting_queries_sent_total',
+      help: 'Queries (查询补偿) sent to payer banks for late receipts',
+      registers: [r],
+      collect() {
+        this.reset();
+        this.inc(counters.queriesSent);
+      },
+    });
+    new Gauge({
+      name: 'netting_snapshot_age_seconds',
+      help: 'Time since the latest reconciliation snapshot was taken',
+      registers: [r],
+      collect() {
+        const s = snapshots.latest;
+        this.set(s === undefined ? (Date.now() - engine.startedAt) / 1000 : (Date.now() - Date.parse(s.takenAt)) / 1000);
+      },
+    });
+    new Gauge({
+      name: 'netting_snapshot_duration_seconds',
+      help: 'Time the latest snapshot took, from reading the view to its durable write',
+      registers: [r],
+      collect() {
+        this.set(snapshots.lastDurationMs / 1000);
+      },
+    });
+    new Gauge({
+      name: 'netting_snapshot_seq',
+      help: 'Sequence number of the latest snapshot',
+      registers: [r],
+      collect() {
+        this.set(snapshots.latest?.seq ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'netting_snapshot_interval_seconds',
+      help: 'The configured snapshot interval',
+      registers: [r],
+      collect() {
+        this.set(config.snapshotIntervalMs / 1000);
+      },
+    });
+    new Counter({
+      name: 'netting_batch_cutoffs_total',
+      help: 'Settlement batches closed',
+      labelNames: ['trigger'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [trigger, n] of counters.cutoffs.entries()) this.inc({ trigger }, n);
+      },
+    });
+    new Gauge({
+      name: 'netting_batch_open_age_seconds',
+      help: 'Time since the open batch was opened',
+      registers: [r],
+      collect() {
+        this.set((Date.now() - engine.openBatchOpenedAt) / 1000);
+      },
+    });
+    new Gauge({
+      name: 'netting_settlement_last_debits_cents',
+      help: 'Debits (= credits) of the last closed batch: what its settlement moves',
+      registers: [r],
+      collect() {
+        this.set(Number(engine.lastClosed?.debits ?? '0'));
+      },
+    });
+    new Gauge({
+      name: 'netting_settlement_last_gross_cents',
+      help: 'Gross amount netted in the last closed batch',
+      registers: [r],
+      collect() {
+        this.set(Number(engine.lastClosed?.gross ?? '0'));
+      },
+    });
+    new Gauge({
+      name: 'netting_settlement_last_count',
+      help: 'Entries netted in the last closed batch',
+      registers: [r],
+      collect() {
+        this.set(engine.lastClosed?.count ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'netting_settlement_unsettled_batches',
+      help: 'Closed batches not yet marked settled',
+      registers: [r],
+      collect() {
+        this.set(engine.store.closedBatches().filter((b) => !b.settled).length);
+      },
+    });
+    new Gauge({
+      name: 'netting_ready',
+      help: '1 when the engine accepts instructions',
+      registers: [r],
+      collect() {
+        this.set(engine.ready ? 1 : 0);
+      },
+    });
+
+    const mainLoop = this.mainLoop;
+    const pools = engine.pools;
+    const self = this;
+    new Gauge({
+      name: 'netting_event_loop_lag_seconds',
+      help: 'Event-loop delay since the previous scrape (p99 and mean), of the main thread and of each shard worker',
+      labelNames: ['thread', 'quantile'],
+      registers: [r],
+      async collect() {
+        this.set({ thread: 'main', quantile: '0.99' }, mainLoop.percentile(99) / 1e9);
+        this.set({ thread: 'main', quantile: 'mean' }, Number.isFinite(mainLoop.mean) ? mainLoop.mean / 1e9 : 0);
+        mainLoop.reset();
+        await self.refreshWorkerStats(pools.workers);
+        self.workerStats.forEach((w, i) => {
+          this.set({ thread: `worker-${i}`, quantile: '0.99' }, w.eventLoopLagP99Seconds);
+          this.set({ thread: `worker-${i}`, quantile: 'mean' }, w.eventLoopLagMeanSeconds);
+        });
+      },
+    });
+    new Gauge({
+      name: 'netting_worker_heap_used_bytes',
+      help: 'V8 heap used by each shard worker thread',
+      labelNames: ['thread'],
+      registers: [r],
+      collect() {
+        self.workerStats.forEach((w, i) => this.set({ thread: `worker-${i}` }, w.heapUsedBytes));
+      },
+    });
+  }
+
+  /** Ask every worker for its stats, but never let a busy worker hold a scrape for long. */
+  private async refreshWorkerStats(workers: number): Promise<void> {
+    const timeout = new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), WORKER_STATS_TIMEOUT_MS).unref());
+    const fresh = await Promise.all(
+      Array.from({ length: workers }, (_, w) => Promise.race([this.engine.pools.stats(w).catch(() => undefined), timeout])),
+    );
+    this.workerStats = fresh.map((s, i) => s ?? this.workerStats[i] ?? { eventLoopLagMeanSeconds: 0, eventLoopLagP99Seconds: 0, heapUsedBytes: 0 });
+  }
+
+  /** One observation per task, from the router. */
+  observeTask(task: ApplyTask, result: ApplyResult, roundTripMs: number): void {
+    const shard = String(task.shard);
+    this.taskRoundTrip.observe({ shard }, roundTripMs / 1000);
+    this.shardApply.observe({ shard }, result.applyMs / 1000);
+    this.lmdbCommit.observe({ shard }, result.commitMs / 1000);
+    this.txnOps.observe({ shard }, task.ops.length);
+  }
+
+  observeAck(transport: Transport, startedMs: number): void {
+    this.ackLatency.observe({ transport }, (performance.now() - startedMs) / 1000);
+  }
+
+  async text(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
