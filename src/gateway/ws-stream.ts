@@ -18,12 +18,14 @@ import { rejectedResult, type InstructionResult } from '../protocol/messages.js'
 import type { Authenticator, Principal } from './auth.js';
 import { itemsFromList } from './intake.js';
 import { snapshotFor } from '../engine/snapshots.js';
+import type { ForwardItem } from '../engine/lifecycle.js';
 
 export const TOPICS = ['notifications', 'snapshots', 'forwards'] as const;
 /** Ops counted by name in the metrics; anything else is 'unknown', keeping label values bounded. */
 const KNOWN_OPS: ReadonlySet<string> = new Set(['submit', 'receipt', 'subscribe', 'ping']);
-/** Forwards per frame when a bank catches up on what it has not answered. */
+/** Forwards per catch-up frame, at most; fewer when the send-buffer bound is small (about 400 bytes each). */
 const FORWARD_FRAME_ITEMS = 1000;
+const FORWARD_ITEM_BYTES_ESTIMATE = 400;
 export type Topic = (typeof TOPICS)[number];
 
 export interface Connection {
@@ -34,6 +36,8 @@ export interface Connection {
   /** Encoding of the last frame received; pushes use it. */
   encoding: Encoding;
   topics: Set<Topic>;
+  /** Catch-up forwards not yet sent: sent as the send buffer drains, so a long backlog never trips the bound. */
+  backlog?: ForwardItem[];
 }
 
 export interface WsContext {
@@ -154,10 +158,19 @@ function onReceipt(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string
 
 /** Send a bank the instructions it has not answered, in frames of a bounded size. */
 function sendPendingForwards(ctx: WsContext, ws: WebSocket<Connection>, conn: Connection): void {
-  const items = ctx.engine.lifecycle.forwardsFor(conn.principal.id);
-  for (let i = 0; i < items.length; i += FORWARD_FRAME_ITEMS) {
-    send(ctx, ws, { op: 'forward', instructions: items.slice(i, i + FORWARD_FRAME_ITEMS) }, conn.encoding, conn);
+  conn.backlog = ctx.engine.lifecycle.forwardsFor(conn.principal.id);
+  pumpBacklog(ctx, ws, conn);
+}
+
+/** Send catch-up frames while the send buffer is under half its bound; `drain` calls this again. */
+function pumpBacklog(ctx: WsContext, ws: WebSocket<Connection>, conn: Connection): void {
+  const bound = ctx.engine.config.limits.wsBackpressureBytesMax;
+  const perFrame = Math.max(1, Math.min(FORWARD_FRAME_ITEMS, Math.floor(bound / 4 / FORWARD_ITEM_BYTES_ESTIMATE)));
+  const backlog = conn.backlog;
+  while (backlog !== undefined && backlog.length > 0 && !conn.closed && ws.getBufferedAmount() < bound / 2) {
+    send(ctx, ws, { op: 'forward', instructions: backlog.splice(0, perFrame) }, conn.encoding, conn);
   }
+  if (backlog !== undefined && backlog.length === 0) delete conn.backlog;
 }
 
 function onSubscribe(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string, unknown>, seq: number | undefined, encoding: Encoding): void {
@@ -328,6 +341,10 @@ export function registerStream(app: TemplatedApp, ctx: WsContext): void {
         ctx.engine.log.error({ err }, 'stream message handler failed');
         sendError(ctx, ws, isBinary ? 'msgpack' : 'json', undefined, failure('INTERNAL' as ErrorCode));
       }
+    },
+    drain: (ws) => {
+      const conn = ws.getUserData();
+      if (conn.backlog !== undefined) pumpBacklog(ctx, ws, conn);
     },
     close: (ws) => {
       const conn = ws.getUserData();
