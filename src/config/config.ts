@@ -59,6 +59,8 @@ export interface EngineConfig {
   workers: number;
   maxAmountCents: number;
   verifyOnStart: boolean;
+  /** Test-only: lets an operator make a worker thread exit (POST /v1/debug/workers/{w}/crash). */
+  faultInjection: boolean;
   logLevel: LogLevel;
   limits: Limits;
 }
@@ -121,6 +123,7 @@ export function parseConfig(raw: unknown): EngineConfig {
       'workers',
       'maxAmountCents',
       'verifyOnStart',
+      'faultInjection',
       'logLevel',
       'limits',
     ],
@@ -218,6 +221,10 @@ export function parseConfig(raw: unknown): EngineConfig {
     if (typeof v !== 'boolean') throw new ConfigError('verifyOnStart', 'must be a boolean');
     return v;
   });
+  const faultInjection = opt(root, 'faultInjection', false, (v) => {
+    if (typeof v !== 'boolean') throw new ConfigError('faultInjection', 'must be a boolean');
+    return v;
+  });
   const logLevel = opt(root, 'logLevel', DEFAULTS.logLevel as LogLevel, (v) => {
     if (typeof v !== 'string' || !(LOG_LEVELS as readonly string[]).includes(v)) {
       throw new ConfigError('logLevel', `must be one of ${LOG_LEVELS.join(', ')}`);
@@ -246,7 +253,7 @@ export function parseConfig(raw: unknown): EngineConfig {
     limits[key] = opt(limitsRaw, key, DEFAULTS.limits[key] as number, (v) => int(v, `limits.${key}`, min, max));
   }
 
-  const config: EngineConfig = { listen, dataDir, banks, principals, snapshotIntervalMs, snapshotRetention, receiptQueryScheduleMs, shards, workers, maxAmountCents, verifyOnStart, logLevel, limits };
+  const config: EngineConfig = { listen, dataDir, banks, principals, snapshotIntervalMs, snapshotRetention, receiptQueryScheduleMs, shards, workers, maxAmountCents, verifyOnStart, faultInjection, logLevel, limits };
   if (batchSchedule !== undefined) config.batchSchedule = batchSchedule;
   return deepFreeze(config);
 }

@@ -95,9 +95,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     const closing = store.closing();
 
     const pools = new ShardPools(
-      { dataDir: config.dataDir, shards: config.shards, mapSizeBytes: config.limits.shardMapBytes },
+      { dataDir: config.dataDir, shards: config.shards, mapSizeBytes: config.limits.shardMapBytes, faultInjection: config.faultInjection },
       config.workers,
       config.limits.shardTasksInflightMax,
+      (err) => log.error({ err }, 'a shard worker failed outside any task; it is replaced'),
     );
     const batches = closing === undefined ? [open.id] : [open.id, closing.batch];
     let opened: OpenResult[];
@@ -118,8 +119,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     const bankCodes = config.banks.map((b) => b.code);
     const view = new LiveView(bankCodes, open.id);
     for (const o of opened) {
-      for (const s of o.summaries) view.apply(s);
-      for (const p of o.pending) view.addPending(p.payer, BigInt(p.amount));
+      for (const s of o.summaries) view.apply(s, o.shard);
+      for (const p of o.pending) view.addPending(o.shard, p.payer, BigInt(p.amount));
     }
     view.overview(); // asserts conservation of the recovered state
 
@@ -137,13 +138,14 @@ export class Engine extends EventEmitter<EngineEvents> {
       caps,
       batch: open.id,
       onCommitted: (task, result) => {
-        view.apply(result.delta);
+        view.apply(result.delta, task.shard);
         engine!.lifecycle.onCommitted(task, result);
       },
       limits: config.limits,
       log,
       counters,
       onTaskTimed: (task, result, ms) => engine!.metrics.observeTask(task, result, ms),
+      resync: (shard) => engine!.resyncShard(shard),
     });
     engine = new Engine(config, log, store, pools, readers, view, router, shardMap, open.openedAt, counters);
     engine.lifecycle.load(opened.flatMap((o) => o.pending));
@@ -197,10 +199,28 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.view.open(next);
       this.openedAt = closedAt;
     });
+    // A worker that died during the cut-off may have committed more of the old batch than it reported.
+    await this.router.resynced();
     const record = await this.finishClose(closing, this.view.take(old));
     this.counters.cutoffs.add(by === 'schedule' ? 'schedule' : 'operator');
     this.log.info({ batch: old, next, by, count: record.count, gross: record.gross, debits: record.debits }, 'batch closed');
     return record;
+  }
+
+  /**
+   * A task of `shard` failed: its worker may have died after committing.
+   * Read what the shard's disk holds (a replaced worker reopens it) and
+   * make the live view and the pending instructions agree with it.
+   */
+  async resyncShard(shard: number): Promise<void> {
+    // The open batch first: a worker that starts afresh opens its ledger on it.
+    const batches = [this.view.batch, ...this.view.batches().filter((b) => b !== this.view.batch)];
+    const o = await this.pools.open({ kind: 'open', shard, batches, verify: false });
+    this.readers.refresh(shard);
+    for (const summary of o.summaries) this.view.replaceShard(shard, summary);
+    this.view.replacePending(shard, o.pending);
+    this.lifecycle.resyncShard(shard, o.pending);
+    this.log.warn({ shard, batches, pending: o.pending.length }, 'shard resynchronised from disk after a failed task');
   }
 
   private async finishClose(closing: Closing, state: BatchState): Promise<BatchRecord> {

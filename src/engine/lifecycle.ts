@@ -236,6 +236,32 @@ export class Lifecycle {
     this.schedule(e.deadline, { key, kind: 'expire' });
   }
 
+  /**
+   * Make the pending instructions of one shard agree with its disk, after
+   * its worker died: some receipts, expiries or submissions may have been
+   * committed without the engine hearing of it.
+   */
+  resyncShard(shard: number, onDisk: readonly PendingEntry[]): void {
+    const keys = new Set(onDisk.map((e) => `${e.institution}/${e.id}`));
+    for (const [key, p] of [...this.pending]) {
+      if (p.shard !== shard || keys.has(key)) continue;
+      this.pending.delete(key);
+      const found = this.readers.find(p.entry.institution, p.entry.id);
+      const status = found?.record.s;
+      if ((status === 'cleared' || status === 'declined' || status === 'expired') && this.pushes.listening(p.entry.institution)) {
+        const n: Notification = { op: 'notify', institution: p.entry.institution, id: p.entry.id, status };
+        if (status === 'cleared' && found?.record.b !== undefined) n.batch = found.record.b;
+        this.pushes.notify(n);
+      }
+    }
+    const now = Date.now();
+    for (const e of onDisk) {
+      if (this.pending.has(`${e.institution}/${e.id}`)) continue;
+      this.track(e, now);
+      this.queueForward(e);
+    }
+  }
+
   /** Pending instructions of one payer bank: what it is sent when it subscribes to forwards. */
   forwardsFor(bank: string): ForwardItem[] {
     const out: ForwardItem[] = [];
@@ -257,7 +283,7 @@ export class Lifecycle {
             const e: PendingEntry = { institution, id, type: op[3], payer: op[4], payee: op[5], amount: op[6], acceptedAt: task.now, deadline: task.now + timeoutMs };
             if (op[7] !== null) e.reference = op[7];
             this.track(e, task.now);
-            this.view.addPending(e.payer, BigInt(e.amount));
+            this.view.addPending(task.shard, e.payer, BigInt(e.amount));
             this.queueForward(e);
           } else if (this.pushes.listening(institution)) {
             this.pushes.notify({ op: 'notify', institution, id, status: 'cleared', batch: task.batch });
@@ -271,7 +297,7 @@ export class Lifecycle {
           const p = this.pending.get(key);
           assert(p !== undefined, `a pending instruction ${key} left no trace`);
           this.pending.delete(key);
-          this.view.addPending(p.entry.payer, -BigInt(p.entry.amount));
+          this.view.addPending(p.shard, p.entry.payer, -BigInt(p.entry.amount));
           const status = op[0] === 'C' ? 'cleared' : op[0] === 'D' ? 'declined' : 'expired';
           this.counters.instructions.add(`${p.entry.type}|${status}`);
           if (this.pushes.listening(institution)) {

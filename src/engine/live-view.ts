@@ -8,16 +8,51 @@
  */
 
 import { assert } from '../core/assert.js';
-import { addDigest } from '../core/digest.js';
+import { addDigest, subDigest } from '../core/digest.js';
 import { bankPositions, bilateralOf, FlowBook, nettingTotals, type BankPosition, type CounterpartyPosition, type NettingTotals } from '../core/netting.js';
 import type { BatchSummary, InstitutionTotals } from '../shard/tasks.js';
 
-export interface BatchState {
-  batch: string;
+interface Totals {
   flows: FlowBook;
   institutions: Map<string, InstitutionTotals>;
   /** paid − received per bank, kept as deltas arrive so debit-cap checks cost O(1). */
   netDebit: Map<string, bigint>;
+}
+
+export interface BatchState extends Totals {
+  batch: string;
+  /** Each shard's share, so one shard can be resynchronised from disk after its worker died. */
+  shards: Map<number, Totals>;
+}
+
+function emptyTotals(): Totals {
+  return { flows: new FlowBook(), institutions: new Map(), netDebit: new Map() };
+}
+
+/** Add a summary into totals (sign 1), or take it out (sign -1). */
+function accumulate(into: Totals, s: BatchSummary, sign: 1 | -1): void {
+  const k = BigInt(sign);
+  for (const f of s.flows) {
+    into.flows.add({ a: f.a, b: f.b, aToB: k * f.aToB, bToA: k * f.bToA, countAToB: sign * f.countAToB, countBToA: sign * f.countBToA });
+    const aDebit = k * (f.aToB - f.bToA);
+    into.netDebit.set(f.a, (into.netDebit.get(f.a) ?? 0n) + aDebit);
+    into.netDebit.set(f.b, (into.netDebit.get(f.b) ?? 0n) - aDebit);
+  }
+  for (const t of s.institutions) {
+    const have = into.institutions.get(t.institution);
+    const digest = sign === 1 ? t.digest : subDigest(0n, t.digest);
+    if (have === undefined) {
+      into.institutions.set(t.institution, { institution: t.institution, count: sign * t.count, amount: k * t.amount, digest });
+    } else {
+      have.count += sign * t.count;
+      have.amount += k * t.amount;
+      have.digest = addDigest(have.digest, digest);
+    }
+  }
+}
+
+function asSummary(batch: string, t: Totals): BatchSummary {
+  return { batch, flows: [...t.flows.values()].map((f) => ({ ...f })), institutions: [...t.institutions.values()].map((i) => ({ ...i })) };
 }
 
 export interface PositionsOverview {
@@ -33,7 +68,7 @@ export interface BankDetail {
 }
 
 function emptyState(batch: string): BatchState {
-  return { batch, flows: new FlowBook(), institutions: new Map(), netDebit: new Map() };
+  return { batch, ...emptyTotals(), shards: new Map() };
 }
 
 export class LiveView {
@@ -42,6 +77,8 @@ export class LiveView {
   private version = 0;
   /** Σ amounts of committed pending two-phase instructions, by payer bank. */
   private readonly pending = new Map<string, bigint>();
+  /** The same by shard, then payer bank, for resynchronising one shard. */
+  private readonly pendingByShard = new Map<number, Map<string, bigint>>();
 
   constructor(
     private readonly banks: readonly string[],
@@ -67,36 +104,65 @@ export class LiveView {
     this.version++;
   }
 
-  apply(delta: BatchSummary): void {
-    if (delta.flows.length === 0 && delta.institutions.length === 0) return;
-    let state = this.states.get(delta.batch);
+  private stateOf(batch: string): BatchState {
+    let state = this.states.get(batch);
     if (state === undefined) {
-      state = emptyState(delta.batch);
-      this.states.set(delta.batch, state);
+      state = emptyState(batch);
+      this.states.set(batch, state);
     }
-    for (const f of delta.flows) {
-      state.flows.add(f);
-      const aDebit = f.aToB - f.bToA;
-      state.netDebit.set(f.a, (state.netDebit.get(f.a) ?? 0n) + aDebit);
-      state.netDebit.set(f.b, (state.netDebit.get(f.b) ?? 0n) - aDebit);
+    return state;
+  }
+
+  private partOf(state: BatchState, shard: number): Totals {
+    let part = state.shards.get(shard);
+    if (part === undefined) {
+      part = emptyTotals();
+      state.shards.set(shard, part);
     }
-    for (const t of delta.institutions) {
-      const have = state.institutions.get(t.institution);
-      if (have === undefined) {
-        state.institutions.set(t.institution, { ...t });
-      } else {
-        have.count += t.count;
-        have.amount += t.amount;
-        have.digest = addDigest(have.digest, t.digest);
-      }
-    }
+    return part;
+  }
+
+  /** Add what one committed task (or one recovered shard) brings to its batch. */
+  apply(delta: BatchSummary, shard: number): void {
+    if (delta.flows.length === 0 && delta.institutions.length === 0) return;
+    const state = this.stateOf(delta.batch);
+    accumulate(state, delta, 1);
+    accumulate(this.partOf(state, shard), delta, 1);
     this.version++;
   }
 
-  addPending(payer: string, amount: bigint): void {
+  /**
+   * Replace one shard's share of a batch by what its disk holds: after its
+   * worker died, commits it made may never have been reported.
+   */
+  replaceShard(shard: number, summary: BatchSummary): void {
+    const state = this.stateOf(summary.batch);
+    const part = this.partOf(state, shard);
+    accumulate(state, asSummary(summary.batch, part), -1);
+    const fresh = emptyTotals();
+    accumulate(fresh, summary, 1);
+    accumulate(state, summary, 1);
+    state.shards.set(shard, fresh);
+    this.version++;
+  }
+
+  addPending(shard: number, payer: string, amount: bigint): void {
     this.pending.set(payer, (this.pending.get(payer) ?? 0n) + amount);
     assert(this.pending.get(payer)! >= 0n, `pending debit of ${payer} went negative`);
+    let m = this.pendingByShard.get(shard);
+    if (m === undefined) {
+      m = new Map();
+      this.pendingByShard.set(shard, m);
+    }
+    m.set(payer, (m.get(payer) ?? 0n) + amount);
     this.version++;
+  }
+
+  /** Replace one shard's pending debits by the pending instructions its disk holds. */
+  replacePending(shard: number, pending: readonly { payer: string; amount: number }[]): void {
+    for (const [payer, amount] of this.pendingByShard.get(shard) ?? []) this.pending.set(payer, (this.pending.get(payer) ?? 0n) - amount);
+    this.pendingByShard.delete(shard);
+    for (const p of pending) this.addPending(shard, p.payer, BigInt(p.amount));
   }
 
   /** paid − received of `bank` in the open batch. */
@@ -106,6 +172,11 @@ export class LiveView {
 
   pendingDebit(bank: string): bigint {
     return this.pending.get(bank) ?? 0n;
+  }
+
+  /** The batches the view holds: the open one, and one being closed. */
+  batches(): string[] {
+    return [...this.states.keys()].sort();
   }
 
   state(batch: string): BatchState | undefined {

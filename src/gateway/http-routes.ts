@@ -221,6 +221,20 @@ function postReverse(ctx: HttpContext, res: HttpResponse, req: HttpRequest): voi
   }, {});
 }
 
+function crashWorker(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
+  const ex = beginExchange(res, acceptEncoding(req));
+  const principal = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
+  if (principal === undefined) return;
+  const w = Number(param(req, 0));
+  if (!Number.isInteger(w) || w < 0 || w >= ctx.engine.config.workers) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'no such worker', 'worker');
+    return;
+  }
+  ctx.engine.log.warn({ operator: principal.id, worker: w }, 'fault injection: crashing a shard worker');
+  ctx.engine.pools.crash(w).catch(() => undefined);
+  reply(ex, ctx.codec, 202, { worker: w, crashing: true });
+}
+
 function getAudit(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
   const ex = beginExchange(res, acceptEncoding(req));
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
@@ -279,6 +293,10 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
   app.get('/v1/positions/:bank', guard(getBankPosition));
   app.get('/v1/audit', guard(getAudit));
   app.post('/v1/receipts', guard(postReceipts));
+  if (ctx.engine.config.faultInjection) {
+    // Test-only, off unless the configuration says `faultInjection: true`.
+    app.post('/v1/debug/workers/:worker/crash', guard(crashWorker));
+  }
   app.post('/v1/instructions/:institution/:id/resolve', guard(postResolve));
   app.post('/v1/instructions/:institution/:id/reverse', guard(postReverse));
   registerBatchRoutes(app, ctx, (h) => guard((_ctx, res, req) => h(res, req)));

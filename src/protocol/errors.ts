@@ -48,6 +48,7 @@ export function failure(code: ErrorCode, message?: string, field?: string): Fail
 /** Status line text uWebSockets.js wants in writeStatus. */
 const STATUS_TEXT: Record<number, string> = {
   200: '200 OK',
+  202: '202 Accepted',
   400: '400 Bad Request',
   401: '401 Unauthorized',
   403: '403 Forbidden',

@@ -18,6 +18,7 @@ export class ShardPools {
     setup: WorkerSetup,
     workers: number,
     tasksPerShard: number,
+    onError: (err: unknown) => void,
   ) {
     this.shards = setup.shards;
     const shardsPerWorker = Math.ceil(setup.shards / workers);
@@ -36,6 +37,8 @@ export class ShardPools {
           closeTimeout: 30_000,
         }),
       );
+      // A worker that dies with no task running is reported here; Piscina starts a new one.
+      this.pools[w]!.on('error', onError);
     }
   }
 
@@ -72,6 +75,11 @@ export class ShardPools {
   /** Worker `w`'s own health; it owns shard w (shard s lives on worker s % workers). */
   stats(worker: number): Promise<WorkerStats> {
     return this.run({ kind: 'stats', shard: worker });
+  }
+
+  /** Test-only: make worker `w` exit at once (it owns shard w). */
+  crash(worker: number): Promise<unknown> {
+    return this.run({ kind: 'crash', shard: worker });
   }
 
   async close(): Promise<void> {

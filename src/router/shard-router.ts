@@ -123,6 +123,11 @@ export interface RouterDeps {
   counters: EngineCounters;
   /** Called per task with its round trip (dispatch to commit report), for metrics. */
   onTaskTimed?: (task: ApplyTask, result: ApplyResult, roundTripMs: number) => void;
+  /**
+   * Bring the live state of one shard back in line with its disk, after a
+   * task of it failed (its worker may have died after committing).
+   */
+  resync: (shard: number) => Promise<void>;
 }
 
 export class ShardRouter {
@@ -135,6 +140,10 @@ export class ShardRouter {
   private readonly drainWaiters = new Map<string, (() => void)[]>();
   private flushScheduled = false;
   private held = false;
+  /** Shards whose dispatch is held until their state is resynchronised from disk. */
+  private readonly resyncWanted = new Set<number>();
+  private readonly resyncing = new Set<number>();
+  private resyncWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
   private currentBatch: string;
   /** Tasks sent to workers since start. */
@@ -275,6 +284,7 @@ export class ShardRouter {
     if (this.held) return;
     const { shardTaskItemsMax, shardTasksInflightMax } = this.deps.limits;
     for (let shard = 0; shard < this.queueOps.length; shard++) {
+      if (this.resyncWanted.has(shard) || this.resyncing.has(shard)) continue;
       while (this.queueOps[shard]!.length > 0 && (all || this.tasksAtWorker[shard]! < shardTasksInflightMax)) {
         let ops = this.queueOps[shard]!;
         let keys = this.queueKeys[shard]!;
@@ -338,7 +348,38 @@ export class ShardRouter {
       this.deps.counters.rejections.add('INTERNAL');
       this.finish(key, { kind: 'failed', failure: f });
     }
+    this.resyncWanted.add(task.shard);
     this.afterTask(task.batch);
+  }
+
+  /** Once a failed shard has nothing left at its worker, resynchronise it, then let its queue go again. */
+  private maybeResync(shard: number): void {
+    if (!this.resyncWanted.has(shard) || this.resyncing.has(shard) || this.tasksAtWorker[shard]! > 0) return;
+    this.resyncWanted.delete(shard);
+    this.resyncing.add(shard);
+    this.deps.resync(shard).then(
+      () => {
+        this.resyncing.delete(shard);
+        if (this.resyncWanted.size === 0 && this.resyncing.size === 0) {
+          const waiters = this.resyncWaiters;
+          this.resyncWaiters = [];
+          waiters.forEach((w) => w());
+        }
+        this.flush(false);
+      },
+      (err: unknown) => {
+        this.deps.log.error({ err, shard }, 'shard resynchronisation failed; retrying in a second');
+        this.resyncing.delete(shard);
+        this.resyncWanted.add(shard);
+        setTimeout(() => this.maybeResync(shard), 1000).unref();
+      },
+    );
+  }
+
+  /** Resolves once no shard is waiting to be, or being, resynchronised. */
+  resynced(): Promise<void> {
+    if (this.resyncWanted.size === 0 && this.resyncing.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.resyncWaiters.push(resolve));
   }
 
   private releaseReservations(ops: ShardOp[], batch: string): void {
@@ -362,6 +403,7 @@ export class ShardRouter {
   }
 
   private afterTask(batch: string): void {
+    for (const shard of this.resyncWanted) this.maybeResync(shard);
     const left = (this.tasksByBatch.get(batch) ?? 1) - 1;
     if (left === 0) {
       this.tasksByBatch.delete(batch);

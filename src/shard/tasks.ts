@@ -27,6 +27,8 @@ export interface WorkerSetup {
   dataDir: string;
   shards: number;
   mapSizeBytes: number;
+  /** Test-only: honour `crash` tasks. */
+  faultInjection: boolean;
 }
 
 /** What a batch holds, as far as one shard (or, summed, the engine) knows. */
@@ -140,9 +142,15 @@ export interface WorkerStats {
   heapUsedBytes: number;
 }
 
+/** Test-only fault injection: the worker thread exits at once, whatever it is doing. */
+export interface CrashTask {
+  kind: 'crash';
+  shard: number;
+}
+
 export interface CloseTask {
   kind: 'close';
   shard: number;
 }
 
-export type ShardTask = OpenTask | ApplyTask | VerifyTask | SummaryTask | StatsTask | CloseTask;
+export type ShardTask = OpenTask | ApplyTask | VerifyTask | SummaryTask | StatsTask | CrashTask | CloseTask;

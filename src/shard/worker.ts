@@ -71,12 +71,6 @@ async function apply(task: ApplyTask): Promise<unknown> {
   return s.ledger.apply(task);
 }
 
-function shardOf(n: number): OpenShard {
-  const s = shards.get(n);
-  assert(s !== undefined, `shard ${n} is not open in this worker`);
-  return s;
-}
-
 export default async function handle(task: ShardTask): Promise<unknown> {
   switch (task.kind) {
     case 'apply':
@@ -84,9 +78,14 @@ export default async function handle(task: ShardTask): Promise<unknown> {
     case 'open':
       return openShard(task);
     case 'verify':
-      return shardOf(task.shard).ledger.verify(task.batch);
+      return (await ensureOpen(task.shard, task.batch)).ledger.verify(task.batch);
     case 'summary':
-      return shardOf(task.shard).ledger.summary(task.batch);
+      return (await ensureOpen(task.shard, task.batch)).ledger.summary(task.batch);
+    case 'crash':
+      assert(setup.faultInjection, 'fault injection is not enabled');
+      // Mid-flight, as a real fault would be: tasks of this thread's shards may be half done.
+      setImmediate(() => process.exit(70));
+      return null;
     case 'stats':
       return stats();
     case 'close': {
