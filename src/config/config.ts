@@ -41,6 +41,7 @@ export interface Limits {
   wsBackpressureBytesMax: number;
   wsIdleTimeoutS: number;
   shardMapBytes: number;
+  shardBytesMax: number;
 }
 
 export interface EngineConfig {
@@ -246,6 +247,7 @@ export function parseConfig(raw: unknown): EngineConfig {
     wsBackpressureBytesMax: [1024, 1024 * 1024 * 1024],
     wsIdleTimeoutS: [0, 3600],
     shardMapBytes: [1024 * 1024, 2 ** 40],
+    shardBytesMax: [1024 * 1024, 2 ** 50],
   };
   const limits = {} as Limits;
   for (const key of limitKeys) {

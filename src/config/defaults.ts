@@ -37,8 +37,10 @@ export const DEFAULTS = {
     wsBackpressureBytesMax: 16_777_216,
     /** Seconds without traffic before a WebSocket is closed (uWS rounds to 4 s). */
     wsIdleTimeoutS: 120,
-    /** LMDB map size per shard environment. */
+    /** Initial LMDB map size per shard environment (lmdb-js grows it as needed). */
     shardMapBytes: 8 * 1024 * 1024 * 1024,
+    /** Storage one shard may use; past it, new instructions are refused with STORAGE_FULL. */
+    shardBytesMax: 64 * 1024 * 1024 * 1024,
   },
 } as const;
 

@@ -95,7 +95,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const closing = store.closing();
 
     const pools = new ShardPools(
-      { dataDir: config.dataDir, shards: config.shards, mapSizeBytes: config.limits.shardMapBytes, faultInjection: config.faultInjection },
+      { dataDir: config.dataDir, shards: config.shards, mapSizeBytes: config.limits.shardMapBytes, faultInjection: config.faultInjection, shardBytesMax: config.limits.shardBytesMax },
       config.workers,
       config.limits.shardTasksInflightMax,
       (err) => log.error({ err }, 'a shard worker failed outside any task; it is replaced'),

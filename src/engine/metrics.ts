@@ -34,6 +34,8 @@ export class EngineMetrics {
   private readonly txnOps: Histogram<'shard'>;
   private readonly mainLoop = monitorEventLoopDelay({ resolution: 10 });
   private workerStats: WorkerStats[] = [];
+  /** One round of worker stats per scrape, shared by every gauge that needs it. */
+  private statsRound: Promise<void> | undefined;
 
   constructor(private readonly engine: Engine) {
     const r = this.registry;
@@ -346,7 +348,7 @@ export class EngineMetrics {
         this.set({ thread: 'main', quantile: '0.99' }, mainLoop.percentile(99) / 1e9);
         this.set({ thread: 'main', quantile: 'mean' }, Number.isFinite(mainLoop.mean) ? mainLoop.mean / 1e9 : 0);
         mainLoop.reset();
-        await self.refreshWorkerStats(pools.workers);
+        await self.workerStatsRound(pools.workers);
         self.workerStats.forEach((w, i) => {
           this.set({ thread: `worker-${i}`, quantile: '0.99' }, w.eventLoopLagP99Seconds);
           this.set({ thread: `worker-${i}`, quantile: 'mean' }, w.eventLoopLagMeanSeconds);
@@ -354,14 +356,40 @@ export class EngineMetrics {
       },
     });
     new Gauge({
+      name: 'netting_storage_used_bytes',
+      help: "Bytes of a shard's LMDB environment in use (read with the worker stats)",
+      labelNames: ['shard'],
+      registers: [r],
+      async collect() {
+        await self.workerStatsRound(pools.workers);
+        for (const w of self.workerStats) for (const [shard, bytes] of Object.entries(w.shardBytes)) this.set({ shard }, bytes);
+      },
+    });
+    new Gauge({
+      name: 'netting_storage_limit_bytes',
+      help: 'Storage one shard may use (limits.shardBytesMax); past it, new instructions get STORAGE_FULL',
+      registers: [r],
+      collect() {
+        this.set(config.limits.shardBytesMax);
+      },
+    });
+    new Gauge({
       name: 'netting_worker_heap_used_bytes',
       help: 'V8 heap used by each shard worker thread',
       labelNames: ['thread'],
       registers: [r],
-      collect() {
+      async collect() {
+        await self.workerStatsRound(pools.workers);
         self.workerStats.forEach((w, i) => this.set({ thread: `worker-${i}` }, w.heapUsedBytes));
       },
     });
+  }
+
+  private workerStatsRound(workers: number): Promise<void> {
+    this.statsRound ??= this.refreshWorkerStats(workers).finally(() => {
+      this.statsRound = undefined;
+    });
+    return this.statsRound;
   }
 
   /** Ask every worker for its stats, but never let a busy worker hold a scrape for long. */
@@ -370,7 +398,7 @@ export class EngineMetrics {
     const fresh = await Promise.all(
       Array.from({ length: workers }, (_, w) => Promise.race([this.engine.pools.stats(w).catch(() => undefined), timeout])),
     );
-    this.workerStats = fresh.map((s, i) => s ?? this.workerStats[i] ?? { eventLoopLagMeanSeconds: 0, eventLoopLagP99Seconds: 0, heapUsedBytes: 0 });
+    this.workerStats = fresh.map((s, i) => s ?? this.workerStats[i] ?? { eventLoopLagMeanSeconds: 0, eventLoopLagP99Seconds: 0, heapUsedBytes: 0, shardBytes: {} });
   }
 
   /** One observation per task, from the router. */

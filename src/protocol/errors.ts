@@ -24,6 +24,7 @@ export const ERROR_CATALOG = {
   METHOD_NOT_ALLOWED: { status: 405, message: 'the route does not accept this method' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'send application/json or application/msgpack' },
   BATCH_OPEN: { status: 409, message: 'the batch is still open' },
+  STORAGE_FULL: { status: 507, message: "the shard's storage is at its limit; nothing was stored" },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOG;
@@ -60,6 +61,7 @@ const STATUS_TEXT: Record<number, string> = {
   422: '422 Unprocessable Entity',
   500: '500 Internal Server Error',
   503: '503 Service Unavailable',
+  507: '507 Insufficient Storage',
 };
 
 export function statusLine(status: number): string {

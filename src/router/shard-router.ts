@@ -331,6 +331,10 @@ export class ShardRouter {
       if (outcome === null || outcome === undefined) {
         if (op[0] === 'S') this.deps.counters.instructions.add(`${op[3]}|${op[8] > 0 ? 'pending' : 'cleared'}`);
         this.finish(keys[i]!, { kind: 'applied', batch: task.batch });
+      } else if (outcome.refused !== undefined) {
+        this.deps.counters.rejections.add(outcome.refused);
+        this.warnFull(task.shard);
+        this.finish(keys[i]!, { kind: 'failed', failure: failure(outcome.refused, `shard ${task.shard} is at its storage limit; nothing was stored`) });
       } else {
         this.finish(keys[i]!, { kind: 'found', outcome });
       }
@@ -343,13 +347,26 @@ export class ShardRouter {
     this.deps.log.error({ err, shard: task.shard, ops: keys.length }, 'shard task failed; its operations were not acknowledged');
     if ((err as Error | undefined)?.name === 'AssertionError') this.deps.counters.lawViolations++;
     this.releaseReservations(task.ops, task.batch);
-    const f = failure('INTERNAL', 'the shard could not commit this; it was not accepted, retry with the same id');
+    // A disk that is full is the operator's to fix and the client's to know; anything else is a fault.
+    const f = /ENOSPC|MDB_MAP_FULL|No space left/.test(String((err as Error | undefined)?.message))
+      ? failure('STORAGE_FULL', `shard ${task.shard} could not write: the disk is full; nothing was stored`)
+      : failure('INTERNAL', 'the shard could not commit this; it was not accepted, retry with the same id');
     for (const key of keys) {
-      this.deps.counters.rejections.add('INTERNAL');
+      this.deps.counters.rejections.add(f.code);
       this.finish(key, { kind: 'failed', failure: f });
     }
     this.resyncWanted.add(task.shard);
     this.afterTask(task.batch);
+  }
+
+  private readonly fullWarnedAt = new Map<number, number>();
+
+  /** Tell the operator a shard is at its storage limit, at most every ten seconds per shard. */
+  private warnFull(shard: number): void {
+    const now = Date.now();
+    if (now - (this.fullWarnedAt.get(shard) ?? 0) < 10_000) return;
+    this.fullWarnedAt.set(shard, now);
+    this.deps.log.error({ shard }, 'shard is at its storage limit (limits.shardBytesMax): new instructions are refused with STORAGE_FULL');
   }
 
   /** Once a failed shard has nothing left at its worker, resynchronise it, then let its queue go again. */

@@ -85,6 +85,7 @@ export class ShardLedger {
     readonly shard: number,
     private readonly dbs: ShardDbs,
     batch: string,
+    private readonly bytesMax: number,
   ) {
     this.batch = batch;
     this.load();
@@ -107,6 +108,12 @@ export class ShardLedger {
 
   summary(batch: string): Promise<BatchSummary> {
     return this.serial(() => this.summaryFromDisk(batch));
+  }
+
+  /** Bytes of the environment in use: its pages up to the highest one written. */
+  usedBytes(): number {
+    const st = this.dbs.env.getStats() as { pageSize: number; lastPageNumber: number };
+    return (st.lastPageNumber + 1) * st.pageSize;
   }
 
   pending(): PendingEntry[] {
@@ -162,6 +169,8 @@ export class ShardLedger {
     const batch = task.batch;
     const now = task.now;
     const outcomes: (OpOutcome | null)[] = new Array(task.ops.length);
+    // Past its storage limit a shard takes no new instructions; lifecycle changes of stored ones still go through.
+    const full = this.usedBytes() >= this.bytesMax;
     const flowDelta = new FlowBook();
     const bucketDeltas = new Map<string, BucketDelta>();
     // Records written by this task, which reads must see before the commit.
@@ -212,6 +221,10 @@ export class ShardLedger {
       const key = instructionKey(institution, id);
       const rec = read(key);
       if (op[0] === 'S') {
+        if (full && rec === undefined) {
+          outcomes[i] = { status: 'missing', refused: 'STORAGE_FULL' };
+          continue;
+        }
         if (rec !== undefined) {
           const o: OpOutcome = { status: rec.s, conflict: storedContentKey(rec) !== submittedContent(op) };
           if (rec.b !== undefined) o.batch = rec.b;

@@ -29,6 +29,8 @@ export interface WorkerSetup {
   mapSizeBytes: number;
   /** Test-only: honour `crash` tasks. */
   faultInjection: boolean;
+  /** Storage a shard may use before it refuses new instructions. */
+  shardBytesMax: number;
 }
 
 /** What a batch holds, as far as one shard (or, summed, the engine) knows. */
@@ -94,6 +96,8 @@ export interface OpOutcome {
   status: InstructionStatus | 'missing';
   batch?: string;
   conflict?: boolean;
+  /** The shard refused the operation without storing anything. */
+  refused?: 'STORAGE_FULL';
 }
 
 export interface ApplyResult {
@@ -140,6 +144,8 @@ export interface WorkerStats {
   eventLoopLagMeanSeconds: number;
   eventLoopLagP99Seconds: number;
   heapUsedBytes: number;
+  /** Bytes used by each of the worker's open shards. */
+  shardBytes: Record<number, number>;
 }
 
 /** Test-only fault injection: the worker thread exits at once, whatever it is doing. */

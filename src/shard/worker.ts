@@ -30,6 +30,7 @@ function stats(): WorkerStats {
     eventLoopLagMeanSeconds: Number.isFinite(loopDelay.mean) ? loopDelay.mean / 1e9 : 0,
     eventLoopLagP99Seconds: loopDelay.percentile(99) / 1e9,
     heapUsedBytes: process.memoryUsage().heapUsed,
+    shardBytes: Object.fromEntries([...shards].map(([n, sh]) => [n, sh.ledger.usedBytes()])),
   };
   loopDelay.reset();
   return s;
@@ -51,7 +52,7 @@ async function ensureOpen(shard: number, batch: string): Promise<OpenShard> {
     } else {
       assert(meta.shard === shard && meta.shards === setup.shards, `${path} belongs to shard ${meta.shard} of ${meta.shards}`);
     }
-    s = { dbs, ledger: new ShardLedger(shard, dbs, batch) };
+    s = { dbs, ledger: new ShardLedger(shard, dbs, batch, setup.shardBytesMax) };
     shards.set(shard, s);
   }
   return s;
