@@ -55,7 +55,9 @@ export async function startTarget(name: string, script: string, makeConfig: (dat
   writeFileSync(configPath, JSON.stringify(makeConfig(dataDir), null, 2));
   const cleanup = (): void => rmSync(dir, { recursive: true, force: true });
 
-  const proc: ChildProcess = spawn(process.execPath, [script, '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // BENCH_NODE_ARGS passes flags to the servers under test only, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile them.
+  const nodeArgs = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
+  const proc: ChildProcess = spawn(process.execPath, [...nodeArgs, script, '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const keep = (chunk: Buffer): void => {
     out += chunk.toString();

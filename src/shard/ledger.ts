@@ -1,22 +1,23 @@
 /**
  * One shard's ledger, owned by exactly one worker thread: it books
- * instructions and their lifecycle into the shard's LMDB environment and
- * keeps, for the batch being written, the shard's pair flows and digest
- * buckets in memory.
+ * instructions and their lifecycle into the shard's LMDB environment, with
+ * the pair flows and digest buckets they change.
  *
- * Tasks of one shard are applied strictly one after another: a task's
- * writes are issued in one event turn (so LMDB commits them in one
- * transaction) and the next task starts only after that commit. If a
- * commit fails, the in-memory state is reloaded from disk, which is the
- * truth, and the task fails as a whole: none of its operations was
- * acknowledged.
+ * A task is one LMDB child transaction, run by lmdb-js on this thread when
+ * the environment's write transaction is ready. Everything a task decides
+ * (is this id stored? what are the pair's flows now?) is read inside that
+ * transaction, so it always builds on exactly what earlier tasks committed.
+ * That lets tasks pipeline: the next task's transaction runs while the
+ * previous one is being flushed to disk. If a transaction fails or throws,
+ * it is rolled back whole and the task fails: none of its operations was
+ * acknowledged, and the next task reads the disk as it really is.
  */
 
 import { assert } from '../core/assert.js';
 import { addDigest, bucketOfHigh, digestFromHex, digestHex, digestLine, fnv1a64Halves, DigestAccumulator } from '../core/digest.js';
 import { contentKey } from '../core/instruction.js';
 import { centsFromWire, centsToWire } from '../core/money.js';
-import { applyToFlow, FlowBook, flowIsZero, flowsEqual } from '../core/netting.js';
+import { addFlow, applyToFlow, FlowBook, flowIsZero, flowsEqual } from '../core/netting.js';
 import {
   bucketIndexKey,
   bucketKey,
@@ -75,40 +76,11 @@ function institutionTotals(buckets: Iterable<[string, Bucket]>): InstitutionTota
 }
 
 export class ShardLedger {
-  private readonly book = new FlowBook();
-  /** '<institution>|<bucket>' → sums, for `batch`. */
-  private readonly buckets = new Map<string, Bucket>();
-  private batch: string;
-  private chain: Promise<unknown> = Promise.resolve();
-
   constructor(
     readonly shard: number,
     private readonly dbs: ShardDbs,
-    batch: string,
     private readonly bytesMax: number,
-  ) {
-    this.batch = batch;
-    this.load();
-  }
-
-  /** Queue work behind the shard's previous task, so the shard has one writer in order. */
-  private serial<T>(work: () => T | Promise<T>): Promise<T> {
-    const run = this.chain.then(work);
-    this.chain = run.catch(() => undefined);
-    return run;
-  }
-
-  apply(task: ApplyTask): Promise<ApplyResult> {
-    return this.serial(() => this.applyNow(task));
-  }
-
-  verify(batch: string): Promise<VerifyReport> {
-    return this.serial(() => this.verifyNow(batch));
-  }
-
-  summary(batch: string): Promise<BatchSummary> {
-    return this.serial(() => this.summaryFromDisk(batch));
-  }
+  ) {}
 
   /** Bytes of the environment in use: its pages up to the highest one written. */
   usedBytes(): number {
@@ -130,70 +102,66 @@ export class ShardLedger {
   }
 
   /** The stored state of a batch: its flows and per-institution digests. */
-  summaryFromDisk(batch: string): BatchSummary {
+  summary(batch: string): BatchSummary {
     const flows = new FlowBook();
     for (const { key, value } of this.dbs.pos.getRange(flowRange(batch))) {
       const [, a, b] = key.split('|');
       assert(a !== undefined && b !== undefined && a < b, `bad flow key ${key}`);
       flows.add(flowFromStored(a, b, value));
     }
-    const buckets: [string, Bucket][] = [];
+    return { batch, flows: [...flows.values()], institutions: institutionTotals(this.storedBuckets(batch)) };
+  }
+
+  private storedBuckets(batch: string): Map<string, Bucket> {
+    const buckets = new Map<string, Bucket>();
     for (const { key, value } of this.dbs.dig.getRange(bucketRange(batch))) {
       const [institution, n] = parseBucketKey(key);
-      buckets.push([`${institution}|${n}`, { count: value.n, amount: centsFromWire(value.amt), digest: digestFromHex(value.dig) }]);
+      buckets.set(`${institution}|${n}`, { count: value.n, amount: centsFromWire(value.amt), digest: digestFromHex(value.dig) });
     }
-    return { batch, flows: [...flows.values()], institutions: institutionTotals(buckets) };
+    return buckets;
   }
 
-  private load(): void {
-    const s = this.summaryFromDisk(this.batch);
-    this.book.clear();
-    for (const f of s.flows) this.book.add(f);
-    this.buckets.clear();
-    for (const { key, value } of this.dbs.dig.getRange(bucketRange(this.batch))) {
-      const [institution, n] = parseBucketKey(key);
-      this.buckets.set(`${institution}|${n}`, { count: value.n, amount: centsFromWire(value.amt), digest: digestFromHex(value.dig) });
-    }
-  }
-
-  private async applyNow(task: ApplyTask): Promise<ApplyResult> {
+  async apply(task: ApplyTask): Promise<ApplyResult> {
     assert(task.shard === this.shard, `task for shard ${task.shard} sent to shard ${this.shard}`);
     const started = performance.now();
-    if (task.batch !== this.batch) {
-      // The router seals a batch before it routes into the next one, so a shard never goes back.
-      assert(task.batch > this.batch, `task for batch ${task.batch} after batch ${this.batch}`);
-      this.batch = task.batch;
-      this.load();
+    // Hashes are computed before the transaction, so the write lock is held only for reads and writes.
+    const hashes: ([number, number] | undefined)[] = new Array(task.ops.length);
+    for (let i = 0; i < task.ops.length; i++) {
+      const op = task.ops[i]!;
+      if (op[0] === 'S') hashes[i] = fnv1a64Halves(digestLine(op[1], op[2], op[S.Payer], op[S.Payee], op[S.Amount]));
     }
+    // Past its storage limit a shard takes no new instructions; lifecycle changes of stored ones still go through.
+    const full = this.usedBytes() >= this.bytesMax;
+    let result: ApplyResult | undefined;
+    let issued = 0;
+    await this.dbs.env.childTransaction(() => {
+      issued = performance.now();
+      result = this.applyInTransaction(task, hashes, full);
+    });
+    assert(result !== undefined, 'the transaction ran no callback');
+    const done = performance.now();
+    result.applyMs = done - started;
+    result.commitMs = done - issued;
+    return result;
+  }
+
+  private applyInTransaction(task: ApplyTask, hashes: readonly ([number, number] | undefined)[], full: boolean): ApplyResult {
     const { ins, pos, dig, bkt, pnd } = this.dbs;
     const batch = task.batch;
     const now = task.now;
     const outcomes: (OpOutcome | null)[] = new Array(task.ops.length);
-    // Past its storage limit a shard takes no new instructions; lifecycle changes of stored ones still go through.
-    const full = this.usedBytes() >= this.bytesMax;
     const flowDelta = new FlowBook();
     const bucketDeltas = new Map<string, BucketDelta>();
-    // Records written by this task, which reads must see before the commit.
-    const written = new Map<string, StoredInstruction>();
-    let commit: Promise<boolean> | undefined;
 
     const read = (key: string): StoredInstruction | undefined => {
-      const w = written.get(key);
-      if (w !== undefined) return w;
       const v = ins.get(key);
       return v === undefined ? undefined : checkStoredInstruction(v, key);
     };
-    const write = (key: string, rec: StoredInstruction): void => {
-      written.set(key, rec);
-      commit = ins.put(key, rec);
-    };
     const flow = (payer: string, payee: string, amount: number): void => {
-      const a = BigInt(amount);
-      applyToFlow(this.book.touch(payer, payee), payer, a, 1);
-      applyToFlow(flowDelta.touch(payer, payee), payer, a, 1);
+      applyToFlow(flowDelta.touch(payer, payee), payer, BigInt(amount), 1);
     };
-    const digest = (institution: string, id: string, rec: StoredInstruction, sign: 1 | -1): void => {
-      const [hi, lo] = lineOf(institution, id, rec);
+    const digest = (institution: string, id: string, rec: StoredInstruction, hash: [number, number], sign: 1 | -1): void => {
+      const [hi, lo] = hash;
       const n = bucketOfHigh(hi);
       const key = `${institution}|${n}`;
       let d = bucketDeltas.get(key);
@@ -205,12 +173,12 @@ export class ShardLedger {
       d.amount += sign === 1 ? BigInt(rec.a) : -BigInt(rec.a);
       d.digest.add(hi, lo, sign);
       if (sign === 1) {
-        commit = bkt.put(bucketIndexKey(batch, institution, n, id), 1);
+        bkt.put(bucketIndexKey(batch, institution, n, id), 1);
       } else if (rec.b === batch) {
         // Cleared and reversed in the same batch: it leaves the batch's listing altogether.
-        commit = bkt.remove(bucketIndexKey(batch, institution, n, id));
+        bkt.remove(bucketIndexKey(batch, institution, n, id));
       } else {
-        commit = bkt.put(bucketIndexKey(batch, institution, n, id), -1);
+        bkt.put(bucketIndexKey(batch, institution, n, id), -1);
       }
     };
 
@@ -221,14 +189,14 @@ export class ShardLedger {
       const key = instructionKey(institution, id);
       const rec = read(key);
       if (op[0] === 'S') {
-        if (full && rec === undefined) {
-          outcomes[i] = { status: 'missing', refused: 'STORAGE_FULL' };
-          continue;
-        }
         if (rec !== undefined) {
           const o: OpOutcome = { status: rec.s, conflict: storedContentKey(rec) !== submittedContent(op) };
           if (rec.b !== undefined) o.batch = rec.b;
           outcomes[i] = o;
+          continue;
+        }
+        if (full) {
+          outcomes[i] = { status: 'missing', refused: 'STORAGE_FULL' };
           continue;
         }
         const created: StoredInstruction = { t: op[S.Type], p: op[S.Payer], q: op[S.Payee], a: op[S.Amount], s: 'cleared', at: now };
@@ -240,14 +208,14 @@ export class ShardLedger {
           created.tp = 1;
           created.to = timeoutMs;
           created.dl = now + timeoutMs;
-          commit = pnd.put(key, 1);
+          pnd.put(key, 1);
         } else {
           created.b = batch;
           created.ct = now;
           flow(created.p, created.q, created.a);
-          digest(institution, id, created, 1);
+          digest(institution, id, created, hashes[i]!, 1);
         }
-        write(key, created);
+        ins.put(key, created);
         outcomes[i] = null;
         continue;
       }
@@ -269,40 +237,38 @@ export class ShardLedger {
         next.b = batch;
         next.ct = now;
         flow(rec.p, rec.q, rec.a);
-        digest(institution, id, next, 1);
-        commit = pnd.remove(key);
+        digest(institution, id, next, lineOf(institution, id, rec), 1);
+        pnd.remove(key);
       } else if (kind === 'D' || kind === 'X') {
         next.s = kind === 'D' ? 'declined' : 'expired';
         next.ft = now;
         const reason = op[3];
         if (reason !== null) next.rs = reason;
-        commit = pnd.remove(key);
+        pnd.remove(key);
       } else {
         // A correcting entry (冲正) in the open batch: the payee pays the amount back.
         next.s = 'reversed';
         next.rb = batch;
         next.ft = now;
         flow(rec.q, rec.p, rec.a);
-        digest(institution, id, rec, -1);
+        digest(institution, id, rec, lineOf(institution, id, rec), -1);
       }
-      write(key, next);
+      ins.put(key, next);
       outcomes[i] = null;
     }
 
+    // Each touched bucket and pair flow: what is stored (committed, or written earlier in this transaction) plus this task's delta.
     const institutions = new Map<string, InstitutionTotals>();
     for (const [key, d] of bucketDeltas) {
       const [institution, nText] = key.split('|') as [string, string];
       const n = Number(nText);
       const dd = d.digest.fold();
-      let b = this.buckets.get(key);
-      if (b === undefined) {
-        b = { count: 0, amount: 0n, digest: 0n };
-        this.buckets.set(key, b);
-      }
-      b.count += d.count;
-      b.amount += d.amount;
-      b.digest = addDigest(b.digest, dd);
-      commit = dig.put(bucketKey(batch, institution, n), { n: b.count, amt: centsToWire(b.amount), dig: digestHex(b.digest) });
+      const storedKey = bucketKey(batch, institution, n);
+      const stored = dig.get(storedKey);
+      const count = (stored?.n ?? 0) + d.count;
+      const amount = (stored === undefined ? 0n : centsFromWire(stored.amt)) + d.amount;
+      const sum = addDigest(stored === undefined ? 0n : digestFromHex(stored.dig), dd);
+      dig.put(storedKey, { n: count, amt: centsToWire(amount), dig: digestHex(sum) });
       let t = institutions.get(institution);
       if (t === undefined) {
         t = { institution, count: 0, amount: 0n, digest: 0n };
@@ -313,27 +279,13 @@ export class ShardLedger {
       t.digest = addDigest(t.digest, dd);
     }
     for (const d of flowDelta.values()) {
-      const f = this.book.get(d.a, d.b);
-      assert(f !== undefined, 'a delta without its flow');
-      commit = pos.put(flowKey(batch, d.a, d.b), flowToStored(f));
+      const storedKey = flowKey(batch, d.a, d.b);
+      const stored = pos.get(storedKey);
+      const total = stored === undefined ? { ...d } : flowFromStored(d.a, d.b, stored);
+      if (stored !== undefined) addFlow(total, d);
+      pos.put(storedKey, flowToStored(total));
     }
-    const issued = performance.now();
-    if (commit !== undefined) {
-      try {
-        const ok = await commit;
-        assert(ok, 'an unconditional write reported failure');
-      } catch (err) {
-        this.load();
-        throw err;
-      }
-    }
-    const done = performance.now();
-    return {
-      outcomes,
-      applyMs: done - started,
-      commitMs: done - issued,
-      delta: { batch, flows: [...flowDelta.values()], institutions: [...institutions.values()] },
-    };
+    return { outcomes, applyMs: 0, commitMs: 0, delta: { batch, flows: [...flowDelta.values()], institutions: [...institutions.values()] } };
   }
 
   /**
@@ -341,7 +293,7 @@ export class ShardLedger {
    * instruction log and compare them with the stored ones (and, for the
    * batch in memory, the live ones).
    */
-  private verifyNow(batch: string): VerifyReport {
+  verify(batch: string): VerifyReport {
     const flows = new FlowBook();
     const buckets = new Map<string, { count: number; amount: bigint; acc: DigestAccumulator }>();
     const touch = (key: string): { count: number; amount: bigint; acc: DigestAccumulator } => {
@@ -376,7 +328,7 @@ export class ShardLedger {
         b.acc.add(hi, lo, -1);
       }
     }
-    const stored = this.summaryFromDisk(batch);
+    const stored = this.summary(batch);
     const storedFlows = new FlowBook();
     for (const f of stored.flows) storedFlows.add(f);
     const mismatches: string[] = [];
@@ -390,12 +342,7 @@ export class ShardLedger {
       }
     };
     compareFlows('stored', storedFlows);
-    if (batch === this.batch) compareFlows('memory', this.book);
-    const storedBuckets = new Map<string, Bucket>();
-    for (const { key, value } of this.dbs.dig.getRange(bucketRange(batch))) {
-      const [institution, n] = parseBucketKey(key);
-      storedBuckets.set(`${institution}|${n}`, { count: value.n, amount: centsFromWire(value.amt), digest: digestFromHex(value.dig) });
-    }
+    const storedBuckets = this.storedBuckets(batch);
     const compareBuckets = (name: string, got: Map<string, Bucket>): void => {
       const keys = new Set([...buckets.keys(), ...got.keys()]);
       for (const key of keys) {
@@ -408,7 +355,6 @@ export class ShardLedger {
       }
     };
     compareBuckets('stored', storedBuckets);
-    if (batch === this.batch) compareBuckets('memory', this.buckets);
     return { shard: this.shard, batch, instructions, cleared, matches: mismatches.length === 0, mismatches };
   }
 }

@@ -36,40 +36,51 @@ function stats(): WorkerStats {
   return s;
 }
 
+const opening = new Map<number, Promise<OpenShard>>();
+
 /**
- * Open a shard and recover its state from LMDB. This runs at start, and
- * again by itself if Piscina replaced a thread that died: the new thread
- * finds the shard closed and reopens it from disk, which is the truth.
+ * Open a shard's environment. This runs at start, and again by itself if
+ * Piscina replaced a thread that died: the new thread finds the shard
+ * closed and reopens it from disk, which is the truth. Concurrent callers
+ * share one opening, so tasks keep their order.
  */
-async function ensureOpen(shard: number, batch: string): Promise<OpenShard> {
-  let s = shards.get(shard);
-  if (s === undefined) {
-    const path = shardPath(setup.dataDir, shard);
-    const dbs = openShardDbs(path, setup.mapSizeBytes);
-    const meta = dbs.meta.get('shard') as { shard: number; shards: number } | undefined;
-    if (meta === undefined) {
-      await dbs.meta.put('shard', { shard, shards: setup.shards });
-    } else {
-      assert(meta.shard === shard && meta.shards === setup.shards, `${path} belongs to shard ${meta.shard} of ${meta.shards}`);
-    }
-    s = { dbs, ledger: new ShardLedger(shard, dbs, batch, setup.shardBytesMax) };
-    shards.set(shard, s);
+function ensureOpen(shard: number): Promise<OpenShard> {
+  const open = shards.get(shard);
+  if (open !== undefined) return Promise.resolve(open);
+  let p = opening.get(shard);
+  if (p === undefined) {
+    p = (async () => {
+      const path = shardPath(setup.dataDir, shard);
+      const dbs = openShardDbs(path, setup.mapSizeBytes);
+      const meta = dbs.meta.get('shard') as { shard: number; shards: number } | undefined;
+      if (meta === undefined) {
+        await dbs.meta.put('shard', { shard, shards: setup.shards });
+      } else {
+        assert(meta.shard === shard && meta.shards === setup.shards, `${path} belongs to shard ${meta.shard} of ${meta.shards}`);
+      }
+      const s: OpenShard = { dbs, ledger: new ShardLedger(shard, dbs, setup.shardBytesMax) };
+      shards.set(shard, s);
+      opening.delete(shard);
+      return s;
+    })();
+    opening.set(shard, p);
   }
-  return s;
+  return p;
 }
 
 async function openShard(task: OpenTask): Promise<OpenResult> {
   const open = task.batches[0];
   assert(open !== undefined, 'open task names no batch');
-  const s = await ensureOpen(task.shard, open);
-  const verify = task.verify ? await s.ledger.verify(open) : null;
-  const summaries = await Promise.all(task.batches.map((b) => s.ledger.summary(b)));
+  const s = await ensureOpen(task.shard);
+  const verify = task.verify ? s.ledger.verify(open) : null;
+  const summaries = task.batches.map((b) => s.ledger.summary(b));
   return { shard: task.shard, summaries, pending: s.ledger.pending(), verify };
 }
 
-async function apply(task: ApplyTask): Promise<unknown> {
-  const s = shards.get(task.shard) ?? (await ensureOpen(task.shard, task.batch));
-  return s.ledger.apply(task);
+function apply(task: ApplyTask): Promise<unknown> {
+  // Synchronous when the shard is open, so tasks reach LMDB in the order they arrived.
+  const s = shards.get(task.shard);
+  return s !== undefined ? s.ledger.apply(task) : ensureOpen(task.shard).then((o) => o.ledger.apply(task));
 }
 
 export default async function handle(task: ShardTask): Promise<unknown> {
@@ -79,9 +90,9 @@ export default async function handle(task: ShardTask): Promise<unknown> {
     case 'open':
       return openShard(task);
     case 'verify':
-      return (await ensureOpen(task.shard, task.batch)).ledger.verify(task.batch);
+      return (await ensureOpen(task.shard)).ledger.verify(task.batch);
     case 'summary':
-      return (await ensureOpen(task.shard, task.batch)).ledger.summary(task.batch);
+      return (await ensureOpen(task.shard)).ledger.summary(task.batch);
     case 'crash':
       assert(setup.faultInjection, 'fault injection is not enabled');
       // Mid-flight, as a real fault would be: tasks of this thread's shards may be half done.
