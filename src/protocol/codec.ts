@@ -23,6 +23,45 @@ export const STRING_BYTES_MAX = 4096;
 /** Most keys in one map: instructions have 8 fields; leave room for growth, not for abuse. */
 export const MAP_KEYS_MAX = 64;
 
+const PROTO = new TextEncoder().encode('__proto__');
+// Nine control characters: valid UTF-8 of the same length, and refused by every field rule.
+const SENTINEL = new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 14]);
+const SENTINEL_TEXT = new TextDecoder().decode(SENTINEL);
+const PROTO_REFUSED = /__proto__/;
+
+function unsentinel(text: string): string {
+  return text.includes(SENTINEL_TEXT) ? text.split(SENTINEL_TEXT).join('__proto__') : text;
+}
+
+/** Put `__proto__` back where the sentinel stands, iteratively (the input may nest deeply). */
+function restoreProto(root: unknown): unknown {
+  if (typeof root === 'string') return unsentinel(root);
+  const stack: unknown[] = [root];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (Array.isArray(node)) {
+      for (let i = 0; i < node.length; i++) {
+        const v: unknown = node[i];
+        if (typeof v === 'string') node[i] = unsentinel(v);
+        else if (typeof v === 'object' && v !== null) stack.push(v);
+      }
+    } else if (typeof node === 'object' && node !== null && !ArrayBuffer.isView(node)) {
+      const obj = node as Record<string, unknown>;
+      const entries: [string, unknown][] = [];
+      for (const key of Object.keys(obj)) {
+        let v = obj[key];
+        if (typeof v === 'string') v = unsentinel(v);
+        else if (typeof v === 'object' && v !== null) stack.push(v);
+        entries.push([unsentinel(key), v]);
+        delete obj[key];
+      }
+      // Put the keys back in their order, as own properties even for `__proto__`, exactly as JSON.parse makes them.
+      for (const [k, v] of entries) Object.defineProperty(obj, k, { value: v, enumerable: true, writable: true, configurable: true });
+    }
+  }
+  return root;
+}
+
 export class DecodeFailure extends Error {
   override name = 'DecodeFailure';
 }
@@ -47,8 +86,34 @@ export class Codec {
       if (encoding === 'msgpack') return this.decoder.decode(bytes);
       return JSON.parse(this.utf8.decode(bytes));
     } catch (err) {
+      if (encoding === 'msgpack' && PROTO_REFUSED.test((err as Error).message)) return this.decodeWithProtoKeys(bytes);
       throw new DecodeFailure(encoding === 'msgpack' ? `msgpack does not decode: ${(err as Error).message}` : 'JSON does not parse');
     }
+  }
+
+  /**
+   * @msgpack/msgpack refuses any map key `__proto__` (it builds plain
+   * objects, where that key would set the prototype). JSON.parse makes such
+   * a key an ordinary own property, and so must this, or one hostile item
+   * would fail a whole batch in msgpack but not in JSON. So, on this rare
+   * path only: decode a copy in which the string `__proto__` is replaced by
+   * a same-length sentinel, then turn the sentinel back into `__proto__` as
+   * own properties and inside strings.
+   */
+  private decodeWithProtoKeys(bytes: Uint8Array): unknown {
+    const copy = bytes.slice();
+    for (let i = copy.indexOf(0x5f); i >= 0 && i + PROTO.length <= copy.length; i = copy.indexOf(0x5f, i + 1)) {
+      let match = true;
+      for (let j = 0; j < PROTO.length && match; j++) match = copy[i + j] === PROTO[j];
+      if (match) copy.set(SENTINEL, i);
+    }
+    let decoded: unknown;
+    try {
+      decoded = this.decoder.decode(copy);
+    } catch (err) {
+      throw new DecodeFailure(`msgpack does not decode: ${(err as Error).message}`);
+    }
+    return restoreProto(decoded);
   }
 
   encode(value: unknown, encoding: Encoding): Uint8Array | string {

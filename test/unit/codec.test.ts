@@ -123,9 +123,11 @@ describe('Codec.decode: msgpack', () => {
     expect(() => codec().decode(new Uint8Array([0xc1]), 'msgpack')).toThrow(DecodeFailure);
   });
 
-  it('a "__proto__" key is a DecodeFailure in msgpack, and a plain own key in JSON', () => {
+  it('a "__proto__" key is a plain own key in both encodings', () => {
     const withProto: unknown = JSON.parse('{"__proto__":{"polluted":1},"id":"T-1"}');
-    expect(() => codec().decode(encode(withProto), 'msgpack')).toThrow(DecodeFailure);
+    const fromMsgpack = codec().decode(encode(withProto), 'msgpack') as Record<string, unknown>;
+    expect(Object.getPrototypeOf(fromMsgpack)).toBe(Object.prototype);
+    expect(Object.keys(fromMsgpack)).toEqual(['__proto__', 'id']);
     const fromJson = codec().decode(utf8('{"__proto__":{"polluted":1},"id":"T-1"}'), 'json') as Record<string, unknown>;
     expect(Object.getPrototypeOf(fromJson)).toBe(Object.prototype);
     expect(Object.keys(fromJson)).toEqual(['__proto__', 'id']);
@@ -163,5 +165,27 @@ describe('Codec.encode', () => {
     const back = c.decode(bytes, 'msgpack') as Record<string, unknown>;
     expect(back).toEqual({ id: 'T-1' });
     expect(Object.hasOwn(back, 'code')).toBe(false);
+  });
+});
+
+describe('msgpack maps with a __proto__ key', () => {
+  it('decode to an own property, in order, like JSON.parse, with the prototype untouched', () => {
+    const codec = new Codec({ messageBytesMax: 1 << 20 });
+    const bytes = new Uint8Array([
+      0x83,
+      ...encode('id'),
+      ...encode('x'),
+      0xa9,
+      ...new TextEncoder().encode('__proto__'),
+      ...encode({ polluted: true }),
+      ...encode('reference'),
+      ...encode('a©__proto__b'),
+    ]);
+    const v = codec.decode(bytes, 'msgpack') as Record<string, unknown>;
+    expect(Object.keys(v)).toEqual(['id', '__proto__', 'reference']);
+    expect(Object.getPrototypeOf(v)).toBe(Object.prototype);
+    expect((v as { polluted?: unknown }).polluted).toBeUndefined();
+    expect(v['reference']).toBe('a©__proto__b');
+    expect(JSON.stringify(v)).toBe(JSON.stringify(JSON.parse('{"id":"x","__proto__":{"polluted":true},"reference":"a©__proto__b"}')));
   });
 });
