@@ -15,9 +15,6 @@ import { createLogger } from './engine/log.js';
 import { Gateway } from './gateway/server.js';
 import { LayoutError } from './store/engine-store.js';
 
-/** How long a stop may take before the process exits regardless. */
-const SHUTDOWN_MS_MAX = 10_000;
-const DRAIN_MS = 5_000;
 
 function configPath(argv: readonly string[]): string | undefined {
   const i = argv.indexOf('--config');
@@ -76,7 +73,7 @@ async function main(): Promise<void> {
     throw err;
   }
   const gateway = await Gateway.listen(engine);
-  log.info({ host: config.listen.host, port: gateway.port }, 'listening');
+  log.info({ tls: config.tls !== undefined, host: config.listen.host, port: gateway.port }, 'listening');
 
   let stopping = false;
   const stop = (signal: string): void => {
@@ -86,10 +83,10 @@ async function main(): Promise<void> {
     setTimeout(() => {
       log.error('stop took too long; exiting');
       process.exit(1);
-    }, SHUTDOWN_MS_MAX).unref();
+    }, config.limits.shutdownMs).unref();
     gateway.stopListening();
     engine
-      .stop(DRAIN_MS)
+      .stop(config.limits.shutdownDrainMs)
       .then(() => {
         gateway.close();
         process.exit(0);

@@ -42,10 +42,20 @@ export interface Limits {
   wsIdleTimeoutS: number;
   shardMapBytes: number;
   shardBytesMax: number;
+  shutdownDrainMs: number;
+  shutdownMs: number;
+}
+
+export interface TlsConfig {
+  certFile: string;
+  keyFile: string;
+  passphrase?: string;
 }
 
 export interface EngineConfig {
   listen: { host: string; port: number };
+  /** Serve HTTPS and WSS with this certificate and key (uWebSockets.js SSLApp). */
+  tls?: TlsConfig;
   dataDir: string;
   banks: BankConfig[];
   principals: PrincipalConfig[];
@@ -113,6 +123,7 @@ export function parseConfig(raw: unknown): EngineConfig {
     root,
     [
       'listen',
+      'tls',
       'dataDir',
       'banks',
       'principals',
@@ -140,6 +151,20 @@ export function parseConfig(raw: unknown): EngineConfig {
     };
   });
 
+  const tls = opt(root, 'tls', undefined as TlsConfig | undefined, (v) => {
+    const t = object(v, 'tls');
+    checkKeys(t, ['certFile', 'keyFile', 'passphrase'], 'tls');
+    const out: TlsConfig = { certFile: str(t['certFile'], 'tls.certFile'), keyFile: str(t['keyFile'], 'tls.keyFile') };
+    if (Object.hasOwn(t, 'passphrase')) out.passphrase = str(t['passphrase'], 'tls.passphrase');
+    for (const key of ['certFile', 'keyFile'] as const) {
+      try {
+        readFileSync(out[key]);
+      } catch (err) {
+        throw new ConfigError(`tls.${key}`, `cannot read ${out[key]}: ${(err as Error).message}`);
+      }
+    }
+    return out;
+  });
   const dataDir = opt(root, 'dataDir', DEFAULTS.dataDir as string, (v) => str(v, 'dataDir'));
 
   if (!Object.hasOwn(root, 'banks')) throw new ConfigError('banks', 'is required');
@@ -248,6 +273,8 @@ export function parseConfig(raw: unknown): EngineConfig {
     wsIdleTimeoutS: [0, 3600],
     shardMapBytes: [1024 * 1024, 2 ** 40],
     shardBytesMax: [1024 * 1024, 2 ** 50],
+    shutdownDrainMs: [0, 600_000],
+    shutdownMs: [100, 600_000],
   };
   const limits = {} as Limits;
   for (const key of limitKeys) {
@@ -257,6 +284,8 @@ export function parseConfig(raw: unknown): EngineConfig {
 
   const config: EngineConfig = { listen, dataDir, banks, principals, snapshotIntervalMs, snapshotRetention, receiptQueryScheduleMs, shards, workers, maxAmountCents, verifyOnStart, faultInjection, logLevel, limits };
   if (batchSchedule !== undefined) config.batchSchedule = batchSchedule;
+  if (tls !== undefined) config.tls = tls;
+  if (limits.shutdownDrainMs >= limits.shutdownMs) throw new ConfigError('limits.shutdownDrainMs', 'must be below limits.shutdownMs');
   return deepFreeze(config);
 }
 

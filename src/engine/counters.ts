@@ -34,5 +34,7 @@ export class EngineCounters {
   /** Cut-offs by trigger: 'operator' or 'schedule'. */
   readonly cutoffs = new LabelledCounts();
   queriesSent = 0;
+  /** Shard resynchronisations from disk, by shard. */
+  readonly resyncs = new LabelledCounts();
   lawViolations = 0;
 }

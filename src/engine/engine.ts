@@ -13,7 +13,7 @@ import { DebitCaps } from '../router/debit-caps.js';
 import { ShardPools } from '../router/shard-pools.js';
 import { ShardRouter } from '../router/shard-router.js';
 import type { BatchSummary, OpenResult, VerifyReport } from '../shard/tasks.js';
-import { EngineStore, nextBatchId, type BatchRecord, type Closing } from '../store/engine-store.js';
+import { EngineStore, nextBatchId, type BatchRecord, type Closing, type OperatorAction } from '../store/engine-store.js';
 import { ShardReaders } from '../store/shard-readers.js';
 import { BatchSchedule } from './batch-schedule.js';
 import { EngineCounters } from './counters.js';
@@ -220,6 +220,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     for (const summary of o.summaries) this.view.replaceShard(shard, summary);
     this.view.replacePending(shard, o.pending);
     this.lifecycle.resyncShard(shard, o.pending);
+    this.counters.resyncs.add(String(shard));
     this.log.warn({ shard, batches, pending: o.pending.length }, 'shard resynchronised from disk after a failed task');
   }
 
@@ -229,6 +230,19 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.lastClosed = record;
     this.emit('batchClosed', record);
     return record;
+  }
+
+  /**
+   * Write an operator action to the audit trail and the log. Answers wait
+   * for this, so every action an operator was told about is on record.
+   */
+  async recordAction(operator: string, action: OperatorAction['action'], target: string, outcome: string): Promise<void> {
+    this.log.info({ operator, action, target, outcome }, 'operator action');
+    try {
+      await this.store.recordAction({ at: new Date().toISOString(), operator, action, target, outcome });
+    } catch (err) {
+      this.log.error({ err, operator, action, target }, 'could not write the audit trail');
+    }
   }
 
   /** Record that the central-bank transfers of a closed batch were made (资金划拨). */

@@ -40,6 +40,8 @@ export class EngineMetrics {
   constructor(private readonly engine: Engine) {
     const r = this.registry;
     collectDefaultMetrics({ register: r });
+    // These defaults are gauges named like counters (promtool refuses them); the same values stand without `_total`.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) r.removeSingleMetric(name);
     this.mainLoop.enable();
     const { counters, view, router, lifecycle, snapshots, config } = engine;
     const shards = Array.from({ length: config.shards }, (_, s) => String(s));
@@ -312,7 +314,7 @@ export class EngineMetrics {
       },
     });
     new Gauge({
-      name: 'netting_settlement_last_count',
+      name: 'netting_settlement_last_entries',
       help: 'Entries netted in the last closed batch',
       registers: [r],
       collect() {
@@ -327,6 +329,25 @@ export class EngineMetrics {
         this.set(engine.store.closedBatches().filter((b) => !b.settled).length);
       },
     });
+    new Counter({
+      name: 'netting_shard_resyncs_total',
+      help: 'Shards resynchronised from disk after a failed task (a dead worker, or a failed commit)',
+      labelNames: ['shard'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const s of shards) this.inc({ shard: s }, counters.resyncs.get(s));
+      },
+    });
+    new Gauge({
+      name: 'netting_debit_cap_cents',
+      help: 'Debit cap of a bank (debitCapCents); banks without a cap are not listed',
+      labelNames: ['bank'],
+      registers: [r],
+      collect() {
+        for (const b of config.banks) if (b.debitCapCents !== undefined) this.set({ bank: b.code }, b.debitCapCents);
+      },
+    });
     new Gauge({
       name: 'netting_ready',
       help: '1 when the engine accepts instructions',
@@ -339,20 +360,32 @@ export class EngineMetrics {
     const mainLoop = this.mainLoop;
     const pools = engine.pools;
     const self = this;
+    // The main thread's delay is read once per scrape for both gauges, then reset.
+    let mainP99 = 0;
+    let mainMean = 0;
     new Gauge({
-      name: 'netting_event_loop_lag_seconds',
-      help: 'Event-loop delay since the previous scrape (p99 and mean), of the main thread and of each shard worker',
-      labelNames: ['thread', 'quantile'],
+      name: 'netting_event_loop_lag_p99_seconds',
+      help: 'Event-loop delay since the previous scrape, 99th percentile, of the main thread and of each shard worker',
+      labelNames: ['thread'],
       registers: [r],
       async collect() {
-        this.set({ thread: 'main', quantile: '0.99' }, mainLoop.percentile(99) / 1e9);
-        this.set({ thread: 'main', quantile: 'mean' }, Number.isFinite(mainLoop.mean) ? mainLoop.mean / 1e9 : 0);
+        mainP99 = mainLoop.percentile(99) / 1e9;
+        mainMean = Number.isFinite(mainLoop.mean) ? mainLoop.mean / 1e9 : 0;
         mainLoop.reset();
+        this.set({ thread: 'main' }, mainP99);
         await self.workerStatsRound(pools.workers);
-        self.workerStats.forEach((w, i) => {
-          this.set({ thread: `worker-${i}`, quantile: '0.99' }, w.eventLoopLagP99Seconds);
-          this.set({ thread: `worker-${i}`, quantile: 'mean' }, w.eventLoopLagMeanSeconds);
-        });
+        self.workerStats.forEach((w, i) => this.set({ thread: `worker-${i}` }, w.eventLoopLagP99Seconds));
+      },
+    });
+    new Gauge({
+      name: 'netting_event_loop_lag_mean_seconds',
+      help: 'Event-loop delay since the previous scrape, mean, of the main thread and of each shard worker',
+      labelNames: ['thread'],
+      registers: [r],
+      async collect() {
+        await self.workerStatsRound(pools.workers);
+        this.set({ thread: 'main' }, mainMean);
+        self.workerStats.forEach((w, i) => this.set({ thread: `worker-${i}` }, w.eventLoopLagMeanSeconds));
       },
     });
     new Gauge({

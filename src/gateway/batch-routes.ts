@@ -61,9 +61,13 @@ function closeBatch(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest
     return;
   }
   ctx.engine.closeBatch(`operator:${p.id}`).then(
-    (record) => reply(ex, ctx.codec, 200, reportWire(record, 'closed')),
-    (err: unknown) => {
+    async (record) => {
+      await ctx.engine.recordAction(p.id, 'close-batch', record.batch, `closed: ${record.count} entries, debits ${record.debits}`);
+      reply(ex, ctx.codec, 200, reportWire(record, 'closed'));
+    },
+    async (err: unknown) => {
       ctx.engine.log.error({ err }, 'cut-off failed');
+      await ctx.engine.recordAction(p.id, 'close-batch', ctx.engine.openBatchId, 'failed');
       replyCode(ex, ctx.codec, 'INTERNAL', 'the cut-off failed');
     },
   );
@@ -124,7 +128,8 @@ function markSettled(ctx: BatchRoutesContext, res: HttpResponse, req: HttpReques
     return;
   }
   ctx.engine.markSettled(batch, p.id).then(
-    (r) => {
+    async (r) => {
+      await ctx.engine.recordAction(p.id, 'mark-settled', batch, r === undefined ? 'NOT_FOUND' : r === 'open' ? 'BATCH_OPEN' : 'settled');
       if (r === undefined) replyCode(ex, ctx.codec, 'NOT_FOUND', `no batch '${batch}'`);
       else if (r === 'open') replyCode(ex, ctx.codec, 'BATCH_OPEN', 'close the batch before recording its settlement');
       else reply(ex, ctx.codec, 200, reportWire(r, 'settled'));

@@ -172,15 +172,24 @@ function checkIds(ctx: HttpContext, ex: Exchange, institution: string | undefine
   return [institution, id];
 }
 
-/** Answer an operator's action with the instruction as the query route shows it. */
-function answerAction(ctx: HttpContext, ex: Exchange, institution: string, id: string, outcome: Promise<Failure | undefined>): void {
+/** Record an operator's action, then answer it with the instruction as the query route shows it. */
+function answerAction(
+  ctx: HttpContext,
+  ex: Exchange,
+  operator: string,
+  action: 'resolve' | 'reverse',
+  institution: string,
+  id: string,
+  outcome: Promise<Failure | undefined>,
+): void {
   outcome.then(
-    (f) => {
+    async (f) => {
+      const found = f === undefined ? ctx.engine.readers.find(institution, id) : undefined;
+      await ctx.engine.recordAction(operator, action, `${institution}/${id}`, f?.code ?? found?.record.s ?? 'NOT_FOUND');
       if (f !== undefined) {
         replyFailure(ex, ctx.codec, f);
         return;
       }
-      const found = ctx.engine.readers.find(institution, id);
       if (found === undefined) replyCode(ex, ctx.codec, 'NOT_FOUND');
       else reply(ex, ctx.codec, 200, instructionView(institution, id, found.record));
     },
@@ -207,7 +216,7 @@ function postResolve(ctx: HttpContext, res: HttpResponse, req: HttpRequest): voi
       replyCode(ex, ctx.codec, 'INVALID_FIELD', 'outcome must be confirm or decline', 'outcome');
       return;
     }
-    answerAction(ctx, ex, ids[0], ids[1], ctx.engine.lifecycle.resolve(ids[0], ids[1], outcome, principal.id));
+    answerAction(ctx, ex, principal.id, 'resolve', ids[0], ids[1], ctx.engine.lifecycle.resolve(ids[0], ids[1], outcome, principal.id));
   });
 }
 
@@ -217,8 +226,21 @@ function postReverse(ctx: HttpContext, res: HttpResponse, req: HttpRequest): voi
   withBody(ctx, res, req, ['operator'], (ex, principal) => {
     const ids = checkIds(ctx, ex, institution, id);
     if (ids === undefined) return;
-    answerAction(ctx, ex, ids[0], ids[1], ctx.engine.lifecycle.reverse(ids[0], ids[1], principal.id));
+    answerAction(ctx, ex, principal.id, 'reverse', ids[0], ids[1], ctx.engine.lifecycle.reverse(ids[0], ids[1], principal.id));
   }, {});
+}
+
+function getOperatorActions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
+  const ex = beginExchange(res, acceptEncoding(req));
+  const principal = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
+  if (principal === undefined) return;
+  const limitText = req.getQuery('limit');
+  const limit = limitText === undefined ? 100 : Number(limitText);
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > 10_000) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'limit must be an integer from 1 to 10000', 'limit');
+    return;
+  }
+  reply(ex, ctx.codec, 200, { actions: ctx.engine.store.operatorActions(limit) });
 }
 
 function crashWorker(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
@@ -230,18 +252,19 @@ function crashWorker(ctx: HttpContext, res: HttpResponse, req: HttpRequest): voi
     replyCode(ex, ctx.codec, 'INVALID_FIELD', 'no such worker', 'worker');
     return;
   }
-  ctx.engine.log.warn({ operator: principal.id, worker: w }, 'fault injection: crashing a shard worker');
   ctx.engine.pools.crash(w).catch(() => undefined);
-  reply(ex, ctx.codec, 202, { worker: w, crashing: true });
+  void ctx.engine.recordAction(principal.id, 'crash-worker', `worker-${w}`, 'crashing').then(() => reply(ex, ctx.codec, 202, { worker: w, crashing: true }));
 }
 
 function getAudit(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
   const ex = beginExchange(res, acceptEncoding(req));
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
   if (principal === undefined) return;
-  ctx.engine.log.info({ operator: principal.id }, 'audit requested');
   ctx.engine.audit().then(
-    (report) => reply(ex, ctx.codec, report.ok ? 200 : 500, report),
+    async (report) => {
+      await ctx.engine.recordAction(principal.id, 'audit', report.batch, report.ok ? 'ok' : `mismatch: ${report.shards.flatMap((s) => s.mismatches).join(', ')}`);
+      reply(ex, ctx.codec, report.ok ? 200 : 500, report);
+    },
     (err: unknown) => {
       ctx.engine.log.error({ err }, 'audit failed');
       replyCode(ex, ctx.codec, 'INTERNAL', 'the audit could not run');
@@ -293,6 +316,7 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
   app.get('/v1/positions/:bank', guard(getBankPosition));
   app.get('/v1/audit', guard(getAudit));
   app.post('/v1/receipts', guard(postReceipts));
+  app.get('/v1/operator-actions', guard(getOperatorActions));
   if (ctx.engine.config.faultInjection) {
     // Test-only, off unless the configuration says `faultInjection: true`.
     app.post('/v1/debug/workers/:worker/crash', guard(crashWorker));

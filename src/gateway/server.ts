@@ -4,7 +4,7 @@
  * process down when that thread ends).
  */
 
-import { App, us_listen_socket_close, us_socket_local_port, type TemplatedApp, type us_listen_socket, type us_socket, type WebSocket } from 'uWebSockets.js';
+import { App, SSLApp, us_listen_socket_close, us_socket_local_port, type TemplatedApp, type us_listen_socket, type us_socket, type WebSocket } from 'uWebSockets.js';
 import type { Engine } from '../engine/engine.js';
 import { Codec } from '../protocol/codec.js';
 import { Authenticator } from './auth.js';
@@ -20,7 +20,11 @@ export class Gateway {
   ) {}
 
   static listen(engine: Engine): Promise<Gateway> {
-    const app = App();
+    const tls = engine.config.tls;
+    const app =
+      tls === undefined
+        ? App()
+        : SSLApp({ cert_file_name: tls.certFile, key_file_name: tls.keyFile, ...(tls.passphrase !== undefined ? { passphrase: tls.passphrase } : {}) });
     const { limits } = engine.config;
     const codec = new Codec({ messageBytesMax: Math.max(limits.bodyBytesMax, limits.frameBytesMax) });
     const auth = new Authenticator(engine.config.principals);

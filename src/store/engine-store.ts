@@ -37,6 +37,17 @@ export interface BatchRecord {
   settledBy?: string;
 }
 
+/** One entry of the audit trail of operator actions. */
+export interface OperatorAction {
+  seq: number;
+  /** ISO time */
+  at: string;
+  operator: string;
+  action: 'close-batch' | 'mark-settled' | 'resolve' | 'reverse' | 'audit' | 'crash-worker';
+  target: string;
+  outcome: string;
+}
+
 /** A cut-off in progress: the batch being closed and when it was cut. */
 export interface Closing {
   batch: string;
@@ -53,6 +64,8 @@ export class EngineStore {
   private readonly meta: Database<unknown, string>;
   private readonly batches: Database<BatchRecord, string>;
   private readonly snaps: Database<unknown, number>;
+  private readonly trail: Database<OperatorAction, number>;
+  private trailSeq: number;
 
   constructor(dataDir: string) {
     mkdirSync(dataDir, { recursive: true });
@@ -60,6 +73,23 @@ export class EngineStore {
     this.meta = this.env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' });
     this.batches = this.env.openDB<BatchRecord, string>({ name: 'batches', encoding: 'msgpack' });
     this.snaps = this.env.openDB<unknown, number>({ name: 'snaps', encoding: 'msgpack' });
+    this.trail = this.env.openDB<OperatorAction, number>({ name: 'trail', encoding: 'msgpack' });
+    let last = 0;
+    for (const key of this.trail.getKeys({ reverse: true, limit: 1 })) last = key;
+    this.trailSeq = last;
+  }
+
+  /** Append an operator action to the audit trail (durable once the promise resolves). */
+  async recordAction(action: Omit<OperatorAction, 'seq'>): Promise<OperatorAction> {
+    const entry: OperatorAction = { seq: ++this.trailSeq, ...action };
+    await this.trail.put(entry.seq, entry);
+    return entry;
+  }
+
+  /** The newest `limit` operator actions, oldest first. */
+  operatorActions(limit: number): OperatorAction[] {
+    const out = [...this.trail.getRange({ reverse: true, limit })].map((e) => e.value);
+    return out.reverse();
   }
 
   /** Record the layout on first start; refuse a data folder made for another shard count. */
