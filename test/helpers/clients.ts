@@ -32,7 +32,11 @@ export async function http(
   const bytes = new Uint8Array(await res.arrayBuffer());
   const type = res.headers.get('content-type') ?? '';
   let body: unknown = undefined;
-  if (bytes.length > 0) body = type.includes('msgpack') ? decode(bytes) : JSON.parse(new TextDecoder().decode(bytes));
+  if (bytes.length > 0) {
+    if (type.includes('msgpack')) body = decode(bytes);
+    else if (type.includes('json')) body = JSON.parse(new TextDecoder().decode(bytes));
+    else body = new TextDecoder().decode(bytes);
+  }
   return { status: res.status, body };
 }
 
