@@ -75,29 +75,31 @@ export function rawId(raw: unknown): string | undefined {
  */
 export function validateInstruction(raw: unknown, institution: string, rules: ValidationRules): Instruction | Failure {
   if (!isPlainObject(raw)) return failure('INVALID_MESSAGE', 'an instruction must be a JSON/msgpack object');
-  for (const key of Object.keys(raw)) {
+  // A plain object has no inherited enumerable keys, so for-in sees exactly its own, without an array per item.
+  for (const key in raw) {
     if (!ALLOWED_KEYS.has(key)) return failure('INVALID_FIELD', `unknown field '${printable(key)}'`, printable(key));
   }
-  const get = (key: string): unknown => (Object.hasOwn(raw, key) ? raw[key] : undefined);
+  // Every key read below is allowed above and none exists on Object.prototype, so a missing one reads undefined.
+  const fields = raw as Partial<Record<'id' | 'type' | 'payer' | 'payee' | 'amount' | 'twoPhase' | 'timeoutMs' | 'reference', unknown>>;
 
-  const id = get('id');
+  const id = fields.id;
   if (typeof id !== 'string') return failure('INVALID_FIELD', 'id must be a string', 'id');
   if (!ID_PATTERN.test(id)) return failure('INVALID_FIELD', 'id must match ^[A-Za-z0-9._:-]{1,64}$', 'id');
 
-  const type = get('type');
+  const type = fields.type;
   if (typeof type !== 'string' || !TYPE_SET.has(type)) {
     return failure('INVALID_FIELD', `type must be one of ${INSTRUCTION_TYPES.join(', ')}`, 'type');
   }
 
-  const payer = get('payer');
+  const payer = fields.payer;
   if (typeof payer !== 'string') return failure('INVALID_FIELD', 'payer must be a string', 'payer');
-  const payee = get('payee');
+  const payee = fields.payee;
   if (typeof payee !== 'string') return failure('INVALID_FIELD', 'payee must be a string', 'payee');
   if (!rules.isBank(payer)) return failure('UNKNOWN_BANK', `payer '${printable(payer)}' is not a participant`, 'payer');
   if (!rules.isBank(payee)) return failure('UNKNOWN_BANK', `payee '${printable(payee)}' is not a participant`, 'payee');
   if (payer === payee) return failure('SAME_BANK', 'payer and payee must be different banks', 'payee');
 
-  const amount = get('amount');
+  const amount = fields.amount;
   if (typeof amount !== 'number' || !Number.isInteger(amount)) {
     return failure('INVALID_FIELD', 'amount must be an integer number of cents', 'amount');
   }
@@ -105,12 +107,12 @@ export function validateInstruction(raw: unknown, institution: string, rules: Va
     return failure('AMOUNT_OUT_OF_RANGE', `amount must be between 1 and ${rules.amountCentsMax} cents`, 'amount');
   }
 
-  const twoPhaseRaw = get('twoPhase');
+  const twoPhaseRaw = fields.twoPhase;
   if (twoPhaseRaw !== undefined && typeof twoPhaseRaw !== 'boolean') {
     return failure('INVALID_FIELD', 'twoPhase must be a boolean', 'twoPhase');
   }
   const twoPhase = twoPhaseRaw === true;
-  const timeoutRaw = get('timeoutMs');
+  const timeoutRaw = fields.timeoutMs;
   let timeoutMs: number | undefined;
   if (timeoutRaw !== undefined) {
     if (!twoPhase) return failure('INVALID_FIELD', 'timeoutMs applies to two-phase instructions only', 'timeoutMs');
@@ -125,7 +127,7 @@ export function validateInstruction(raw: unknown, institution: string, rules: Va
     return failure('INVALID_FIELD', 'two-phase instructions are not enabled on this engine', 'twoPhase');
   }
 
-  const referenceRaw = get('reference');
+  const referenceRaw = fields.reference;
   let reference: string | undefined;
   if (referenceRaw !== undefined) {
     if (typeof referenceRaw !== 'string') return failure('INVALID_FIELD', 'reference must be a string', 'reference');

@@ -50,12 +50,13 @@ interface Waiter {
 interface Inflight {
   op: ShardOp;
   shard: number;
-  /** For submissions, the content for the duplicate rules; for lifecycle operations, their kind. */
-  content: string;
   batch: string;
-  waiters: Waiter[];
+  /** The submission (or lifecycle request) that routed the operation. */
+  first: Waiter;
+  /** Identical requests that arrived while it was in flight; most operations have none. */
+  more: Waiter[] | undefined;
   /** Lifecycle operations of another kind that arrived meanwhile: routed again once this one ends. */
-  deferred: { op: LifecycleOp; shard: number; target: OutcomeTarget; index: number }[];
+  deferred: { op: LifecycleOp; shard: number; target: OutcomeTarget; index: number }[] | undefined;
 }
 
 /** One POST or one `submit` frame: its results fill in as shards answer. */
@@ -207,21 +208,20 @@ export class ShardRouter {
     submission.ids[index] = v.id;
     if (v.twoPhase) (submission.pendingOnApply ??= [])[index] = true;
     const key = `${institution}/${v.id}`;
-    const content = contentKey(v);
 
     const pending = this.inflight.get(key);
     if (pending !== undefined) {
-      if (pending.content === content) {
-        pending.waiters.push({ target: submission, index });
+      if (pending.op[0] === 'S' && sameContent(pending.op, v)) {
+        (pending.more ??= []).push({ target: submission, index });
       } else {
         this.reject(submission, index, v.id, failure('DUPLICATE_CONFLICT', `id '${v.id}' is in flight with different content`));
       }
       return;
     }
 
-    const found = this.deps.readers.find(institution, v.id);
+    const found = this.deps.readers.findKey(key);
     if (found !== undefined) {
-      if (storedContentKey(found.record) === content) {
+      if (storedContentKey(found.record) === contentKey(v)) {
         this.deps.counters.instructions.add(`${v.type}|duplicate`);
         submission.settle(index, storedResult(v.id, found.record.s, found.record.b, true));
       } else {
@@ -239,7 +239,7 @@ export class ShardRouter {
       this.reject(submission, index, v.id, failure('DEBIT_CAP_EXCEEDED', `payer '${v.payer}' would pass its debit cap`));
       return;
     }
-    this.enqueue(shard, key, toSubmitOp(v), content, { target: submission, index });
+    this.enqueue(shard, key, toSubmitOp(v), { target: submission, index });
   }
 
   /**
@@ -251,19 +251,19 @@ export class ShardRouter {
     const key = `${op[1]}/${op[2]}`;
     const pending = this.inflight.get(key);
     if (pending !== undefined) {
-      if (pending.content === op[0]) pending.waiters.push({ target, index });
-      else pending.deferred.push({ op, shard, target, index });
+      if (pending.op[0] === op[0]) (pending.more ??= []).push({ target, index });
+      else (pending.deferred ??= []).push({ op, shard, target, index });
       return;
     }
     if (this.queueOps[shard]!.length >= this.deps.limits.shardQueueMax) {
       target.deliver(index, { kind: 'failed', failure: failure('OVERLOADED', `shard ${shard} queue is full; retry later`) }, true);
       return;
     }
-    this.enqueue(shard, key, op, op[0], { target, index });
+    this.enqueue(shard, key, op, { target, index });
   }
 
-  private enqueue(shard: number, key: string, op: ShardOp, content: string, first: Waiter): void {
-    this.inflight.set(key, { op, shard, content, batch: this.currentBatch, waiters: [first], deferred: [] });
+  private enqueue(shard: number, key: string, op: ShardOp, first: Waiter): void {
+    this.inflight.set(key, { op, shard, batch: this.currentBatch, first, more: undefined, deferred: undefined });
     this.inflightPerShard[shard]!++;
     this.queueOps[shard]!.push(op);
     this.queueKeys[shard]!.push(key);
@@ -410,13 +410,14 @@ export class ShardRouter {
     assert(entry !== undefined, `no in-flight entry for ${key}`);
     this.inflight.delete(key);
     this.inflightPerShard[entry.shard]!--;
-    const waiters = entry.waiters;
-    waiters[0]!.target.deliver(waiters[0]!.index, result, true);
-    for (let w = 1; w < waiters.length; w++) {
-      if (result.kind === 'applied' && entry.op[0] === 'S') this.deps.counters.instructions.add(`${entry.op[3]}|duplicate`);
-      waiters[w]!.target.deliver(waiters[w]!.index, result, false);
+    entry.first.target.deliver(entry.first.index, result, true);
+    if (entry.more !== undefined) {
+      for (const w of entry.more) {
+        if (result.kind === 'applied' && entry.op[0] === 'S') this.deps.counters.instructions.add(`${entry.op[3]}|duplicate`);
+        w.target.deliver(w.index, result, false);
+      }
     }
-    for (const d of entry.deferred) this.lifecycle(d.shard, d.op, d.target, d.index);
+    if (entry.deferred !== undefined) for (const d of entry.deferred) this.lifecycle(d.shard, d.op, d.target, d.index);
   }
 
   private afterTask(batch: string): void {
@@ -475,6 +476,18 @@ export class ShardRouter {
     if (this.inflight.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
+}
+
+/** Whether a submission in flight has the same content as a new one (the duplicate rules), field by field. */
+function sameContent(op: SubmitOp, i: Instruction): boolean {
+  return (
+    op[3] === i.type &&
+    op[4] === i.payer &&
+    op[5] === i.payee &&
+    op[6] === i.amount &&
+    op[7] === (i.reference ?? null) &&
+    op[8] === (i.twoPhase ? i.timeoutMs! : 0)
+  );
 }
 
 function toSubmitOp(i: Instruction): SubmitOp {

@@ -87,6 +87,15 @@ export interface ApplyTask {
   ops: ShardOp[];
 }
 
+/** An ApplyTask as it crosses to the worker: its operations as one JSON string. */
+export interface ApplyTaskWire {
+  kind: 'apply-json';
+  shard: number;
+  batch: string;
+  now: number;
+  ops: string;
+}
+
 /**
  * Per operation: null when it was applied as asked; otherwise what the
  * shard holds under that id (or `missing`), and for a submission whether
@@ -159,4 +168,4 @@ export interface CloseTask {
   shard: number;
 }
 
-export type ShardTask = OpenTask | ApplyTask | VerifyTask | SummaryTask | StatsTask | CrashTask | CloseTask;
+export type ShardTask = OpenTask | ApplyTask | ApplyTaskWire | VerifyTask | SummaryTask | StatsTask | CrashTask | CloseTask;

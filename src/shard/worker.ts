@@ -10,7 +10,7 @@ import { workerData } from 'piscina';
 import { assert } from '../core/assert.js';
 import { openShardDbs, shardPath, type ShardDbs } from '../store/schema.js';
 import { ShardLedger } from './ledger.js';
-import type { ApplyTask, OpenResult, OpenTask, ShardTask, WorkerSetup, WorkerStats } from './tasks.js';
+import type { ApplyTask, OpenResult, OpenTask, ShardOp, ShardTask, WorkerSetup, WorkerStats } from './tasks.js';
 
 const setup = workerData as WorkerSetup;
 
@@ -87,6 +87,8 @@ export default async function handle(task: ShardTask): Promise<unknown> {
   switch (task.kind) {
     case 'apply':
       return apply(task);
+    case 'apply-json':
+      return apply({ kind: 'apply', shard: task.shard, batch: task.batch, now: task.now, ops: JSON.parse(task.ops) as ShardOp[] });
     case 'open':
       return openShard(task);
     case 'verify':
