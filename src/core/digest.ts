@@ -86,3 +86,25 @@ export class DigestAccumulator {
     return ((BigInt(this.hiSum) << 32n) + BigInt(this.loSum)) & MASK64;
   }
 }
+
+/** An institution's reconciliation figures in a batch (or one shard's or one task's share of them). */
+export interface InstitutionTotals {
+  institution: string;
+  /** Cleared instructions, minus reversals netted in the batch. */
+  count: number;
+  amount: bigint;
+  /** Sum of FNV-1a 64 hashes modulo 2^64. */
+  digest: bigint;
+}
+
+/** Add figures into a map of totals by institution, creating the row when first seen. */
+export function addInstitutionTotals(into: Map<string, InstitutionTotals>, institution: string, count: number, amount: bigint, digest: bigint): void {
+  const t = into.get(institution);
+  if (t === undefined) {
+    into.set(institution, { institution, count, amount, digest: digest & MASK64 });
+  } else {
+    t.count += count;
+    t.amount += amount;
+    t.digest = addDigest(t.digest, digest);
+  }
+}

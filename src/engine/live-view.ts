@@ -8,7 +8,7 @@
  */
 
 import { assert } from '../core/assert.js';
-import { addDigest, subDigest } from '../core/digest.js';
+import { addInstitutionTotals, subDigest } from '../core/digest.js';
 import { bankPositions, bilateralOf, FlowBook, nettingTotals, type BankPosition, type CounterpartyPosition, type NettingTotals } from '../core/netting.js';
 import type { BatchSummary, InstitutionTotals } from '../shard/tasks.js';
 
@@ -39,15 +39,7 @@ function accumulate(into: Totals, s: BatchSummary, sign: 1 | -1): void {
     into.netDebit.set(f.b, (into.netDebit.get(f.b) ?? 0n) - aDebit);
   }
   for (const t of s.institutions) {
-    const have = into.institutions.get(t.institution);
-    const digest = sign === 1 ? t.digest : subDigest(0n, t.digest);
-    if (have === undefined) {
-      into.institutions.set(t.institution, { institution: t.institution, count: sign * t.count, amount: k * t.amount, digest });
-    } else {
-      have.count += sign * t.count;
-      have.amount += k * t.amount;
-      have.digest = addDigest(have.digest, digest);
-    }
+    addInstitutionTotals(into.institutions, t.institution, sign * t.count, k * t.amount, sign === 1 ? t.digest : subDigest(0n, t.digest));
   }
 }
 

@@ -14,7 +14,7 @@
  */
 
 import { assert } from '../core/assert.js';
-import { addDigest, bucketOfHigh, digestFromHex, digestHex, digestLine, fnv1a64Halves, DigestAccumulator } from '../core/digest.js';
+import { addDigest, addInstitutionTotals, bucketOfHigh, digestFromHex, digestHex, digestLine, fnv1a64Halves, DigestAccumulator } from '../core/digest.js';
 import { contentKey } from '../core/instruction.js';
 import { centsFromWire, centsToWire } from '../core/money.js';
 import { addFlow, applyToFlow, FlowBook, flowIsZero, flowsEqual } from '../core/netting.js';
@@ -61,17 +61,7 @@ function parseBucketKey(key: string): [string, number] {
 /** Sum a shard's buckets into per-institution totals. */
 function institutionTotals(buckets: Iterable<[string, Bucket]>): InstitutionTotals[] {
   const byInstitution = new Map<string, InstitutionTotals>();
-  for (const [key, b] of buckets) {
-    const institution = key.slice(0, key.indexOf('|'));
-    let t = byInstitution.get(institution);
-    if (t === undefined) {
-      t = { institution, count: 0, amount: 0n, digest: 0n };
-      byInstitution.set(institution, t);
-    }
-    t.count += b.count;
-    t.amount += b.amount;
-    t.digest = addDigest(t.digest, b.digest);
-  }
+  for (const [key, b] of buckets) addInstitutionTotals(byInstitution, key.slice(0, key.indexOf('|')), b.count, b.amount, b.digest);
   return [...byInstitution.values()];
 }
 
@@ -269,14 +259,7 @@ export class ShardLedger {
       const amount = (stored === undefined ? 0n : centsFromWire(stored.amt)) + d.amount;
       const sum = addDigest(stored === undefined ? 0n : digestFromHex(stored.dig), dd);
       dig.put(storedKey, { n: count, amt: centsToWire(amount), dig: digestHex(sum) });
-      let t = institutions.get(institution);
-      if (t === undefined) {
-        t = { institution, count: 0, amount: 0n, digest: 0n };
-        institutions.set(institution, t);
-      }
-      t.count += d.count;
-      t.amount += d.amount;
-      t.digest = addDigest(t.digest, dd);
+      addInstitutionTotals(institutions, institution, d.count, d.amount, dd);
     }
     for (const d of flowDelta.values()) {
       const storedKey = flowKey(batch, d.a, d.b);

@@ -33,15 +33,8 @@ export interface WorkerSetup {
   shardBytesMax: number;
 }
 
-/** What a batch holds, as far as one shard (or, summed, the engine) knows. */
-export interface InstitutionTotals {
-  institution: string;
-  /** Cleared instructions, minus reversals made in this batch. */
-  count: number;
-  amount: bigint;
-  /** Sum of FNV-1a 64 hashes modulo 2^64. */
-  digest: bigint;
-}
+export type { InstitutionTotals } from '../core/digest.js';
+import type { InstitutionTotals } from '../core/digest.js';
 
 export interface BatchSummary {
   batch: string;

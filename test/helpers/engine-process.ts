@@ -58,6 +58,19 @@ export function tempDir(prefix = 'netting-test-'): { dir: string; cleanup: () =>
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
+/** Temporary folders for one test file, all removed by `cleanup` (call it in afterAll). */
+export function tempDirs(): { make: () => string; cleanup: () => void } {
+  const made: (() => void)[] = [];
+  return {
+    make: () => {
+      const t = tempDir();
+      made.push(t.cleanup);
+      return t.dir;
+    },
+    cleanup: () => made.forEach((c) => c()),
+  };
+}
+
 /** Write the config into `dir` and start the engine on it. */
 export async function startEngine(dir: string, config: Record<string, unknown>): Promise<RunningEngine> {
   const configPath = join(dir, 'config.json');

@@ -65,17 +65,8 @@ export class ReferenceModel {
   }
 }
 
-/** A deterministic pseudo-random generator, so a failing run can be replayed. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The benchmarks' seeded generator, so a failing run can be replayed. */
+export { rng } from '../../bench/fixture.js';
 
 const TYPES = ['agreement', 'entrusted', 'gateway', 'authenticated', 'payout'];
 

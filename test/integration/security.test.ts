@@ -12,17 +12,12 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { http, StreamClient } from '../helpers/clients.js';
-import { BANKS, startEngine, tempDir, testConfig, TOKENS } from '../helpers/engine-process.js';
+import { BANKS, startEngine, tempDirs, testConfig, TOKENS } from '../helpers/engine-process.js';
 import { randomInstruction, rng } from '../helpers/reference-model.js';
 
-const cleanups: (() => void)[] = [];
-afterAll(() => cleanups.forEach((c) => c()));
-
-function dir(): string {
-  const t = tempDir();
-  cleanups.push(t.cleanup);
-  return t.dir;
-}
+const dirs = tempDirs();
+afterAll(dirs.cleanup);
+const dir = dirs.make;
 
 function httpsJson(port: number, ca: Buffer, method: string, path: string, token?: string, body?: unknown): Promise<{ status: number; body: any }> {
   return new Promise((resolve, reject) => {
@@ -52,7 +47,8 @@ describe('TLS', () => {
     expect((await httpsJson(engine.port, ca, 'GET', '/healthz')).status).toBe(200);
     const r = await httpsJson(engine.port, ca, 'POST', '/v1/instructions', TOKENS.PI0001, { id: 'tls-1', type: 'payout', payer: 'ICBC', payee: 'CMB', amount: 10 });
     expect(r.body).toMatchObject({ id: 'tls-1', status: 'cleared' });
-    const ws = new WebSocket(`wss://127.0.0.1:${engine.port}/v1/stream`, { ca, servername: 'localhost', headers: { authorization: `Bearer ${TOKENS.PI0001}` } });
+    const tlsOptions = { ca, servername: 'localhost', headers: { authorization: `Bearer ${TOKENS.PI0001}` } };
+    const ws = new WebSocket(`wss://127.0.0.1:${engine.port}/v1/stream`, tlsOptions);
     const pong = await new Promise<any>((resolve, reject) => {
       ws.once('open', () => ws.send(JSON.stringify({ op: 'ping', seq: 1 })));
       ws.once('message', (m) => resolve(JSON.parse(m.toString())));

@@ -8,16 +8,11 @@
 import { spawn } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { http } from '../helpers/clients.js';
-import { MAIN, runToExit, startEngine, tempDir, testConfig } from '../helpers/engine-process.js';
+import { MAIN, runToExit, startEngine, tempDirs, testConfig } from '../helpers/engine-process.js';
 
-const cleanups: (() => void)[] = [];
-afterAll(() => cleanups.forEach((c) => c()));
-
-function dir(): string {
-  const t = tempDir();
-  cleanups.push(t.cleanup);
-  return t.dir;
-}
+const dirs = tempDirs();
+afterAll(dirs.cleanup);
+const dir = dirs.make;
 
 describe('start-up', () => {
   it('refuses bad configurations, naming the key', async () => {
