@@ -12,7 +12,7 @@ import { ShardMap } from '../core/shard-map.js';
 import { DebitCaps } from '../router/debit-caps.js';
 import { ShardPools } from '../router/shard-pools.js';
 import { ShardRouter } from '../router/shard-router.js';
-import type { BatchSummary, OpenResult, VerifyReport } from '../shard/tasks.js';
+import type { OpenResult, VerifyReport } from '../shard/tasks.js';
 import { EngineStore, nextBatchId, type BatchRecord, type Closing, type OperatorAction } from '../store/engine-store.js';
 import { ShardReaders } from '../store/shard-readers.js';
 import { BatchSchedule } from './batch-schedule.js';
@@ -262,11 +262,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     const state = this.view.state(this.router.batch);
     assert(state !== undefined, 'no state for the open batch');
     return batchRecord(state, this.banks, this.openedAt, Date.now());
-  }
-
-  /** The shards' stored figures of a batch, summed; for reconciliation of any batch. */
-  async storedSummary(batch: string): Promise<BatchSummary[]> {
-    return Promise.all(Array.from({ length: this.config.shards }, (_, shard) => this.pools.summary(shard, batch)));
   }
 
   /** Recompute every shard's flows and digests from its instruction log and compare (laws 2 and 6). */

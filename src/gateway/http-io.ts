@@ -61,13 +61,14 @@ export function replyCode(ex: Exchange, codec: Codec, code: ErrorCode, message?:
 /**
  * Collect the request body up to `limitBytes`. uWS hands chunks that are
  * only valid during the callback, so each is copied. Past the limit the
- * request is answered PAYLOAD_TOO_LARGE and the connection closed, since
- * the rest of the body is not going to be read.
+ * request is answered PAYLOAD_TOO_LARGE at once, and the connection stays
+ * open: uWS reads and discards the rest of the body, so a client still
+ * sending gets the answer instead of a reset, and can go on.
  */
 export function readBody(ex: Exchange, codec: Codec, req: HttpRequest, limitBytes: number, onBody: (body: Uint8Array) => void): void {
   const declared = Number(req.getHeader('content-length') || '0');
   if (Number.isFinite(declared) && declared > limitBytes) {
-    replyFailure(ex, codec, failure('PAYLOAD_TOO_LARGE', `body over ${limitBytes} bytes`), true);
+    replyFailure(ex, codec, failure('PAYLOAD_TOO_LARGE', `body over ${limitBytes} bytes`), false);
     return;
   }
   const chunks: Buffer[] = [];
@@ -78,7 +79,7 @@ export function readBody(ex: Exchange, codec: Codec, req: HttpRequest, limitByte
     size += chunk.byteLength;
     if (size > limitBytes) {
       over = true;
-      replyFailure(ex, codec, failure('PAYLOAD_TOO_LARGE', `body over ${limitBytes} bytes`), true);
+      replyFailure(ex, codec, failure('PAYLOAD_TOO_LARGE', `body over ${limitBytes} bytes`), false);
       return;
     }
     chunks.push(Buffer.from(new Uint8Array(chunk).slice()));

@@ -6,7 +6,7 @@
  */
 
 import { Piscina } from 'piscina';
-import type { ApplyResult, ApplyTask, ApplyTaskWire, BatchSummary, OpenResult, OpenTask, ShardTask, VerifyReport, WorkerSetup, WorkerStats } from '../shard/tasks.js';
+import type { ApplyResult, ApplyTask, ApplyTaskWire, OpenResult, OpenTask, ShardTask, VerifyReport, WorkerSetup, WorkerStats } from '../shard/tasks.js';
 
 const WORKER_FILE = new URL('../shard/worker.js', import.meta.url).href;
 
@@ -70,9 +70,6 @@ export class ShardPools {
     return this.run({ kind: 'verify', shard, batch });
   }
 
-  summary(shard: number, batch: string): Promise<BatchSummary> {
-    return this.run({ kind: 'summary', shard, batch });
-  }
 
   get workers(): number {
     return this.pools.length;

@@ -129,12 +129,6 @@ export interface VerifyReport {
   mismatches: string[];
 }
 
-export interface SummaryTask {
-  kind: 'summary';
-  shard: number;
-  batch: string;
-}
-
 export interface StatsTask {
   kind: 'stats';
   /** Any shard the worker owns; it routes the task to the right worker. */
@@ -161,4 +155,4 @@ export interface CloseTask {
   shard: number;
 }
 
-export type ShardTask = OpenTask | ApplyTask | ApplyTaskWire | VerifyTask | SummaryTask | StatsTask | CrashTask | CloseTask;
+export type ShardTask = OpenTask | ApplyTaskWire | VerifyTask | StatsTask | CrashTask | CloseTask;

@@ -85,16 +85,12 @@ function apply(task: ApplyTask): Promise<unknown> {
 
 export default async function handle(task: ShardTask): Promise<unknown> {
   switch (task.kind) {
-    case 'apply':
-      return apply(task);
     case 'apply-json':
       return apply({ kind: 'apply', shard: task.shard, batch: task.batch, now: task.now, ops: JSON.parse(task.ops) as ShardOp[] });
     case 'open':
       return openShard(task);
     case 'verify':
       return (await ensureOpen(task.shard)).ledger.verify(task.batch);
-    case 'summary':
-      return (await ensureOpen(task.shard)).ledger.summary(task.batch);
     case 'crash':
       assert(setup.faultInjection, 'fault injection is not enabled');
       // Mid-flight, as a real fault would be: tasks of this thread's shards may be half done.

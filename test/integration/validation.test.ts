@@ -140,6 +140,25 @@ describe('validation over HTTP', () => {
     expect(q.status).toBe(404);
   });
 
+  it('answers an over-limit body while it is still arriving, and keeps the connection usable', async () => {
+    const { connect } = await import('node:net');
+    const socket = connect(engine.port, '127.0.0.1');
+    await new Promise((r) => socket.once('connect', r));
+    let text = '';
+    socket.on('data', (c: Buffer) => (text += c.toString()));
+    const body = Buffer.alloc(200 * 1024, 'x');
+    socket.write(`POST /v1/instructions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKENS.PI0001}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`);
+    socket.write(`${body.length.toString(16)}\r\n`);
+    socket.write(body);
+    socket.write('\r\n0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    const deadline = Date.now() + 5000;
+    while (!text.includes('{"status":"ok"}') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    socket.destroy();
+    expect(text).toMatch(/^HTTP\/1\.1 413/);
+    expect(text).toContain('PAYLOAD_TOO_LARGE');
+    expect(text).toContain('{"status":"ok"}');
+  });
+
   it('answers unknown routes and malformed query paths with clear codes', async () => {
     expect((await http(engine.base, 'GET', '/v1/nothing-here', { token: TOKENS.ops })).body.code).toBe('NOT_FOUND');
     const badId = await http(engine.base, 'GET', '/v1/instructions/PI0001/a%20b', { token: TOKENS.ops });
