@@ -42,6 +42,7 @@ export interface Limits {
   wsIdleTimeoutS: number;
   shardMapBytes: number;
   shardBytesMax: number;
+  idFilterBytes: number;
   shutdownDrainMs: number;
   shutdownMs: number;
 }
@@ -273,6 +274,7 @@ export function parseConfig(raw: unknown): EngineConfig {
     wsIdleTimeoutS: [0, 3600],
     shardMapBytes: [1024 * 1024, 2 ** 40],
     shardBytesMax: [1024 * 1024, 2 ** 50],
+    idFilterBytes: [128, 512 * 1024 * 1024],
     shutdownDrainMs: [0, 600_000],
     shutdownMs: [100, 600_000],
   };
@@ -285,6 +287,7 @@ export function parseConfig(raw: unknown): EngineConfig {
   const config: EngineConfig = { listen, dataDir, banks, principals, snapshotIntervalMs, snapshotRetention, receiptQueryScheduleMs, shards, workers, maxAmountCents, verifyOnStart, faultInjection, logLevel, limits };
   if (batchSchedule !== undefined) config.batchSchedule = batchSchedule;
   if (tls !== undefined) config.tls = tls;
+  if (!Number.isInteger(Math.log2(limits.idFilterBytes))) throw new ConfigError('limits.idFilterBytes', 'must be a power of two');
   if (limits.shutdownDrainMs >= limits.shutdownMs) throw new ConfigError('limits.shutdownDrainMs', 'must be below limits.shutdownMs');
   return deepFreeze(config);
 }

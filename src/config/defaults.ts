@@ -41,6 +41,8 @@ export const DEFAULTS = {
     shardMapBytes: 8 * 1024 * 1024 * 1024,
     /** Storage one shard may use; past it, new instructions are refused with STORAGE_FULL. */
     shardBytesMax: 64 * 1024 * 1024 * 1024,
+    /** Bloom filter of known instruction ids (a power of two); 16 MiB keeps false positives under 1% to 10 million ids. */
+    idFilterBytes: 16 * 1024 * 1024,
     /** On SIGTERM/SIGINT: how long work already at the shards may take to commit and be answered. */
     shutdownDrainMs: 5_000,
     /** On SIGTERM/SIGINT: the process exits by then, whatever is left. */

@@ -24,21 +24,22 @@ export function shardOfPair(x: string, y: string, shards: number): number {
 }
 
 export class ShardMap {
-  private readonly table = new Map<string, number>();
+  /** payer → payee → shard, both directions: a look-up builds no string. */
+  private readonly table = new Map<string, Map<string, number>>();
 
   constructor(
     banks: readonly string[],
     readonly shards: number,
   ) {
     for (const x of banks) {
-      for (const y of banks) {
-        if (x < y) this.table.set(`${x}|${y}`, shardOfPair(x, y, shards));
-      }
+      const row = new Map<string, number>();
+      for (const y of banks) if (x !== y) row.set(y, shardOfPair(x, y, shards));
+      this.table.set(x, row);
     }
   }
 
   shardOf(payer: string, payee: string): number {
-    const s = this.table.get(pairKeyOf(payer, payee));
+    const s = this.table.get(payer)?.get(payee);
     assert(s !== undefined, `no shard for pair ${payer}|${payee}`);
     return s;
   }

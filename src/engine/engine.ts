@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import type { EngineConfig } from '../config/config.js';
 import { assert } from '../core/assert.js';
+import { IdFilter } from '../core/id-filter.js';
 import { ShardMap } from '../core/shard-map.js';
 import { DebitCaps } from '../router/debit-caps.js';
 import { ShardPools } from '../router/shard-pools.js';
@@ -103,7 +104,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     const batches = closing === undefined ? [open.id] : [open.id, closing.batch];
     let opened: OpenResult[];
     try {
-      opened = await Promise.all(Array.from({ length: config.shards }, (_, shard) => pools.open({ kind: 'open', shard, batches, verify: config.verifyOnStart })));
+      opened = await Promise.all(
+        Array.from({ length: config.shards }, (_, shard) =>
+          pools.open({ kind: 'open', shard, batches, verify: config.verifyOnStart, filterBits: config.limits.idFilterBytes * 8 }),
+        ),
+      );
       for (const o of opened) {
         if (o.verify === null) continue;
         if (!o.verify.matches) throw new Error(`shard ${o.shard} failed verification: ${o.verify.mismatches.join(', ')}`);
@@ -116,6 +121,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
 
     const readers = new ShardReaders(config.dataDir, config.shards, config.limits.shardMapBytes);
+    const idFilter = new IdFilter(config.limits.idFilterBytes * 8);
+    for (const o of opened) if (o.filter !== null) idFilter.merge(o.filter);
     const bankCodes = config.banks.map((b) => b.code);
     const view = new LiveView(bankCodes, open.id);
     for (const o of opened) {
@@ -134,6 +141,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       rules: { isBank: (code) => bankSet.has(code), amountCentsMax: config.maxAmountCents, twoPhaseEnabled: true },
       shardMap,
       readers,
+      idFilter,
       runner: pools,
       caps,
       batch: open.id,
@@ -215,7 +223,8 @@ export class Engine extends EventEmitter<EngineEvents> {
   async resyncShard(shard: number): Promise<void> {
     // The open batch first: a worker that starts afresh opens its ledger on it.
     const batches = [this.view.batch, ...this.view.batches().filter((b) => b !== this.view.batch)];
-    const o = await this.pools.open({ kind: 'open', shard, batches, verify: false });
+    // Keys the dead worker committed were added to the filter when they were routed: no filter is rebuilt here.
+    const o = await this.pools.open({ kind: 'open', shard, batches, verify: false, filterBits: 0 });
     this.readers.refresh(shard);
     for (const summary of o.summaries) this.view.replaceShard(shard, summary);
     this.view.replacePending(shard, o.pending);

@@ -61,6 +61,8 @@ export interface OpenTask {
   /** The open batch, and the batch being closed if a cut-off was interrupted. */
   batches: string[];
   verify: boolean;
+  /** Build a Bloom filter of this size (bits) over the shard's instruction keys; 0 for none. */
+  filterBits: number;
 }
 
 export interface OpenResult {
@@ -68,6 +70,8 @@ export interface OpenResult {
   summaries: BatchSummary[];
   pending: PendingEntry[];
   verify: VerifyReport | null;
+  /** The shard's instruction keys as IdFilter words, when asked for. */
+  filter: Uint32Array | null;
 }
 
 export interface ApplyTask {

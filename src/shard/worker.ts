@@ -8,6 +8,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { workerData } from 'piscina';
 import { assert } from '../core/assert.js';
+import { IdFilter } from '../core/id-filter.js';
 import { openShardDbs, shardPath, type ShardDbs } from '../store/schema.js';
 import { ShardLedger } from './ledger.js';
 import type { ApplyTask, OpenResult, OpenTask, ShardOp, ShardTask, WorkerSetup, WorkerStats } from './tasks.js';
@@ -74,7 +75,13 @@ async function openShard(task: OpenTask): Promise<OpenResult> {
   const s = await ensureOpen(task.shard);
   const verify = task.verify ? s.ledger.verify(open) : null;
   const summaries = task.batches.map((b) => s.ledger.summary(b));
-  return { shard: task.shard, summaries, pending: s.ledger.pending(), verify };
+  let filter: Uint32Array | null = null;
+  if (task.filterBits > 0) {
+    const f = new IdFilter(task.filterBits);
+    for (const key of s.dbs.ins.getKeys({})) f.add(key);
+    filter = f.words;
+  }
+  return { shard: task.shard, summaries, pending: s.ledger.pending(), verify, filter };
 }
 
 function apply(task: ApplyTask): Promise<unknown> {

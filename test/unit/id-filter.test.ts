@@ -1,0 +1,29 @@
+import { describe, expect, it } from 'vitest';
+import { IdFilter } from '../../src/core/id-filter.js';
+
+describe('IdFilter', () => {
+  it('never forgets a key it was given, and rarely claims one it was not', () => {
+    const f = new IdFilter(2 ** 20);
+    const n = 60_000;
+    for (let i = 0; i < n; i++) f.add(`PI0001/T-${i}`);
+    for (let i = 0; i < n; i++) expect(f.mayHave(`PI0001/T-${i}`)).toBe(true);
+    let falsePositives = 0;
+    for (let i = 0; i < n; i++) if (f.mayHave(`PI0002/T-${i}`)) falsePositives++;
+    // 17 bits per key and four probes: about 0.3% expected.
+    expect(falsePositives / n).toBeLessThan(0.01);
+  });
+
+  it('merges filters built apart (one per shard) into one that knows every key', () => {
+    const a = new IdFilter(4096);
+    const b = new IdFilter(4096);
+    a.add('PI0001/a');
+    b.add('PI0001/b');
+    const all = new IdFilter(4096);
+    all.merge(a.words);
+    all.merge(b.words);
+    expect(all.mayHave('PI0001/a')).toBe(true);
+    expect(all.mayHave('PI0001/b')).toBe(true);
+    expect(() => all.merge(new Uint32Array(8))).toThrow();
+    expect(() => new IdFilter(1000)).toThrow();
+  });
+});
