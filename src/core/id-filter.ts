@@ -52,6 +52,27 @@ export class IdFilter {
     return true;
   }
 
+  /**
+   * Whether the key may be known, and then know it: one pair of hashes for
+   * both. Adding a key that then turns out refused costs only a rare false
+   * positive later, never a wrong answer.
+   */
+  testAndAdd(key: string): boolean {
+    const h1 = fnv1a32(key);
+    const h2 = djb2x(key);
+    let present = true;
+    for (let i = 0; i < PROBES; i++) {
+      const bit = (h1 + Math.imul(i, h2)) & this.mask;
+      const word = bit >>> 5;
+      const flag = 1 << (bit & 31);
+      if ((this.words[word]! & flag) === 0) {
+        present = false;
+        this.words[word]! |= flag;
+      }
+    }
+    return present;
+  }
+
   /** Take in another filter of the same size (one shard's keys). */
   merge(words: Uint32Array): void {
     assert(words.length === this.words.length, 'filters of different sizes');

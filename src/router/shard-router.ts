@@ -222,7 +222,8 @@ export class ShardRouter {
       return;
     }
 
-    const found = this.deps.idFilter.mayHave(key) ? this.deps.readers.findKey(key) : undefined;
+    // Known to the filter from here on, whatever becomes of it: see IdFilter.testAndAdd.
+    const found = this.deps.idFilter.testAndAdd(key) ? this.deps.readers.findKey(key) : undefined;
     if (found !== undefined) {
       if (storedContentKey(found.record) === contentKey(v)) {
         this.deps.counters.instructions.add(`${v.type}|duplicate`);
@@ -242,7 +243,6 @@ export class ShardRouter {
       this.reject(submission, index, v.id, failure('DEBIT_CAP_EXCEEDED', `payer '${v.payer}' would pass its debit cap`));
       return;
     }
-    this.deps.idFilter.add(key);
     this.enqueue(shard, key, toSubmitOp(v), { target: submission, index });
   }
 

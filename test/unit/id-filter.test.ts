@@ -13,6 +13,13 @@ describe('IdFilter', () => {
     expect(falsePositives / n).toBeLessThan(0.01);
   });
 
+  it('tests and adds in one step', () => {
+    const f = new IdFilter(4096);
+    expect(f.testAndAdd('PI0001/x')).toBe(false);
+    expect(f.testAndAdd('PI0001/x')).toBe(true);
+    expect(f.mayHave('PI0001/x')).toBe(true);
+  });
+
   it('merges filters built apart (one per shard) into one that knows every key', () => {
     const a = new IdFilter(4096);
     const b = new IdFilter(4096);
