@@ -1,0 +1,125 @@
+/**
+ * Memory as the ledger grows, and the time to restart with it stored:
+ * `npm run bench:restart -- <instructions>` (default 10,000,000).
+ *
+ * It loads the engine through one WebSocket connection (frames of 1,000, a
+ * window of 16 frames), reads its resident memory (split into anonymous
+ * memory and the LMDB files' mapped pages), stops it with SIGTERM, starts
+ * it again on the same data folder and times it from spawn to listening.
+ * The data folder is temporary and removed at the end.
+ */
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decode, encode } from '@msgpack/msgpack';
+import WebSocket from 'ws';
+import { engineConfig, instructionPool, institutionToken, wireInstruction, type WireInstruction } from './fixture.js';
+import { ENGINE_MAIN } from './paths.js';
+
+const FRAME = 1000;
+const WINDOW = 16;
+const START_MS_MAX = 120_000;
+
+interface Started {
+  proc: ChildProcess;
+  port: number;
+  spawnToListeningMs: number;
+  recoveryMs: number;
+}
+
+function start(configPath: string): Promise<Started> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const proc = spawn(process.execPath, [ENGINE_MAIN, '--config', configPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    const timer = setTimeout(() => reject(new Error('the engine did not start in time')), START_MS_MAX);
+    proc.stdout!.on('data', (c: Buffer) => {
+      out += c.toString();
+      const listening = /"port":(\d+),"msg":"listening"/.exec(out);
+      if (listening === null) return;
+      clearTimeout(timer);
+      const recovery = /"recoveryMs":(\d+)/.exec(out);
+      resolve({ proc, port: Number(listening[1]), spawnToListeningMs: Math.round(performance.now() - t0), recoveryMs: recovery === null ? -1 : Number(recovery[1]) });
+    });
+    proc.once('exit', (code) => reject(new Error(`the engine exited with ${code}`)));
+  });
+}
+
+function stop(proc: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    proc.once('exit', () => resolve());
+    proc.kill('SIGTERM');
+  });
+}
+
+/** Resident memory in MiB: all of it, anonymous (heaps), and file-backed (LMDB's mapped pages). */
+function memory(pid: number): string {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const mib = (key: string): number => Math.round(Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) / 1024);
+  return `${mib('VmRSS')} MiB (anonymous ${mib('RssAnon')}, LMDB pages ${mib('RssFile')})`;
+}
+
+async function load(port: number, total: number): Promise<number> {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/stream?token=${institutionToken('PI0001')}`);
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  const waiting = new Map<number, () => void>();
+  let acked = 0;
+  ws.on('message', (data: Buffer) => {
+    const m = decode(data) as { op: string; seq: number; results?: { status: string }[] };
+    if (m.op !== 'ack') throw new Error(`unexpected ${m.op}`);
+    for (const r of m.results ?? []) if (r.status !== 'cleared') throw new Error(`an instruction was ${r.status}`);
+    acked += m.results?.length ?? 0;
+    waiting.get(m.seq)?.();
+    waiting.delete(m.seq);
+  });
+  const pool = instructionPool(1);
+  let sent = 0;
+  let seq = 0;
+  const pump = async (): Promise<void> => {
+    while (sent < total) {
+      const list: WireInstruction[] = [];
+      for (let i = 0; i < FRAME && sent < total; i++, sent++) list.push(wireInstruction(pool, `RS-${sent}`, sent));
+      const s = ++seq;
+      await new Promise<void>((resolve) => {
+        waiting.set(s, resolve);
+        ws.send(encode({ op: 'submit', seq: s, instructions: list }));
+      });
+    }
+  };
+  await Promise.all(Array.from({ length: WINDOW }, pump));
+  ws.close();
+  return acked;
+}
+
+async function main(): Promise<void> {
+  const total = Number(process.argv[2] ?? 10_000_000);
+  if (!Number.isSafeInteger(total) || total < 1 || total > 100_000_000) throw new Error('give a number of instructions from 1 to 100,000,000');
+  const dir = mkdtempSync(join(tmpdir(), 'netting-bench-restart-'));
+  try {
+    const configPath = join(dir, 'config.json');
+    writeFileSync(configPath, JSON.stringify(engineConfig(join(dir, 'data'), 2, 2)));
+    const first = await start(configPath);
+    const t0 = performance.now();
+    const acked = await load(first.port, total);
+    const seconds = (performance.now() - t0) / 1000;
+    console.log(`loaded ${acked.toLocaleString('en')} instructions in ${seconds.toFixed(1)} s (${Math.round(acked / seconds).toLocaleString('en')}/s)`);
+    console.log(`memory after the load: ${memory(first.proc.pid!)}`);
+    await stop(first.proc);
+    const second = await start(configPath);
+    console.log(`restart to listening with ${acked.toLocaleString('en')} stored: ${second.spawnToListeningMs} ms (recovery ${second.recoveryMs} ms)`);
+    console.log(`memory after the restart: ${memory(second.proc.pid!)}`);
+    await stop(second.proc);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
