@@ -4,14 +4,10 @@
  * cleared instruction is added to per-bank and per-pair sums.
  */
 
-export interface RefInstruction {
-  id: string;
-  type: string;
-  payer: string;
-  payee: string;
-  amount: number;
-  reference?: string;
-}
+import type { WireInstruction } from '../../bench/fixture.js';
+
+/** An instruction as submitted, the same shape the benchmarks send. */
+export type RefInstruction = WireInstruction;
 
 export class ReferenceModel {
   readonly paid = new Map<string, bigint>();
