@@ -157,9 +157,9 @@ export class LiveView {
     for (const p of pending) this.addPending(shard, p.payer, BigInt(p.amount));
   }
 
-  /** paid − received of `bank` in the open batch. */
-  netDebit(bank: string): bigint {
-    return this.states.get(this.openId)?.netDebit.get(bank) ?? 0n;
+  /** paid − received of `bank` in `batch` (by default the open one), as committed so far. */
+  netDebit(bank: string, batch: string = this.openId): bigint {
+    return this.states.get(batch)?.netDebit.get(bank) ?? 0n;
   }
 
   pendingDebit(bank: string): bigint {

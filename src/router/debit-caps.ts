@@ -31,10 +31,15 @@ export class DebitCaps {
     return this.caps.get(bank);
   }
 
-  /** paid − received in the open batch, plus pending, plus everything in flight for it. */
-  exposure(bank: string): bigint {
-    const open = this.view.batch;
-    return this.view.netDebit(bank) + this.view.pendingDebit(bank) + (this.inflight.get(open)?.get(bank) ?? 0n) + (this.inflightPending.get(bank) ?? 0n);
+  /**
+   * paid − received in `batch` (the batch the router routes into), plus
+   * pending, plus everything in flight for that batch. During a cut-off the
+   * router already routes into the next batch while the live view still
+   * shows the closing one; the next batch has nothing committed yet, and its
+   * reservations are counted under its own id.
+   */
+  exposure(bank: string, batch: string = this.view.batch): bigint {
+    return this.view.netDebit(bank, batch) + this.view.pendingDebit(bank) + (this.inflight.get(batch)?.get(bank) ?? 0n) + (this.inflightPending.get(bank) ?? 0n);
   }
 
   /**
@@ -45,7 +50,7 @@ export class DebitCaps {
     const cap = this.caps.get(payer);
     if (cap === undefined) return true;
     const a = BigInt(amount);
-    if (this.exposure(payer) + a > cap) return false;
+    if (this.exposure(payer, batch) + a > cap) return false;
     this.add(payer, a, twoPhase, batch);
     return true;
   }

@@ -150,11 +150,18 @@ export class ShardRouter {
   private resyncWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
   private currentBatch: string;
+  /**
+   * The batch new operations belong to: the current one, except during a
+   * cut-off, when operations routed after the cut point wait for the next
+   * batch to be durable and are then dispatched under it.
+   */
+  private routeBatch: string;
   /** Tasks sent to workers since start. */
   tasksDispatched = 0;
 
   constructor(private readonly deps: RouterDeps) {
     this.currentBatch = deps.batch;
+    this.routeBatch = deps.batch;
     for (let s = 0; s < deps.shardMap.shards; s++) {
       this.queueOps.push([]);
       this.queueKeys.push([]);
@@ -239,7 +246,7 @@ export class ShardRouter {
       this.reject(submission, index, v.id, failure('OVERLOADED', `shard ${shard} queue is full; retry later`));
       return;
     }
-    if (!this.deps.caps.reserve(v.payer, v.amount, v.twoPhase, this.currentBatch)) {
+    if (!this.deps.caps.reserve(v.payer, v.amount, v.twoPhase, this.routeBatch)) {
       this.reject(submission, index, v.id, failure('DEBIT_CAP_EXCEEDED', `payer '${v.payer}' would pass its debit cap`));
       return;
     }
@@ -267,7 +274,7 @@ export class ShardRouter {
   }
 
   private enqueue(shard: number, key: string, op: ShardOp, first: Waiter): void {
-    this.inflight.set(key, { op, shard, batch: this.currentBatch, first, more: undefined, deferred: undefined });
+    this.inflight.set(key, { op, shard, batch: this.routeBatch, first, more: undefined, deferred: undefined });
     this.inflightPerShard[shard]!++;
     this.queueOps[shard]!.push(op);
     this.queueKeys[shard]!.push(key);
@@ -461,9 +468,13 @@ export class ShardRouter {
     const old = this.currentBatch;
     this.flush(true);
     this.held = true;
+    this.routeBatch = next;
     try {
       await persist();
       this.currentBatch = next;
+    } catch (err) {
+      this.routeBatch = old;
+      throw err;
     } finally {
       this.held = false;
       this.scheduleFlush();
