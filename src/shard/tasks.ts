@@ -7,7 +7,7 @@
  * with named fields.
  */
 
-import type { InstructionStatus, InstructionType } from '../core/instruction.js';
+import type { Instruction, InstructionStatus, InstructionType } from '../core/instruction.js';
 import type { PairFlow } from '../core/netting.js';
 
 /** Submit: [op, institution, id, type, payer, payee, amount, reference or null, timeoutMs (0 = single-phase)] */
@@ -43,14 +43,7 @@ export interface BatchSummary {
 }
 
 /** A two-phase instruction awaiting its payer bank's receipt. */
-export interface PendingEntry {
-  institution: string;
-  id: string;
-  type: InstructionType;
-  payer: string;
-  payee: string;
-  amount: number;
-  reference?: string;
+export interface PendingEntry extends Pick<Instruction, 'institution' | 'id' | 'type' | 'payer' | 'payee' | 'amount' | 'reference'> {
   acceptedAt: number;
   deadline: number;
 }
