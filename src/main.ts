@@ -47,7 +47,9 @@ async function main(): Promise<void> {
   try {
     const path = configPath(process.argv.slice(2));
     if (path === undefined) {
-      config = parseConfig(DEMO_CONFIG);
+      // NETTING_PORT moves the demo off 8080 when that port is taken (0 picks a free one).
+      const port = process.env['NETTING_PORT'];
+      config = parseConfig(port === undefined || port === '' ? DEMO_CONFIG : { ...DEMO_CONFIG, listen: { host: '127.0.0.1', port: Number(port) } });
       printDemo(config);
     } else {
       config = loadConfigFile(path);

@@ -44,7 +44,7 @@ describe('start-up', () => {
 
   it('starts on the embedded demo configuration and prints its demo tokens', async () => {
     const cwd = dir();
-    const proc = spawn(process.execPath, [MAIN], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NETTING_CONFIG: '' } });
+    const proc = spawn(process.execPath, [MAIN], { cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NETTING_CONFIG: '', NETTING_PORT: '0' } });
     let out = '';
     proc.stderr.on('data', (c: Buffer) => (out += c.toString()));
     const port = await new Promise<number>((resolve, reject) => {
