@@ -15,6 +15,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { Decoder, Encoder } from '@msgpack/msgpack';
 import { open } from 'lmdb';
+import type { WireInstruction } from './fixture.js';
 import { App, us_listen_socket_close, us_socket_local_port, type HttpResponse, type us_listen_socket, type us_socket, type WebSocket } from 'uWebSockets.js';
 
 interface BareConfig {
@@ -36,14 +37,8 @@ interface BareRecord {
   r?: string;
 }
 
-interface Submitted {
-  id: string;
-  type: string;
-  payer: string;
-  payee: string;
-  amount: number;
-  reference?: string;
-}
+/** A submitted instruction: the same shape the load generators send. */
+type Submitted = WireInstruction;
 
 interface Result {
   id: string;

@@ -35,7 +35,6 @@ export interface AuditReport {
 
 export interface EngineEvents {
   snapshot: [Snapshot];
-  batchClosed: [BatchRecord];
   forward: [string, ForwardItem[]];
   query: [string, string, string];
   notify: [Notification];
@@ -237,7 +236,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     const record = batchRecord(state, this.banks, closing.openedAt, closing.closedAt);
     await this.store.finishCut(record);
     this.lastClosed = record;
-    this.emit('batchClosed', record);
     return record;
   }
 

@@ -100,10 +100,6 @@ export class Submission implements OutcomeTarget {
 
   /** Items that become pending (two-phase) rather than cleared when applied. */
   pendingOnApply: boolean[] | undefined;
-
-  get done(): boolean {
-    return this.remaining === 0;
-  }
 }
 
 
@@ -156,8 +152,6 @@ export class ShardRouter {
    * batch to be durable and are then dispatched under it.
    */
   private routeBatch: string;
-  /** Tasks sent to workers since start. */
-  tasksDispatched = 0;
 
   constructor(private readonly deps: RouterDeps) {
     this.currentBatch = deps.batch;
@@ -318,7 +312,6 @@ export class ShardRouter {
     const task: ApplyTask = { kind: 'apply', shard, batch, now: Date.now(), ops };
     this.tasksAtWorker[shard]!++;
     this.tasksByBatch.set(batch, (this.tasksByBatch.get(batch) ?? 0) + 1);
-    this.tasksDispatched++;
     const sentAt = performance.now();
     this.deps.runner.apply(task).then(
       (result) => {
