@@ -11,7 +11,7 @@
  * this module's timers are rebuilt from them at start.
  */
 
-import { assert } from '../core/assert.js';
+import { assert, AssertionError } from '../core/assert.js';
 import { ID_PATTERN, isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
 import { MinHeap } from '../core/min-heap.js';
 import type { ShardMap } from '../core/shard-map.js';
@@ -138,7 +138,7 @@ class ReceiptBatch implements OutcomeTarget {
   }
 
   settle(index: number, r: ReceiptResult): void {
-    assert(this.results[index] === undefined, `receipt ${index} answered twice`);
+    if (this.results[index] !== undefined) throw new AssertionError(`receipt ${index} answered twice`);
     this.results[index] = r;
     if (--this.remaining === 0) this.onDone(this.results as ReceiptResult[]);
   }

@@ -18,7 +18,7 @@
  * next batch is durable, and then routes under the next batch.
  */
 
-import { assert } from '../core/assert.js';
+import { assert, AssertionError } from '../core/assert.js';
 import { contentKey, INSTRUCTION_TYPES, isFailure, rawId, validateInstruction, type Instruction, type InstructionType, type ValidationRules } from '../core/instruction.js';
 import type { IdFilter } from '../core/id-filter.js';
 import type { ShardMap } from '../core/shard-map.js';
@@ -49,11 +49,14 @@ interface Waiter {
 }
 
 interface Inflight {
+  /** '<institution>/<id>', its key in the in-flight map. */
+  key: string;
   op: ShardOp;
   shard: number;
   batch: string;
-  /** The submission (or lifecycle request) that routed the operation. */
-  first: Waiter;
+  /** The submission (or lifecycle request) that routed the operation, and the item's place in it. */
+  target: OutcomeTarget;
+  index: number;
   /** Identical requests that arrived while it was in flight; most operations have none. */
   more: Waiter[] | undefined;
   /** Lifecycle operations of another kind that arrived meanwhile: routed again once this one ends. */
@@ -76,7 +79,8 @@ export class Submission implements OutcomeTarget {
   }
 
   settle(index: number, result: InstructionResult): void {
-    assert(this.results[index] === undefined, `item ${index} answered twice`);
+    // A message built only on failure: this runs once per instruction.
+    if (this.results[index] !== undefined) throw new AssertionError(`item ${index} answered twice`);
     this.results[index] = result;
     this.remaining--;
     if (this.remaining === 0) this.onDone(this.results as InstructionResult[]);
@@ -133,7 +137,8 @@ export interface RouterDeps {
 export class ShardRouter {
   private readonly inflight = new Map<string, Inflight>();
   private queueOps: ShardOp[][] = [];
-  private queueKeys: string[][] = [];
+  /** The in-flight entries of the queued operations, in step with `queueOps`. */
+  private queueEntries: Inflight[][] = [];
   private readonly tasksAtWorker: number[] = [];
   private readonly inflightPerShard: number[] = [];
   private readonly tasksByBatch = new Map<string, number>();
@@ -158,7 +163,7 @@ export class ShardRouter {
     this.routeBatch = deps.batch;
     for (let s = 0; s < deps.shardMap.shards; s++) {
       this.queueOps.push([]);
-      this.queueKeys.push([]);
+      this.queueEntries.push([]);
       this.tasksAtWorker.push(0);
       this.inflightPerShard.push(0);
     }
@@ -213,26 +218,30 @@ export class ShardRouter {
     if (v.twoPhase) (submission.pendingOnApply ??= [])[index] = true;
     const key = `${institution}/${v.id}`;
 
-    const pending = this.inflight.get(key);
-    if (pending !== undefined) {
-      if (pending.op[0] === 'S' && sameContent(pending.op, v)) {
-        (pending.more ??= []).push({ target: submission, index });
-      } else {
-        this.reject(submission, index, v.id, failure('DUPLICATE_CONFLICT', `id '${v.id}' is in flight with different content`));
+    // Every key in flight or stored is in the filter, so a key it has never
+    // seen needs neither look-up; almost every new id takes this path. The
+    // key is known to the filter from here on, whatever becomes of it (see
+    // IdFilter.testAndAdd).
+    if (this.deps.idFilter.testAndAdd(key)) {
+      const pending = this.inflight.get(key);
+      if (pending !== undefined) {
+        if (pending.op[0] === 'S' && sameContent(pending.op, v)) {
+          (pending.more ??= []).push({ target: submission, index });
+        } else {
+          this.reject(submission, index, v.id, failure('DUPLICATE_CONFLICT', `id '${v.id}' is in flight with different content`));
+        }
+        return;
       }
-      return;
-    }
-
-    // Known to the filter from here on, whatever becomes of it: see IdFilter.testAndAdd.
-    const found = this.deps.idFilter.testAndAdd(key) ? this.deps.readers.findKey(key) : undefined;
-    if (found !== undefined) {
-      if (storedContentKey(found.record) === contentKey(v)) {
-        this.deps.counters.instructions.add(`${v.type}|duplicate`);
-        submission.settle(index, storedResult(v.id, found.record.s, found.record.b, true));
-      } else {
-        this.reject(submission, index, v.id, failure('DUPLICATE_CONFLICT', `id '${v.id}' exists with different content`));
+      const found = this.deps.readers.findKey(key);
+      if (found !== undefined) {
+        if (storedContentKey(found.record) === contentKey(v)) {
+          this.deps.counters.instructions.add(`${v.type}|duplicate`);
+          submission.settle(index, storedResult(v.id, found.record.s, found.record.b, true));
+        } else {
+          this.reject(submission, index, v.id, failure('DUPLICATE_CONFLICT', `id '${v.id}' exists with different content`));
+        }
+        return;
       }
-      return;
     }
 
     const shard = this.deps.shardMap.shardOf(v.payer, v.payee);
@@ -244,7 +253,7 @@ export class ShardRouter {
       this.reject(submission, index, v.id, failure('DEBIT_CAP_EXCEEDED', `payer '${v.payer}' would pass its debit cap`));
       return;
     }
-    this.enqueue(shard, key, toSubmitOp(v), { target: submission, index });
+    this.enqueue(shard, key, toSubmitOp(v), submission, index);
   }
 
   /**
@@ -264,14 +273,15 @@ export class ShardRouter {
       target.deliver(index, { kind: 'failed', failure: failure('OVERLOADED', `shard ${shard} queue is full; retry later`) }, true);
       return;
     }
-    this.enqueue(shard, key, op, { target, index });
+    this.enqueue(shard, key, op, target, index);
   }
 
-  private enqueue(shard: number, key: string, op: ShardOp, first: Waiter): void {
-    this.inflight.set(key, { op, shard, batch: this.routeBatch, first, more: undefined, deferred: undefined });
+  private enqueue(shard: number, key: string, op: ShardOp, target: OutcomeTarget, index: number): void {
+    const entry: Inflight = { key, op, shard, batch: this.routeBatch, target, index, more: undefined, deferred: undefined };
+    this.inflight.set(key, entry);
     this.inflightPerShard[shard]!++;
     this.queueOps[shard]!.push(op);
-    this.queueKeys[shard]!.push(key);
+    this.queueEntries[shard]!.push(entry);
     this.scheduleFlush();
   }
 
@@ -292,22 +302,22 @@ export class ShardRouter {
       if (this.resyncWanted.has(shard) || this.resyncing.has(shard)) continue;
       while (this.queueOps[shard]!.length > 0 && (all || this.tasksAtWorker[shard]! < shardTasksInflightMax)) {
         let ops = this.queueOps[shard]!;
-        let keys = this.queueKeys[shard]!;
+        let entries = this.queueEntries[shard]!;
         if (ops.length > shardTaskItemsMax) {
           this.queueOps[shard] = ops.slice(shardTaskItemsMax);
-          this.queueKeys[shard] = keys.slice(shardTaskItemsMax);
+          this.queueEntries[shard] = entries.slice(shardTaskItemsMax);
           ops = ops.slice(0, shardTaskItemsMax);
-          keys = keys.slice(0, shardTaskItemsMax);
+          entries = entries.slice(0, shardTaskItemsMax);
         } else {
           this.queueOps[shard] = [];
-          this.queueKeys[shard] = [];
+          this.queueEntries[shard] = [];
         }
-        this.dispatch(shard, ops, keys);
+        this.dispatch(shard, ops, entries);
       }
     }
   }
 
-  private dispatch(shard: number, ops: ShardOp[], keys: string[]): void {
+  private dispatch(shard: number, ops: ShardOp[], entries: Inflight[]): void {
     const batch = this.currentBatch;
     const task: ApplyTask = { kind: 'apply', shard, batch, now: Date.now(), ops };
     this.tasksAtWorker[shard]!++;
@@ -316,15 +326,15 @@ export class ShardRouter {
     this.deps.runner.apply(task).then(
       (result) => {
         this.deps.onTaskTimed?.(task, result, performance.now() - sentAt);
-        this.committed(task, keys, result);
+        this.committed(task, entries, result);
       },
-      (err: unknown) => this.failed(task, keys, err),
+      (err: unknown) => this.failed(task, entries, err),
     );
   }
 
-  private committed(task: ApplyTask, keys: string[], result: ApplyResult): void {
+  private committed(task: ApplyTask, entries: Inflight[], result: ApplyResult): void {
     this.tasksAtWorker[task.shard]!--;
-    assert(result.outcomes.length === keys.length, 'a shard answered a different number of operations');
+    assert(result.outcomes.length === entries.length, 'a shard answered a different number of operations');
     // The commit must be visible to look-ups before its ids leave the in-flight map.
     this.deps.readers.refresh(task.shard);
     this.releaseReservations(task.ops, task.batch);
@@ -332,7 +342,7 @@ export class ShardRouter {
     // Outcomes are counted per task, not per instruction: a few map updates instead of thousands.
     const applied = new Map<string, number>();
     const appliedResult: OpResult = { kind: 'applied', batch: task.batch };
-    for (let i = 0; i < keys.length; i++) {
+    for (let i = 0; i < entries.length; i++) {
       const outcome = result.outcomes[i];
       const op = task.ops[i]!;
       if (outcome === null || outcome === undefined) {
@@ -340,31 +350,31 @@ export class ShardRouter {
           const k = op[8] > 0 ? PENDING_KEY[op[3]] : CLEARED_KEY[op[3]];
           applied.set(k, (applied.get(k) ?? 0) + 1);
         }
-        this.finish(keys[i]!, appliedResult);
+        this.finish(entries[i]!, appliedResult);
       } else if (outcome.refused !== undefined) {
         this.deps.counters.rejections.add(outcome.refused);
         this.warnFull(task.shard);
-        this.finish(keys[i]!, { kind: 'failed', failure: failure(outcome.refused, `shard ${task.shard} is at its storage limit; nothing was stored`) });
+        this.finish(entries[i]!, { kind: 'failed', failure: failure(outcome.refused, `shard ${task.shard} is at its storage limit; nothing was stored`) });
       } else {
-        this.finish(keys[i]!, { kind: 'found', outcome });
+        this.finish(entries[i]!, { kind: 'found', outcome });
       }
     }
     for (const [k, n] of applied) this.deps.counters.instructions.add(k, n);
     this.afterTask(task.batch);
   }
 
-  private failed(task: ApplyTask, keys: string[], err: unknown): void {
+  private failed(task: ApplyTask, entries: Inflight[], err: unknown): void {
     this.tasksAtWorker[task.shard]!--;
-    this.deps.log.error({ err, shard: task.shard, ops: keys.length }, 'shard task failed; its operations were not acknowledged');
+    this.deps.log.error({ err, shard: task.shard, ops: entries.length }, 'shard task failed; its operations were not acknowledged');
     if ((err as Error | undefined)?.name === 'AssertionError') this.deps.counters.lawViolations++;
     this.releaseReservations(task.ops, task.batch);
     // A disk that is full is the operator's to fix and the client's to know; anything else is a fault.
     const f = /ENOSPC|MDB_MAP_FULL|No space left/.test(String((err as Error | undefined)?.message))
       ? failure('STORAGE_FULL', `shard ${task.shard} could not write: the disk is full; nothing was stored`)
       : failure('INTERNAL', 'the shard could not commit this; it was not accepted, retry with the same id');
-    for (const key of keys) {
+    for (const entry of entries) {
       this.deps.counters.rejections.add(f.code);
-      this.finish(key, { kind: 'failed', failure: f });
+      this.finish(entry, { kind: 'failed', failure: f });
     }
     this.resyncWanted.add(task.shard);
     this.afterTask(task.batch);
@@ -416,12 +426,10 @@ export class ShardRouter {
     }
   }
 
-  private finish(key: string, result: OpResult): void {
-    const entry = this.inflight.get(key);
-    assert(entry !== undefined, `no in-flight entry for ${key}`);
-    this.inflight.delete(key);
+  private finish(entry: Inflight, result: OpResult): void {
+    if (!this.inflight.delete(entry.key)) throw new AssertionError(`no in-flight entry for ${entry.key}`);
     this.inflightPerShard[entry.shard]!--;
-    entry.first.target.deliver(entry.first.index, result, true);
+    entry.target.deliver(entry.index, result, true);
     if (entry.more !== undefined) {
       for (const w of entry.more) {
         if (result.kind === 'applied' && entry.op[0] === 'S') this.deps.counters.instructions.add(`${entry.op[3]}|duplicate`);

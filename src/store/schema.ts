@@ -21,7 +21,7 @@
 
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { assert } from '../core/assert.js';
+import { assert, AssertionError } from '../core/assert.js';
 import { contentKey, INSTRUCTION_STATUSES, INSTRUCTION_TYPES, type InstructionStatus, type InstructionType } from '../core/instruction.js';
 import { centsFromWire, centsToWire } from '../core/money.js';
 import type { PairFlow } from '../core/netting.js';
@@ -113,17 +113,28 @@ export function storedContentKey(r: StoredInstruction): string {
 const TYPES: ReadonlySet<string> = new Set(INSTRUCTION_TYPES);
 const STATUSES: ReadonlySet<string> = new Set(INSTRUCTION_STATUSES);
 
-/** Check a record read back from disk: the pair to the validation before the write. */
+/** What is wrong with a stored record, or null when nothing is. */
+function storedInstructionFault(rec: StoredInstruction): string | null {
+  if (typeof rec !== 'object' || rec === null) return 'is not an object';
+  if (!TYPES.has(rec.t)) return 'has bad type';
+  if (typeof rec.p !== 'string' || typeof rec.q !== 'string' || rec.p === rec.q) return 'has bad banks';
+  if (!Number.isSafeInteger(rec.a) || rec.a <= 0) return 'has bad amount';
+  if (!STATUSES.has(rec.s) || rec.s === 'rejected') return 'has bad status';
+  if (rec.s === 'cleared' && typeof rec.b !== 'string') return 'is cleared with no batch';
+  if (rec.s === 'pending' && (rec.tp !== 1 || typeof rec.dl !== 'number')) return 'is pending with no deadline';
+  if (rec.s === 'reversed' && (typeof rec.b !== 'string' || typeof rec.rb !== 'string')) return 'is reversed and lacks its batches';
+  return null;
+}
+
+/**
+ * Check a record read back from disk: the pair to the validation before
+ * the write. The message is built only on failure, as audits run this over
+ * every stored record.
+ */
 export function checkStoredInstruction(r: unknown, key: string): StoredInstruction {
   const rec = r as StoredInstruction;
-  assert(typeof rec === 'object' && rec !== null, `record ${key} is not an object`);
-  assert(TYPES.has(rec.t), `record ${key} has bad type`);
-  assert(typeof rec.p === 'string' && typeof rec.q === 'string' && rec.p !== rec.q, `record ${key} has bad banks`);
-  assert(Number.isSafeInteger(rec.a) && rec.a > 0, `record ${key} has bad amount`);
-  assert(STATUSES.has(rec.s) && rec.s !== 'rejected', `record ${key} has bad status`);
-  assert(rec.s !== 'cleared' || typeof rec.b === 'string', `cleared record ${key} has no batch`);
-  assert(rec.s !== 'pending' || (rec.tp === 1 && typeof rec.dl === 'number'), `pending record ${key} has no deadline`);
-  assert(rec.s !== 'reversed' || (typeof rec.b === 'string' && typeof rec.rb === 'string'), `reversed record ${key} lacks its batches`);
+  const fault = storedInstructionFault(rec);
+  if (fault !== null) throw new AssertionError(`record ${key} ${fault}`);
   return rec;
 }
 
