@@ -27,6 +27,7 @@ import {
   flowKey,
   flowRange,
   flowToStored,
+  insertNew,
   instructionKey,
   splitInstructionKey,
   storedContentKey,
@@ -177,15 +178,11 @@ export class ShardLedger {
       const institution = op[1];
       const id = op[2];
       const key = instructionKey(institution, id);
-      const rec = read(key);
       if (op[0] === 'S') {
-        if (rec !== undefined) {
-          const o: OpOutcome = { status: rec.s, conflict: storedContentKey(rec) !== submittedContent(op) };
-          if (rec.b !== undefined) o.batch = rec.b;
-          outcomes[i] = o;
-          continue;
-        }
-        if (full) {
+        // A full shard still answers for ids it holds, so it reads first; otherwise the
+        // insert itself finds a stored id (no-overwrite), which saves a look-up per instruction.
+        const stored = full ? read(key) : undefined;
+        if (stored === undefined && full) {
           outcomes[i] = { status: 'missing', refused: 'STORAGE_FULL' };
           continue;
         }
@@ -198,17 +195,28 @@ export class ShardLedger {
           created.tp = 1;
           created.to = timeoutMs;
           created.dl = now + timeoutMs;
-          pnd.put(key, 1);
         } else {
           created.b = batch;
           created.ct = now;
+        }
+        if (stored !== undefined || !insertNew(ins, key, created)) {
+          const rec = stored ?? read(key);
+          assert(rec !== undefined, 'an insert was refused for a key that is not stored');
+          const o: OpOutcome = { status: rec.s, conflict: storedContentKey(rec) !== submittedContent(op) };
+          if (rec.b !== undefined) o.batch = rec.b;
+          outcomes[i] = o;
+          continue;
+        }
+        if (timeoutMs > 0) {
+          pnd.put(key, 1);
+        } else {
           flow(created.p, created.q, created.a);
           digest(institution, id, created, hashes[i]!, 1);
         }
-        ins.put(key, created);
         outcomes[i] = null;
         continue;
       }
+      const rec = read(key);
       if (rec === undefined) {
         outcomes[i] = { status: 'missing' };
         continue;

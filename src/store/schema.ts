@@ -113,6 +113,18 @@ export function storedContentKey(r: StoredInstruction): string {
 const TYPES: ReadonlySet<string> = new Set(INSTRUCTION_TYPES);
 const STATUSES: ReadonlySet<string> = new Set(INSTRUCTION_STATUSES);
 
+/**
+ * Inside a write transaction: store `value` under `key` unless the key is
+ * already there, in one B-tree descent. lmdb-js's `putSync` answers whether
+ * it wrote (false when `noOverwrite` finds the key), though its type
+ * declaration says void.
+ */
+export function insertNew<V>(db: Database<V, string>, key: string, value: V): boolean {
+  const wrote = (db.putSync as (k: string, v: V, o: { noOverwrite: boolean }) => unknown)(key, value, { noOverwrite: true });
+  assert(typeof wrote === 'boolean', 'lmdb putSync did not answer whether it wrote');
+  return wrote;
+}
+
 /** What is wrong with a stored record, or null when nothing is. */
 function storedInstructionFault(rec: StoredInstruction): string | null {
   if (typeof rec !== 'object' || rec === null) return 'is not an object';
