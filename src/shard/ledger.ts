@@ -20,6 +20,7 @@ import { centsFromWire, centsToWire } from '../core/money.js';
 import { addFlow, applyToFlow, FlowBook, flowIsZero, flowsEqual } from '../core/netting.js';
 import {
   bucketIndexKey,
+  bucketIndexValue,
   bucketKey,
   bucketRange,
   checkStoredInstruction,
@@ -164,12 +165,12 @@ export class ShardLedger {
       d.amount += sign === 1 ? BigInt(rec.a) : -BigInt(rec.a);
       d.digest.add(hi, lo, sign);
       if (sign === 1) {
-        bkt.put(bucketIndexKey(batch, institution, n, id), 1);
+        bkt.put(bucketIndexKey(batch, institution, id), bucketIndexValue(n, 1));
       } else if (rec.b === batch) {
         // Cleared and reversed in the same batch: it leaves the batch's listing altogether.
-        bkt.remove(bucketIndexKey(batch, institution, n, id));
+        bkt.remove(bucketIndexKey(batch, institution, id));
       } else {
-        bkt.put(bucketIndexKey(batch, institution, n, id), -1);
+        bkt.put(bucketIndexKey(batch, institution, id), bucketIndexValue(n, -1));
       }
     };
 
