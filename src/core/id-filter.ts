@@ -22,9 +22,37 @@ function djb2x(text: string): number {
   return (h | 1) >>> 0;
 }
 
+const SLASH = 0x2f;
+
+/**
+ * Both hashes of '<institution>/<id>' in one pass, without joining the
+ * strings (the router holds the two parts): the same values as `fnv1a32`
+ * and `djb2x` of the joined key, so keys added whole (from a shard's
+ * stored keys) and keys tested in parts agree.
+ */
+function partHashes(institution: string, id: string, out: Uint32Array): void {
+  let f = 0x811c9dc5;
+  let d = 5381;
+  for (let i = 0; i < institution.length; i++) {
+    const c = institution.charCodeAt(i);
+    f = Math.imul(f ^ c, 0x01000193) >>> 0;
+    d = (Math.imul(d, 33) ^ c) >>> 0;
+  }
+  f = Math.imul(f ^ SLASH, 0x01000193) >>> 0;
+  d = (Math.imul(d, 33) ^ SLASH) >>> 0;
+  for (let i = 0; i < id.length; i++) {
+    const c = id.charCodeAt(i);
+    f = Math.imul(f ^ c, 0x01000193) >>> 0;
+    d = (Math.imul(d, 33) ^ c) >>> 0;
+  }
+  out[0] = f;
+  out[1] = (d | 1) >>> 0;
+}
+
 export class IdFilter {
   readonly words: Uint32Array;
   private readonly mask: number;
+  private readonly hashes = new Uint32Array(2);
 
   constructor(bits: number, words?: Uint32Array) {
     assert(Number.isInteger(Math.log2(bits)) && bits >= 1024 && bits <= 2 ** 32, 'filter bits must be a power of two from 1024 to 2^32');
@@ -33,6 +61,7 @@ export class IdFilter {
     this.mask = bits - 1;
   }
 
+  /** Add a whole key, '<institution>/<id>'. */
   add(key: string): void {
     const h1 = fnv1a32(key);
     const h2 = djb2x(key);
@@ -42,9 +71,10 @@ export class IdFilter {
     }
   }
 
-  mayHave(key: string): boolean {
-    const h1 = fnv1a32(key);
-    const h2 = djb2x(key);
+  mayHave(institution: string, id: string): boolean {
+    partHashes(institution, id, this.hashes);
+    const h1 = this.hashes[0]!;
+    const h2 = this.hashes[1]!;
     for (let i = 0; i < PROBES; i++) {
       const bit = (h1 + Math.imul(i, h2)) & this.mask;
       if ((this.words[bit >>> 5]! & (1 << (bit & 31))) === 0) return false;
@@ -57,9 +87,10 @@ export class IdFilter {
    * both. Adding a key that then turns out refused costs only a rare false
    * positive later, never a wrong answer.
    */
-  testAndAdd(key: string): boolean {
-    const h1 = fnv1a32(key);
-    const h2 = djb2x(key);
+  testAndAdd(institution: string, id: string): boolean {
+    partHashes(institution, id, this.hashes);
+    const h1 = this.hashes[0]!;
+    const h2 = this.hashes[1]!;
     let present = true;
     for (let i = 0; i < PROBES; i++) {
       const bit = (h1 + Math.imul(i, h2)) & this.mask;

@@ -30,6 +30,7 @@ import { storedContentKey } from '../store/schema.js';
 import type { ShardReaders } from '../store/shard-readers.js';
 import type { EngineCounters } from '../engine/counters.js';
 import type { DebitCaps } from './debit-caps.js';
+import { InflightIndex } from './inflight-index.js';
 
 /** How an operation ended, as the router tells whoever asked for it. */
 export type OpResult =
@@ -49,8 +50,7 @@ interface Waiter {
 }
 
 interface Inflight {
-  /** '<institution>/<id>', its key in the in-flight map. */
-  key: string;
+  /** The operation; its institution and id (op[1], op[2]) are its key in the in-flight index. */
   op: ShardOp;
   shard: number;
   batch: string;
@@ -135,7 +135,7 @@ export interface RouterDeps {
 }
 
 export class ShardRouter {
-  private readonly inflight = new Map<string, Inflight>();
+  private readonly inflight = new InflightIndex<Inflight>();
   private queueOps: ShardOp[][] = [];
   /** The in-flight entries of the queued operations, in step with `queueOps`. */
   private queueEntries: Inflight[][] = [];
@@ -216,14 +216,12 @@ export class ShardRouter {
     }
     submission.ids[index] = v.id;
     if (v.twoPhase) (submission.pendingOnApply ??= [])[index] = true;
-    const key = `${institution}/${v.id}`;
-
     // Every key in flight or stored is in the filter, so a key it has never
     // seen needs neither look-up; almost every new id takes this path. The
     // key is known to the filter from here on, whatever becomes of it (see
     // IdFilter.testAndAdd).
-    if (this.deps.idFilter.testAndAdd(key)) {
-      const pending = this.inflight.get(key);
+    if (this.deps.idFilter.testAndAdd(institution, v.id)) {
+      const pending = this.inflight.get(institution, v.id);
       if (pending !== undefined) {
         if (pending.op[0] === 'S' && sameContent(pending.op, v)) {
           (pending.more ??= []).push({ target: submission, index });
@@ -232,7 +230,7 @@ export class ShardRouter {
         }
         return;
       }
-      const found = this.deps.readers.findKey(key);
+      const found = this.deps.readers.find(institution, v.id);
       if (found !== undefined) {
         if (storedContentKey(found.record) === contentKey(v)) {
           this.deps.counters.instructions.add(`${v.type}|duplicate`);
@@ -253,7 +251,7 @@ export class ShardRouter {
       this.reject(submission, index, v.id, failure('DEBIT_CAP_EXCEEDED', `payer '${v.payer}' would pass its debit cap`));
       return;
     }
-    this.enqueue(shard, key, toSubmitOp(v), submission, index);
+    this.enqueue(shard, toSubmitOp(v), submission, index);
   }
 
   /**
@@ -262,8 +260,7 @@ export class ShardRouter {
    * is routed after it, against the state it leaves.
    */
   lifecycle(shard: number, op: LifecycleOp, target: OutcomeTarget, index: number): void {
-    const key = `${op[1]}/${op[2]}`;
-    const pending = this.inflight.get(key);
+    const pending = this.inflight.get(op[1], op[2]);
     if (pending !== undefined) {
       if (pending.op[0] === op[0]) (pending.more ??= []).push({ target, index });
       else (pending.deferred ??= []).push({ op, shard, target, index });
@@ -273,12 +270,12 @@ export class ShardRouter {
       target.deliver(index, { kind: 'failed', failure: failure('OVERLOADED', `shard ${shard} queue is full; retry later`) }, true);
       return;
     }
-    this.enqueue(shard, key, op, target, index);
+    this.enqueue(shard, op, target, index);
   }
 
-  private enqueue(shard: number, key: string, op: ShardOp, target: OutcomeTarget, index: number): void {
-    const entry: Inflight = { key, op, shard, batch: this.routeBatch, target, index, more: undefined, deferred: undefined };
-    this.inflight.set(key, entry);
+  private enqueue(shard: number, op: ShardOp, target: OutcomeTarget, index: number): void {
+    const entry: Inflight = { op, shard, batch: this.routeBatch, target, index, more: undefined, deferred: undefined };
+    this.inflight.add(op[1], op[2], entry);
     this.inflightPerShard[shard]!++;
     this.queueOps[shard]!.push(op);
     this.queueEntries[shard]!.push(entry);
@@ -427,7 +424,7 @@ export class ShardRouter {
   }
 
   private finish(entry: Inflight, result: OpResult): void {
-    if (!this.inflight.delete(entry.key)) throw new AssertionError(`no in-flight entry for ${entry.key}`);
+    if (!this.inflight.delete(entry.op[1], entry.op[2])) throw new AssertionError(`no in-flight entry for ${entry.op[1]}/${entry.op[2]}`);
     this.inflightPerShard[entry.shard]!--;
     entry.target.deliver(entry.index, result, true);
     if (entry.more !== undefined) {

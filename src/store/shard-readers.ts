@@ -40,11 +40,7 @@ export class ShardReaders {
 
   /** Look an instruction up in every shard; ids are global per institution. */
   find(institution: string, id: string): Located | undefined {
-    return this.findKey(instructionKey(institution, id));
-  }
-
-  /** The same, by its key ('<institution>/<id>'). */
-  findKey(key: string): Located | undefined {
+    const key = instructionKey(institution, id);
     for (let s = 0; s < this.dbs.length; s++) {
       const value = this.dbs[s]!.ins.get(key);
       if (value !== undefined) return { shard: s, record: checkStoredInstruction(value, key) };
