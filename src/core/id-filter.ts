@@ -12,8 +12,14 @@
 import { assert } from './assert.js';
 import { fnv1a32 } from './shard-map.js';
 
-/** Probes per key: with 13 or more bits per key, false positives stay under one percent. */
+/** Probes per key: with 13 or more bits per key, false positives stay near one percent. */
 const PROBES = 4;
+/**
+ * All of a key's probes fall in one block of 512 bits (one 64-byte cache
+ * line), so a test costs one memory miss instead of four: in a filter of
+ * many megabytes the misses, not the hashing, are the cost.
+ */
+const BLOCK_BITS = 512;
 
 /** A second, independent 32-bit hash (djb2 with xor), odd so that probes walk the whole table. */
 function djb2x(text: string): number {
@@ -51,22 +57,25 @@ function partHashes(institution: string, id: string, out: Uint32Array): void {
 
 export class IdFilter {
   readonly words: Uint32Array;
-  private readonly mask: number;
+  /** Blocks - 1: the block of a key is the low bits of its first hash. */
+  private readonly blockMask: number;
   private readonly hashes = new Uint32Array(2);
 
   constructor(bits: number, words?: Uint32Array) {
     assert(Number.isInteger(Math.log2(bits)) && bits >= 1024 && bits <= 2 ** 32, 'filter bits must be a power of two from 1024 to 2^32');
     this.words = words ?? new Uint32Array(bits / 32);
     assert(this.words.length === bits / 32, 'filter words do not match its size');
-    this.mask = bits - 1;
+    this.blockMask = bits / BLOCK_BITS - 1;
   }
 
   /** Add a whole key, '<institution>/<id>'. */
   add(key: string): void {
     const h1 = fnv1a32(key);
     const h2 = djb2x(key);
+    const base = (h1 & this.blockMask) * BLOCK_BITS;
+    const step = (h1 >>> 20) | 1;
     for (let i = 0; i < PROBES; i++) {
-      const bit = (h1 + Math.imul(i, h2)) & this.mask;
+      const bit = base + ((h2 + Math.imul(i, step)) & (BLOCK_BITS - 1));
       this.words[bit >>> 5]! |= 1 << (bit & 31);
     }
   }
@@ -75,8 +84,10 @@ export class IdFilter {
     partHashes(institution, id, this.hashes);
     const h1 = this.hashes[0]!;
     const h2 = this.hashes[1]!;
+    const base = (h1 & this.blockMask) * BLOCK_BITS;
+    const step = (h1 >>> 20) | 1;
     for (let i = 0; i < PROBES; i++) {
-      const bit = (h1 + Math.imul(i, h2)) & this.mask;
+      const bit = base + ((h2 + Math.imul(i, step)) & (BLOCK_BITS - 1));
       if ((this.words[bit >>> 5]! & (1 << (bit & 31))) === 0) return false;
     }
     return true;
@@ -91,9 +102,11 @@ export class IdFilter {
     partHashes(institution, id, this.hashes);
     const h1 = this.hashes[0]!;
     const h2 = this.hashes[1]!;
+    const base = (h1 & this.blockMask) * BLOCK_BITS;
+    const step = (h1 >>> 20) | 1;
     let present = true;
     for (let i = 0; i < PROBES; i++) {
-      const bit = (h1 + Math.imul(i, h2)) & this.mask;
+      const bit = base + ((h2 + Math.imul(i, step)) & (BLOCK_BITS - 1));
       const word = bit >>> 5;
       const flag = 1 << (bit & 31);
       if ((this.words[word]! & flag) === 0) {

@@ -30,7 +30,7 @@ import { storedContentKey } from '../store/schema.js';
 import type { ShardReaders } from '../store/shard-readers.js';
 import type { EngineCounters } from '../engine/counters.js';
 import type { DebitCaps } from './debit-caps.js';
-import { InflightIndex } from './inflight-index.js';
+import { InflightIndex, type IndexedEntry } from './inflight-index.js';
 
 /** How an operation ended, as the router tells whoever asked for it. */
 export type OpResult =
@@ -49,7 +49,7 @@ interface Waiter {
   index: number;
 }
 
-interface Inflight {
+interface Inflight extends IndexedEntry {
   /** The operation; its institution and id (op[1], op[2]) are its key in the in-flight index. */
   op: ShardOp;
   shard: number;
@@ -220,7 +220,8 @@ export class ShardRouter {
     // seen needs neither look-up; almost every new id takes this path. The
     // key is known to the filter from here on, whatever becomes of it (see
     // IdFilter.testAndAdd).
-    if (this.deps.idFilter.testAndAdd(institution, v.id)) {
+    const unseen = !this.deps.idFilter.testAndAdd(institution, v.id);
+    if (!unseen) {
       const pending = this.inflight.get(institution, v.id);
       if (pending !== undefined) {
         if (pending.op[0] === 'S' && sameContent(pending.op, v)) {
@@ -251,7 +252,7 @@ export class ShardRouter {
       this.reject(submission, index, v.id, failure('DEBIT_CAP_EXCEEDED', `payer '${v.payer}' would pass its debit cap`));
       return;
     }
-    this.enqueue(shard, toSubmitOp(v), submission, index);
+    this.enqueue(shard, toSubmitOp(v), submission, index, unseen);
   }
 
   /**
@@ -270,12 +271,14 @@ export class ShardRouter {
       target.deliver(index, { kind: 'failed', failure: failure('OVERLOADED', `shard ${shard} queue is full; retry later`) }, true);
       return;
     }
-    this.enqueue(shard, op, target, index);
+    this.enqueue(shard, op, target, index, false);
   }
 
-  private enqueue(shard: number, op: ShardOp, target: OutcomeTarget, index: number): void {
-    const entry: Inflight = { op, shard, batch: this.routeBatch, target, index, more: undefined, deferred: undefined };
-    this.inflight.add(op[1], op[2], entry);
+  /** `unseen`: the id filter had never seen the key, so the entry is only listed (see InflightIndex). */
+  private enqueue(shard: number, op: ShardOp, target: OutcomeTarget, index: number, unseen: boolean): void {
+    const entry: Inflight = { op, place: 'listed', shard, batch: this.routeBatch, target, index, more: undefined, deferred: undefined };
+    if (unseen) this.inflight.addUnindexed(entry);
+    else this.inflight.add(entry);
     this.inflightPerShard[shard]!++;
     this.queueOps[shard]!.push(op);
     this.queueEntries[shard]!.push(entry);
@@ -424,7 +427,7 @@ export class ShardRouter {
   }
 
   private finish(entry: Inflight, result: OpResult): void {
-    if (!this.inflight.delete(entry.op[1], entry.op[2])) throw new AssertionError(`no in-flight entry for ${entry.op[1]}/${entry.op[2]}`);
+    this.inflight.delete(entry);
     this.inflightPerShard[entry.shard]!--;
     entry.target.deliver(entry.index, result, true);
     if (entry.more !== undefined) {
