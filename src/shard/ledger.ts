@@ -32,6 +32,7 @@ import {
   instructionKey,
   splitInstructionKey,
   storedContentKey,
+  type BucketIndexEntries,
   type ShardDbs,
   type StoredInstruction,
 } from '../store/schema.js';
@@ -138,12 +139,14 @@ export class ShardLedger {
   }
 
   private applyInTransaction(task: ApplyTask, hashes: readonly ([number, number] | undefined)[], full: boolean): ApplyResult {
-    const { ins, pos, dig, bkt, pnd } = this.dbs;
+    const { ins, pos, pnd } = this.dbs;
     const batch = task.batch;
     const now = task.now;
     const outcomes: (OpOutcome | null)[] = new Array(task.ops.length);
     const flowDelta = new FlowBook();
-    const bucketDeltas = new Map<string, BucketDelta>();
+    // Per institution, its 256 buckets' deltas, and the bucket index entries this task adds.
+    const bucketDeltas = new Map<string, (BucketDelta | undefined)[]>();
+    const indexEntries = new Map<string, BucketIndexEntries>();
 
     const read = (key: string): StoredInstruction | undefined => {
       const v = ins.get(key);
@@ -155,23 +158,26 @@ export class ShardLedger {
     const digest = (institution: string, id: string, rec: StoredInstruction, hash: [number, number], sign: 1 | -1): void => {
       const [hi, lo] = hash;
       const n = bucketOfHigh(hi);
-      const key = `${institution}|${n}`;
-      let d = bucketDeltas.get(key);
+      let buckets = bucketDeltas.get(institution);
+      if (buckets === undefined) {
+        buckets = new Array<BucketDelta | undefined>(256);
+        bucketDeltas.set(institution, buckets);
+      }
+      let d = buckets[n];
       if (d === undefined) {
         d = new BucketDelta();
-        bucketDeltas.set(key, d);
+        buckets[n] = d;
       }
       d.count += sign;
       d.amount += sign === 1 ? BigInt(rec.a) : -BigInt(rec.a);
       d.digest.add(hi, lo, sign);
-      if (sign === 1) {
-        bkt.put(bucketIndexKey(batch, institution, id), bucketIndexValue(n, 1));
-      } else if (rec.b === batch) {
-        // Cleared and reversed in the same batch: it leaves the batch's listing altogether.
-        bkt.remove(bucketIndexKey(batch, institution, id));
-      } else {
-        bkt.put(bucketIndexKey(batch, institution, id), bucketIndexValue(n, -1));
+      // A reversal adds a negative entry; one cleared in the same batch then nets to nothing in its listing.
+      let entries = indexEntries.get(institution);
+      if (entries === undefined) {
+        entries = [];
+        indexEntries.set(institution, entries);
       }
+      entries.push(id, bucketIndexValue(n, sign));
     };
 
     for (let i = 0; i < task.ops.length; i++) {
@@ -258,18 +264,13 @@ export class ShardLedger {
 
     // Each touched bucket and pair flow: what is stored (committed, or written earlier in this transaction) plus this task's delta.
     const institutions = new Map<string, InstitutionTotals>();
-    for (const [key, d] of bucketDeltas) {
-      const [institution, nText] = key.split('|') as [string, string];
-      const n = Number(nText);
-      const dd = d.digest.fold();
-      const storedKey = bucketKey(batch, institution, n);
-      const stored = dig.get(storedKey);
-      const count = (stored?.n ?? 0) + d.count;
-      const amount = (stored === undefined ? 0n : centsFromWire(stored.amt)) + d.amount;
-      const sum = addDigest(stored === undefined ? 0n : digestFromHex(stored.dig), dd);
-      dig.put(storedKey, { n: count, amt: centsToWire(amount), dig: digestHex(sum) });
-      addInstitutionTotals(institutions, institution, d.count, d.amount, dd);
+    for (const [institution, buckets] of bucketDeltas) {
+      for (let n = 0; n < buckets.length; n++) {
+        const d = buckets[n];
+        if (d !== undefined) this.storeBucket(batch, institution, n, d, institutions);
+      }
     }
+    for (const [institution, entries] of indexEntries) this.storeIndexEntries(batch, institution, now, entries);
     for (const d of flowDelta.values()) {
       const storedKey = flowKey(batch, d.a, d.b);
       const stored = pos.get(storedKey);
@@ -278,6 +279,27 @@ export class ShardLedger {
       pos.put(storedKey, flowToStored(total));
     }
     return { outcomes, applyMs: 0, commitMs: 0, delta: { batch, flows: [...flowDelta.values()], institutions: [...institutions.values()] } };
+  }
+
+  /** A bucket's stored sums (committed, or written earlier in this transaction) plus this task's delta. */
+  private storeBucket(batch: string, institution: string, n: number, d: BucketDelta, institutions: Map<string, InstitutionTotals>): void {
+    const { dig } = this.dbs;
+    const dd = d.digest.fold();
+    const storedKey = bucketKey(batch, institution, n);
+    const stored = dig.get(storedKey);
+    const count = (stored?.n ?? 0) + d.count;
+    const amount = (stored === undefined ? 0n : centsFromWire(stored.amt)) + d.amount;
+    const sum = addDigest(stored === undefined ? 0n : digestFromHex(stored.dig), dd);
+    dig.put(storedKey, { n: count, amt: centsToWire(amount), dig: digestHex(sum) });
+    addInstitutionTotals(institutions, institution, d.count, d.amount, dd);
+  }
+
+  private indexSeq = 0;
+
+  /** One bucket index record for this task's entries of an institution, under a key no other record has. */
+  private storeIndexEntries(batch: string, institution: string, now: number, entries: BucketIndexEntries): void {
+    while (!insertNew(this.dbs.bkt, bucketIndexKey(batch, institution, now, this.indexSeq), entries)) this.indexSeq++;
+    this.indexSeq++;
   }
 
   /**

@@ -10,7 +10,7 @@
 
 import { addDigest, digestFromHex } from '../core/digest.js';
 import { centsFromWire } from '../core/money.js';
-import { bucketIndexRange, bucketRange, checkStoredInstruction, instructionKey, openShardDbs, parseBucketIndexValue, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
+import { bucketIndexRange, bucketRange, checkStoredInstruction, instructionKey, openShardDbs, bucketIndexIds, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
 
 export interface Located {
   shard: number;
@@ -66,13 +66,11 @@ export class ShardReaders {
   bucketEntries(batch: string, institution: string, bucket: number): BucketEntry[] {
     const out: BucketEntry[] = [];
     for (const d of this.dbs) {
-      // The index is keyed by id: the institution's whole range is read and filtered by bucket.
-      for (const { key, value } of d.bkt.getRange(bucketIndexRange(batch, institution))) {
-        const entry = parseBucketIndexValue(value);
-        if (entry.bucket !== bucket) continue;
-        const id = key.slice(key.lastIndexOf('|') + 1);
+      const records = d.bkt.getRange(bucketIndexRange(batch, institution)).map(({ value }) => value);
+      const ids = bucketIndexIds(records, bucket);
+      for (const [id, sign] of ids) {
         const ikey = instructionKey(institution, id);
-        out.push({ id, sign: entry.sign, record: checkStoredInstruction(d.ins.get(ikey), ikey) });
+        out.push({ id, sign, record: checkStoredInstruction(d.ins.get(ikey), ikey) });
       }
     }
     return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));

@@ -9,7 +9,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { PairFlow } from '../../src/core/netting.js';
 import { ShardLedger } from '../../src/shard/ledger.js';
 import type { ApplyTask, ShardOp, SubmitOp } from '../../src/shard/tasks.js';
-import { openShardDbs, type ShardDbs } from '../../src/store/schema.js';
+import { bucketIndexIds, bucketIndexRange, openShardDbs, type ShardDbs } from '../../src/store/schema.js';
 import { tempDirs } from '../helpers/engine-process.js';
 
 const BATCH = '20261122-001';
@@ -37,8 +37,16 @@ function gross(flows: readonly PairFlow[]): bigint {
   return flows[0]!.aToB + flows[0]!.bToA;
 }
 
-function task(ops: ShardOp[], now = 1_795_000_000_000): ApplyTask {
-  return { kind: 'apply', shard: 0, batch: BATCH, now, ops };
+function task(ops: ShardOp[], now = 1_795_000_000_000, batch = BATCH): ApplyTask {
+  return { kind: 'apply', shard: 0, batch, now, ops };
+}
+
+/** Every id the bucket index lists for PI0001 in a batch, over all 256 buckets, with its sign. */
+function listed(dbs: ShardDbs, batch: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  const records = [...dbs.bkt.getRange(bucketIndexRange(batch, 'PI0001')).map(({ value }) => value)];
+  for (let n = 0; n < 256; n++) for (const [id, sign] of bucketIndexIds(records, n)) out[id] = sign;
+  return out;
 }
 
 describe('ShardLedger.apply', () => {
@@ -71,5 +79,19 @@ describe('ShardLedger.apply', () => {
     expect(r.outcomes).toEqual([{ status: 'cleared', batch: BATCH, conflict: false }, { status: 'missing', refused: 'STORAGE_FULL' }]);
     expect(dbs.ins.get('PI0001/z')).toBeUndefined();
     expect(r.delta.flows).toHaveLength(0);
+  });
+
+  it('lists each cleared id in its bucket once, a reversal in a later batch as negative, and one in the same batch not at all', async () => {
+    const { ledger: l, dbs } = ledger();
+    const later = '20261122-002';
+    await l.apply(task([submit('a', 100), submit('b', 200)]));
+    await l.apply(task([submit('c', 300), ['R', 'PI0001', 'a', null]], 1_795_000_000_001));
+    expect(listed(dbs, BATCH)).toEqual({ b: 1, c: 1 });
+    await l.apply(task([['R', 'PI0001', 'b', null]], 1_795_000_000_002, later));
+    expect(listed(dbs, BATCH)).toEqual({ b: 1, c: 1 });
+    expect(listed(dbs, later)).toEqual({ b: -1 });
+    // A ledger opened afresh (as after a restart) at a time already used still gets a record of its own.
+    await new ShardLedger(0, dbs, 1 << 30).apply(task([submit('d', 1)]));
+    expect(listed(dbs, BATCH)).toEqual({ b: 1, c: 1, d: 1 });
   });
 });
