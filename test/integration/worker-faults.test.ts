@@ -25,8 +25,10 @@ describe('a shard worker that dies', () => {
     let cleared = 0;
     let n = 0;
     let crashes = 0;
+    let crashing = true;
+    // Each client streams until the crashes are over (at least 25 frames, at most 400), so every crash lands mid-stream.
     const pump = async (c: StreamClient): Promise<void> => {
-      for (let f = 0; f < 25; f++) {
+      for (let f = 0; f < 400 && (f < 25 || crashing); f++) {
         const list = Array.from({ length: 100 }, () => randomInstruction(rand, BANKS, `WF-${n++}`));
         all.push(...list);
         const ack = await c.submit(list);
@@ -46,6 +48,7 @@ describe('a shard worker that dies', () => {
         expect(r.status).toBe(202);
         crashes++;
       }
+      crashing = false;
     };
     await Promise.all([...clients.map(pump), crash()]);
     expect(crashes).toBe(3);
