@@ -14,13 +14,15 @@
  */
 
 import { assert } from '../core/assert.js';
-import { addDigest, addInstitutionTotals, bucketOfHigh, digestFromHex, digestHex, digestLine, fnv1a64Halves, DigestAccumulator } from '../core/digest.js';
+import { addInstitutionTotals, bucketOfHigh, digestLine, fnv1a64Halves, DigestAccumulator } from '../core/digest.js';
 import { contentKey } from '../core/instruction.js';
-import { centsFromWire, centsToWire } from '../core/money.js';
 import { addFlow, applyToFlow, FlowBook, flowIsZero, flowsEqual } from '../core/netting.js';
 import {
   bucketIndexKey,
   bucketIndexValue,
+  BUCKETS,
+  BucketTable,
+  type BucketFigures,
   bucketKey,
   bucketRange,
   checkStoredInstruction,
@@ -38,11 +40,7 @@ import {
 } from '../store/schema.js';
 import { S, type ApplyResult, type ApplyTask, type BatchSummary, type InstitutionTotals, type OpOutcome, type PendingEntry, type SubmitOp, type VerifyReport } from './tasks.js';
 
-interface Bucket {
-  count: number;
-  amount: bigint;
-  digest: bigint;
-}
+type Bucket = BucketFigures;
 
 /** What one task does to one digest bucket, accumulated without BigInt per instruction. */
 class BucketDelta {
@@ -55,10 +53,10 @@ function lineOf(institution: string, id: string, r: StoredInstruction): [number,
   return fnv1a64Halves(digestLine(institution, id, r.p, r.q, r.a));
 }
 
-function parseBucketKey(key: string): [string, number] {
+function institutionOfBucketKey(key: string): string {
   const parts = key.split('|');
-  assert(parts.length >= 3, `bad bucket key ${key}`);
-  return [parts[1]!, Number(parts[2])];
+  assert(parts.length === 2 && parts[1] !== '', `bad bucket key ${key}`);
+  return parts[1]!;
 }
 
 /** Sum a shard's buckets into per-institution totals. */
@@ -108,8 +106,9 @@ export class ShardLedger {
   private storedBuckets(batch: string): Map<string, Bucket> {
     const buckets = new Map<string, Bucket>();
     for (const { key, value } of this.dbs.dig.getRange(bucketRange(batch))) {
-      const [institution, n] = parseBucketKey(key);
-      buckets.set(`${institution}|${n}`, { count: value.n, amount: centsFromWire(value.amt), digest: digestFromHex(value.dig) });
+      const institution = institutionOfBucketKey(key);
+      const table = new BucketTable(value);
+      for (let n = 0; n < BUCKETS; n++) buckets.set(`${institution}|${n}`, table.get(n));
     }
     return buckets;
   }
@@ -264,12 +263,7 @@ export class ShardLedger {
 
     // Each touched bucket and pair flow: what is stored (committed, or written earlier in this transaction) plus this task's delta.
     const institutions = new Map<string, InstitutionTotals>();
-    for (const [institution, buckets] of bucketDeltas) {
-      for (let n = 0; n < buckets.length; n++) {
-        const d = buckets[n];
-        if (d !== undefined) this.storeBucket(batch, institution, n, d, institutions);
-      }
-    }
+    for (const [institution, buckets] of bucketDeltas) this.storeBuckets(batch, institution, buckets, institutions);
     for (const [institution, entries] of indexEntries) this.storeIndexEntries(batch, institution, now, entries);
     for (const d of flowDelta.values()) {
       const storedKey = flowKey(batch, d.a, d.b);
@@ -281,17 +275,19 @@ export class ShardLedger {
     return { outcomes, applyMs: 0, commitMs: 0, delta: { batch, flows: [...flowDelta.values()], institutions: [...institutions.values()] } };
   }
 
-  /** A bucket's stored sums (committed, or written earlier in this transaction) plus this task's delta. */
-  private storeBucket(batch: string, institution: string, n: number, d: BucketDelta, institutions: Map<string, InstitutionTotals>): void {
+  /** An institution's stored buckets (committed, or written earlier in this transaction) plus this task's deltas. */
+  private storeBuckets(batch: string, institution: string, deltas: readonly (BucketDelta | undefined)[], institutions: Map<string, InstitutionTotals>): void {
     const { dig } = this.dbs;
-    const dd = d.digest.fold();
-    const storedKey = bucketKey(batch, institution, n);
-    const stored = dig.get(storedKey);
-    const count = (stored?.n ?? 0) + d.count;
-    const amount = (stored === undefined ? 0n : centsFromWire(stored.amt)) + d.amount;
-    const sum = addDigest(stored === undefined ? 0n : digestFromHex(stored.dig), dd);
-    dig.put(storedKey, { n: count, amt: centsToWire(amount), dig: digestHex(sum) });
-    addInstitutionTotals(institutions, institution, d.count, d.amount, dd);
+    const key = bucketKey(batch, institution);
+    const table = new BucketTable(dig.get(key));
+    for (let n = 0; n < deltas.length; n++) {
+      const d = deltas[n];
+      if (d === undefined) continue;
+      const dd = d.digest.fold();
+      table.add(n, d.count, d.amount, dd);
+      addInstitutionTotals(institutions, institution, d.count, d.amount, dd);
+    }
+    dig.put(key, table.bytes());
   }
 
   private indexSeq = 0;

@@ -8,9 +8,8 @@
  * the next look-up sees that commit before its in-flight entry is dropped.
  */
 
-import { addDigest, digestFromHex } from '../core/digest.js';
-import { centsFromWire } from '../core/money.js';
-import { bucketIndexRange, bucketRange, checkStoredInstruction, instructionKey, openShardDbs, bucketIndexIds, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
+import { addDigest } from '../core/digest.js';
+import { bucketIndexRange, bucketKey, BucketTable, checkStoredInstruction, instructionKey, openShardDbs, bucketIndexIds, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
 
 export interface Located {
   shard: number;
@@ -52,11 +51,14 @@ export class ShardReaders {
   buckets(batch: string, institution: string): BucketSums[] {
     const sums: BucketSums[] = Array.from({ length: 256 }, (_, n) => ({ n, count: 0, amount: 0n, digest: 0n }));
     for (const d of this.dbs) {
-      for (const { key, value } of d.dig.getRange(bucketRange(batch, institution))) {
-        const b = sums[Number(key.split('|')[2])]!;
-        b.count += value.n;
-        b.amount += centsFromWire(value.amt);
-        b.digest = addDigest(b.digest, digestFromHex(value.dig));
+      const stored = d.dig.get(bucketKey(batch, institution));
+      if (stored === undefined) continue;
+      const table = new BucketTable(stored);
+      for (const b of sums) {
+        const f = table.get(b.n);
+        b.count += f.count;
+        b.amount += f.amount;
+        b.digest = addDigest(b.digest, f.digest);
       }
     }
     return sums;
