@@ -6,7 +6,7 @@
  */
 
 import { basename, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 
@@ -22,3 +22,9 @@ export const ENGINE_MAIN = compiledScript('src/main.js');
 export const BARE_SERVER_MAIN = compiledScript('bench/bare-server.js');
 export const WS_LOAD_WORKER = compiledScript('bench/ws-load-worker.js');
 export const DEFAULT_RESULTS_DIR = join(PROJECT_ROOT, 'bench', 'results');
+
+/** Whether the module at `moduleUrl` is the script node was started with (and not imported, as by the tests). */
+export function isMainScript(moduleUrl: string): boolean {
+  const started = process.argv[1];
+  return started !== undefined && pathToFileURL(started).href === moduleUrl;
+}

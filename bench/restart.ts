@@ -10,13 +10,13 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decode, encode } from '@msgpack/msgpack';
 import WebSocket from 'ws';
 import { engineConfig, instructionPool, institutionToken, wireInstruction, type WireInstruction } from './fixture.js';
-import { ENGINE_MAIN } from './paths.js';
+import { ENGINE_MAIN, isMainScript } from './paths.js';
 
 const FRAME = 1000;
 const WINDOW = 16;
@@ -55,10 +55,29 @@ function stop(proc: ChildProcess): Promise<void> {
 }
 
 /** Resident memory in MiB: all of it, anonymous (heaps), and file-backed (LMDB's mapped pages). */
-function memory(pid: number): string {
+export interface MemoryFigures {
+  rssMiB: number;
+  anonymousMiB: number;
+  lmdbPagesMiB: number;
+}
+
+function memory(pid: number): MemoryFigures {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const mib = (key: string): number => Math.round(Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) / 1024);
-  return `${mib('VmRSS')} MiB (anonymous ${mib('RssAnon')}, LMDB pages ${mib('RssFile')})`;
+  return { rssMiB: mib('VmRSS'), anonymousMiB: mib('RssAnon'), lmdbPagesMiB: mib('RssFile') };
+}
+
+function showMemory(m: MemoryFigures): string {
+  return `${m.rssMiB} MiB (anonymous ${m.anonymousMiB}, LMDB pages ${m.lmdbPagesMiB})`;
+}
+
+/** Bytes of every file under a folder (the LMDB data files, mostly). */
+function folderBytes(dir: string): number {
+  let bytes = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) bytes += statSync(join(entry.parentPath, entry.name)).size;
+  }
+  return bytes;
 }
 
 async function load(port: number, total: number): Promise<number> {
@@ -96,8 +115,18 @@ async function load(port: number, total: number): Promise<number> {
   return acked;
 }
 
-async function main(): Promise<void> {
-  const total = Number(process.argv[2] ?? 10_000_000);
+export interface RestartFigures {
+  instructions: number;
+  loadPerS: number;
+  afterLoad: MemoryFigures;
+  dataFolderMiB: number;
+  spawnToListeningMs: number;
+  recoveryMs: number;
+  afterRestart: MemoryFigures;
+}
+
+/** Load `total` instructions, measure, restart on the same data, measure again; the folder is removed at the end. */
+export async function runRestartBench(total: number, log: (line: string) => void = () => undefined): Promise<RestartFigures> {
   if (!Number.isSafeInteger(total) || total < 1 || total > 100_000_000) throw new Error('give a number of instructions from 1 to 100,000,000');
   const dir = mkdtempSync(join(tmpdir(), 'netting-bench-restart-'));
   try {
@@ -107,19 +136,27 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     const acked = await load(first.port, total);
     const seconds = (performance.now() - t0) / 1000;
-    console.log(`loaded ${acked.toLocaleString('en')} instructions in ${seconds.toFixed(1)} s (${Math.round(acked / seconds).toLocaleString('en')}/s)`);
-    console.log(`memory after the load: ${memory(first.proc.pid!)}`);
+    const loadPerS = Math.round(acked / seconds);
+    log(`loaded ${acked.toLocaleString('en')} instructions in ${seconds.toFixed(1)} s (${loadPerS.toLocaleString('en')}/s)`);
+    const afterLoad = memory(first.proc.pid!);
+    log(`memory after the load: ${showMemory(afterLoad)}`);
     await stop(first.proc);
+    const dataFolderMiB = Math.round(folderBytes(join(dir, 'data')) / 2 ** 20);
+    log(`data folder: ${dataFolderMiB.toLocaleString('en')} MiB`);
     const second = await start(configPath);
-    console.log(`restart to listening with ${acked.toLocaleString('en')} stored: ${second.spawnToListeningMs} ms (recovery ${second.recoveryMs} ms)`);
-    console.log(`memory after the restart: ${memory(second.proc.pid!)}`);
+    log(`restart to listening with ${acked.toLocaleString('en')} stored: ${second.spawnToListeningMs} ms (recovery ${second.recoveryMs} ms)`);
+    const afterRestart = memory(second.proc.pid!);
+    log(`memory after the restart: ${showMemory(afterRestart)}`);
     await stop(second.proc);
+    return { instructions: acked, loadPerS, afterLoad, dataFolderMiB, spawnToListeningMs: second.spawnToListeningMs, recoveryMs: second.recoveryMs, afterRestart };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-main().catch((err: unknown) => {
-  console.error(err);
-  process.exit(1);
-});
+if (isMainScript(import.meta.url)) {
+  runRestartBench(Number(process.argv[2] ?? 10_000_000), (line) => console.log(line)).catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

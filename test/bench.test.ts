@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { resolveParams } from '../bench/params.js';
 import { ratioOf, type BenchReport, type SideFigures } from '../bench/report.js';
+import { runLedgerTaskBench } from '../bench/ledger-tasks.js';
+import { runRestartBench } from '../bench/restart.js';
 import { runBench } from '../bench/suite.js';
 
 const resultsDir = mkdtempSync(join(tmpdir(), 'netting-bench-test-'));
@@ -76,5 +78,32 @@ describe('benches at the small size', () => {
     expectSoundReport(report, ['ws-closed', 'ws-open']);
     expect(report.scenarios[1]!.engine.load['offeredPerS']).toBe(params.wsOfferedPerS);
     expect(readFileSync(files.markdown, 'utf8')).toContain('## ws-open');
+  }, 90_000);
+
+  it('restart: loads the engine, restarts it on the same data and reports memory and start-up time', async () => {
+    const lines: string[] = [];
+    const f = await runRestartBench(20_000, (l) => lines.push(l));
+    expect(f.instructions).toBe(20_000);
+    expect(f.loadPerS).toBeGreaterThan(0);
+    for (const m of [f.afterLoad, f.afterRestart]) {
+      expect(m.rssMiB).toBeGreaterThan(0);
+      expect(m.anonymousMiB + m.lmdbPagesMiB).toBeLessThanOrEqual(m.rssMiB + 1);
+    }
+    expect(f.dataFolderMiB).toBeGreaterThan(0);
+    expect(f.recoveryMs).toBeGreaterThanOrEqual(0);
+    expect(f.spawnToListeningMs).toBeGreaterThanOrEqual(f.recoveryMs);
+    expect(lines).toHaveLength(5);
+  }, 90_000);
+
+  it('ledger: tasks of each size against plain puts, and the ledger audits clean', async () => {
+    const f = await runLedgerTaskBench(1000);
+    expect(f.rows.map((r) => r.taskSize)).toEqual([20, 100, 1000]);
+    for (const r of f.rows) {
+      expect(r.ledger.userUs + r.ledger.systemUs).toBeGreaterThan(0);
+      expect(r.plain.userUs + r.plain.systemUs).toBeGreaterThan(0);
+      expect(r.ratio).toBeCloseTo((r.ledger.userUs + r.ledger.systemUs) / (r.plain.userUs + r.plain.systemUs));
+    }
+    expect(f.cleared).toBe(3000);
+    expect(f.matches).toBe(true);
   }, 90_000);
 });
