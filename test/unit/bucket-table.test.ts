@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { addDigest } from '../../src/core/digest.js';
-import { BUCKETS, BucketTable } from '../../src/store/schema.js';
+import { BUCKETS, BucketTable, flowFromStored, flowToStored } from '../../src/store/schema.js';
 
 describe('BucketTable', () => {
   it('keeps counts, 128-bit amounts and mod-2^64 digests per bucket, through its stored bytes', () => {
@@ -21,5 +21,15 @@ describe('BucketTable', () => {
 
   it('refuses a record of the wrong size', () => {
     expect(() => new BucketTable(new Uint8Array(100))).toThrow(/wrong size/);
+  });
+});
+
+describe('stored pair flows', () => {
+  it('round-trip sums past 2^64 and the counts', () => {
+    const f = { a: 'ABC', b: 'BOC', aToB: 2n ** 80n + 7n, bToA: 123_456_789n, countAToB: 9_000_000, countBToA: 1 };
+    const bytes = flowToStored(f);
+    expect(bytes.byteLength).toBe(48);
+    expect(flowFromStored('ABC', 'BOC', bytes.slice())).toEqual(f);
+    expect(() => flowFromStored('ABC', 'BOC', new Uint8Array(40))).toThrow(/wrong size/);
   });
 });
