@@ -40,6 +40,12 @@ export interface SideFigures {
   latencyMs: LatencyMs;
   /** Resident set size of the server process at the end of the load. */
   rssBytes: number | undefined;
+  /**
+   * The server process's CPU time (user and system, every thread) over the
+   * whole load phase, warm-up and drain included, per instruction it
+   * acknowledged in that time: what each instruction costs the machine.
+   */
+  cpuUsPerInstruction: number | undefined;
 }
 
 /** engine ÷ ceiling for each figure: above 1 is better for throughput, worse for latency and memory. */
@@ -50,6 +56,7 @@ export interface Ratios {
   p999: number | null;
   max: number | null;
   rss: number | null;
+  cpu: number | null;
 }
 
 export interface SideReport<Check> {
@@ -103,6 +110,7 @@ export function ratios(engine: SideFigures, ceiling: SideFigures): Ratios {
     p999: ratioOf(engine.latencyMs.p999, ceiling.latencyMs.p999),
     max: ratioOf(engine.latencyMs.max, ceiling.latencyMs.max),
     rss: ratioOf(engine.rssBytes, ceiling.rssBytes),
+    cpu: ratioOf(engine.cpuUsPerInstruction, ceiling.cpuUsPerInstruction),
   };
 }
 
@@ -172,6 +180,7 @@ export function markdown(r: BenchReport): string {
       `| ack latency p99.9 (ms) | ${n(e.latencyMs.p999, 2)} | ${n(c.latencyMs.p999, 2)} | ${n(s.ratio.p999, 2)} |`,
       `| ack latency max (ms) | ${n(e.latencyMs.max, 2)} | ${n(c.latencyMs.max, 2)} | ${n(s.ratio.max, 2)} |`,
       `| resident memory at the end (MiB) | ${mib(e.rssBytes)} | ${mib(c.rssBytes)} | ${n(s.ratio.rss, 2)} |`,
+      `| server CPU per instruction (µs) | ${n(e.cpuUsPerInstruction, 1)} | ${n(c.cpuUsPerInstruction, 1)} | ${n(s.ratio.cpu, 2)} |`,
       '',
       loadLine('Load on the engine', s.engine.load),
       loadLine('Load on the ceiling', s.ceiling.load),

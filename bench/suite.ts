@@ -46,14 +46,18 @@ async function side<Check>(
 ): Promise<SideReport<Check>> {
   const target = name === 'engine' ? await startTarget('engine', ENGINE_MAIN, (dir) => engineConfig(dir, p.shards, p.workers)) : await startTarget('ceiling', BARE_SERVER_MAIN, bareConfig);
   const { value, exitCode } = await withTarget(target, async (t) => {
+    const cpuBefore = t.cpuSeconds();
     const load = await drive(t.base);
-    // Memory is taken right after the load, before the audit allocates anything.
+    // Memory and CPU are taken right after the load, before the audit allocates or computes anything.
     const rssBytes = t.rssBytes();
+    const cpuAfter = t.cpuSeconds();
+    const answered = load.clearedInstructions + load.notCleared;
+    const cpuUsPerInstruction = cpuBefore === undefined || cpuAfter === undefined || answered === 0 ? undefined : ((cpuAfter - cpuBefore) * 1e6) / answered;
     const checked = await check(t.base, load);
-    return { load, rssBytes, checked };
+    return { load, rssBytes, cpuUsPerInstruction, checked };
   });
   return {
-    figures: { throughputPerS: value.load.throughputPerS, latencyMs: value.load.latency, rssBytes: value.rssBytes },
+    figures: { throughputPerS: value.load.throughputPerS, latencyMs: value.load.latency, rssBytes: value.rssBytes, cpuUsPerInstruction: value.cpuUsPerInstruction },
     load: loadSummary(value.load),
     check: value.checked,
     exitCode,

@@ -25,6 +25,8 @@ export interface TargetProcess {
   dataDir: string;
   /** Resident set size now, from /proc; undefined where there is no /proc. */
   rssBytes(): number | undefined;
+  /** CPU time the process has used so far, user and system, all threads; undefined where there is no /proc. */
+  cpuSeconds(): number | undefined;
   output(): string;
   /** SIGTERM, then SIGKILL past STOP_MS_MAX; resolves with the exit code (null when killed). */
   stop(): Promise<number | null>;
@@ -38,6 +40,21 @@ export function readRssBytes(pid: number): number | undefined {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
     return m === null ? undefined : Number(m[1]) * 1024;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Clock ticks per second of /proc/<pid>/stat times: USER_HZ, 100 on Linux. */
+const CLOCK_TICKS_PER_S = 100;
+
+/** utime + stime of a process, all threads, from /proc/<pid>/stat (fields 14 and 15, after the command name). */
+export function readCpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
   } catch {
     return undefined;
   }
@@ -110,6 +127,7 @@ export async function startTarget(name: string, script: string, makeConfig: (dat
     base: `http://127.0.0.1:${port}`,
     dataDir,
     rssBytes: () => readRssBytes(pid),
+    cpuSeconds: () => readCpuSeconds(pid),
     output: () => out,
     stop: async () => {
       if (exitCode !== undefined) return exitCode;

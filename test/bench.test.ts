@@ -40,6 +40,10 @@ function expectSoundReport(report: BenchReport, names: string[]): void {
     const c = s.ceiling.figures;
     expect(s.ratio.throughput).toBeGreaterThan(0);
     expect(s.ratio.throughput).toBe(ratioOf(e.throughputPerS, c.throughputPerS));
+    // CPU is read from /proc over the load: every acknowledged instruction cost each server something.
+    expect(e.cpuUsPerInstruction).toBeGreaterThan(0);
+    expect(c.cpuUsPerInstruction).toBeGreaterThan(0);
+    expect(s.ratio.cpu).toBe(ratioOf(e.cpuUsPerInstruction, c.cpuUsPerInstruction));
     expect(s.ratio.p50).toBe(ratioOf(e.latencyMs.p50, c.latencyMs.p50));
     expect(s.ratio.p99).toBe(ratioOf(e.latencyMs.p99, c.latencyMs.p99));
     expect(s.ratio.p999).toBe(ratioOf(e.latencyMs.p999, c.latencyMs.p999));
