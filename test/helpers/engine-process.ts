@@ -71,13 +71,33 @@ export function tempDirs(): { make: () => string; cleanup: () => void } {
   };
 }
 
+/**
+ * Engines started and not yet exited. A test that fails before stopping its
+ * engine would leave it running after the test run; test/helpers/setup.ts
+ * kills whatever is left after each test file.
+ */
+const live = new Set<ChildProcess>();
+
+/** SIGKILL every engine this test file started that is still running; returns how many there were. */
+export function killLeftoverEngines(): number {
+  const left = [...live];
+  for (const proc of left) proc.kill('SIGKILL');
+  return left.length;
+}
+
 /** Write the config into `dir` and start the engine on it. */
 export async function startEngine(dir: string, config: Record<string, unknown>): Promise<RunningEngine> {
   const configPath = join(dir, 'config.json');
   writeFileSync(configPath, JSON.stringify(config));
   const proc = spawn(process.execPath, [MAIN, '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  live.add(proc);
   let out = '';
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const exited = new Promise<number | null>((resolve) =>
+    proc.once('exit', (code) => {
+      live.delete(proc);
+      resolve(code);
+    }),
+  );
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`engine did not start in time:\n${out}`)), 30_000);
     const onData = (chunk: Buffer): void => {
