@@ -40,8 +40,7 @@ import {
 } from '../store/schema.js';
 import { S, type ApplyResult, type ApplyTask, type BatchSummary, type InstitutionTotals, type OpOutcome, type PendingEntry, type SubmitOp, type VerifyReport } from './tasks.js';
 
-type Bucket = BucketFigures;
-
+/** How often a shard reads its size for the storage quota. */
 const QUOTA_CHECK_MS = 50;
 
 /** What one task does to one digest bucket, accumulated without BigInt per instruction. */
@@ -62,7 +61,7 @@ function institutionOfBucketKey(key: string): string {
 }
 
 /** Sum a shard's buckets into per-institution totals. */
-function institutionTotals(buckets: Iterable<[string, Bucket]>): InstitutionTotals[] {
+function institutionTotals(buckets: Iterable<[string, BucketFigures]>): InstitutionTotals[] {
   const byInstitution = new Map<string, InstitutionTotals>();
   for (const [key, b] of buckets) addInstitutionTotals(byInstitution, key.slice(0, key.indexOf('|')), b.count, b.amount, b.digest);
   return [...byInstitution.values()];
@@ -123,8 +122,8 @@ export class ShardLedger {
     return { batch, flows: [...flows.values()], institutions: institutionTotals(this.storedBuckets(batch)) };
   }
 
-  private storedBuckets(batch: string): Map<string, Bucket> {
-    const buckets = new Map<string, Bucket>();
+  private storedBuckets(batch: string): Map<string, BucketFigures> {
+    const buckets = new Map<string, BucketFigures>();
     for (const { key, value } of this.dbs.dig.getRange(bucketRange(batch))) {
       const institution = institutionOfBucketKey(key);
       const table = new BucketTable(value);
@@ -179,7 +178,7 @@ export class ShardLedger {
       const n = bucketOfHigh(hi);
       let buckets = bucketDeltas.get(institution);
       if (buckets === undefined) {
-        buckets = new Array<BucketDelta | undefined>(256);
+        buckets = new Array<BucketDelta | undefined>(BUCKETS);
         bucketDeltas.set(institution, buckets);
       }
       let d = buckets[n];
@@ -373,7 +372,7 @@ export class ShardLedger {
     };
     compareFlows('stored', storedFlows);
     const storedBuckets = this.storedBuckets(batch);
-    const compareBuckets = (name: string, got: Map<string, Bucket>): void => {
+    const compareBuckets = (name: string, got: Map<string, BucketFigures>): void => {
       const keys = new Set([...buckets.keys(), ...got.keys()]);
       for (const key of keys) {
         const want = buckets.get(key);

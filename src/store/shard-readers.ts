@@ -9,7 +9,7 @@
  */
 
 import { addDigest } from '../core/digest.js';
-import { bucketIndexRange, bucketKey, BucketTable, checkStoredInstruction, instructionKey, openShardDbs, bucketIndexIds, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
+import { bucketIndexRange, bucketKey, BUCKETS, BucketTable, checkStoredInstruction, instructionKey, openShardDbs, bucketIndexIds, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
 
 export interface Located {
   shard: number;
@@ -49,7 +49,7 @@ export class ShardReaders {
 
   /** All 256 buckets of an institution in a batch, summed over the shards. */
   buckets(batch: string, institution: string): BucketSums[] {
-    const sums: BucketSums[] = Array.from({ length: 256 }, (_, n) => ({ n, count: 0, amount: 0n, digest: 0n }));
+    const sums: BucketSums[] = Array.from({ length: BUCKETS }, (_, n) => ({ n, count: 0, amount: 0n, digest: 0n }));
     for (const d of this.dbs) {
       const stored = d.dig.get(bucketKey(batch, institution));
       if (stored === undefined) continue;
