@@ -136,9 +136,8 @@ export interface RouterDeps {
 
 export class ShardRouter {
   private readonly inflight = new InflightIndex<Inflight>();
-  private queueOps: ShardOp[][] = [];
-  /** The in-flight entries of the queued operations, in step with `queueOps`. */
-  private queueEntries: Inflight[][] = [];
+  /** Per shard, the in-flight entries of the operations not yet sent, in order. */
+  private queues: Inflight[][] = [];
   private readonly tasksAtWorker: number[] = [];
   private readonly inflightPerShard: number[] = [];
   private readonly tasksByBatch = new Map<string, number>();
@@ -162,8 +161,7 @@ export class ShardRouter {
     this.currentBatch = deps.batch;
     this.routeBatch = deps.batch;
     for (let s = 0; s < deps.shardMap.shards; s++) {
-      this.queueOps.push([]);
-      this.queueEntries.push([]);
+      this.queues.push([]);
       this.tasksAtWorker.push(0);
       this.inflightPerShard.push(0);
     }
@@ -180,7 +178,7 @@ export class ShardRouter {
   }
 
   queuedCount(shard: number): number {
-    return this.queueOps[shard]?.length ?? 0;
+    return this.queues[shard]?.length ?? 0;
   }
 
   /** Operations routed to each shard and not yet answered. */
@@ -244,7 +242,7 @@ export class ShardRouter {
     }
 
     const shard = this.deps.shardMap.shardOf(v.payer, v.payee);
-    if (this.queueOps[shard]!.length >= this.deps.limits.shardQueueMax) {
+    if (this.queues[shard]!.length >= this.deps.limits.shardQueueMax) {
       this.reject(submission, index, v.id, failure('OVERLOADED', `shard ${shard} queue is full; retry later`));
       return;
     }
@@ -267,7 +265,7 @@ export class ShardRouter {
       else (pending.deferred ??= []).push({ op, shard, target, index });
       return;
     }
-    if (this.queueOps[shard]!.length >= this.deps.limits.shardQueueMax) {
+    if (this.queues[shard]!.length >= this.deps.limits.shardQueueMax) {
       target.deliver(index, { kind: 'failed', failure: failure('OVERLOADED', `shard ${shard} queue is full; retry later`) }, true);
       return;
     }
@@ -280,8 +278,7 @@ export class ShardRouter {
     if (unseen) this.inflight.addUnindexed(entry);
     else this.inflight.add(entry);
     this.inflightPerShard[shard]!++;
-    this.queueOps[shard]!.push(op);
-    this.queueEntries[shard]!.push(entry);
+    this.queues[shard]!.push(entry);
     this.scheduleFlush();
   }
 
@@ -298,28 +295,24 @@ export class ShardRouter {
   private flush(all: boolean): void {
     if (this.held) return;
     const { shardTaskItemsMax, shardTasksInflightMax } = this.deps.limits;
-    for (let shard = 0; shard < this.queueOps.length; shard++) {
+    for (let shard = 0; shard < this.queues.length; shard++) {
       if (this.resyncWanted.has(shard) || this.resyncing.has(shard)) continue;
-      while (this.queueOps[shard]!.length > 0 && (all || this.tasksAtWorker[shard]! < shardTasksInflightMax)) {
-        let ops = this.queueOps[shard]!;
-        let entries = this.queueEntries[shard]!;
-        if (ops.length > shardTaskItemsMax) {
-          this.queueOps[shard] = ops.slice(shardTaskItemsMax);
-          this.queueEntries[shard] = entries.slice(shardTaskItemsMax);
-          ops = ops.slice(0, shardTaskItemsMax);
+      while (this.queues[shard]!.length > 0 && (all || this.tasksAtWorker[shard]! < shardTasksInflightMax)) {
+        let entries = this.queues[shard]!;
+        if (entries.length > shardTaskItemsMax) {
+          this.queues[shard] = entries.slice(shardTaskItemsMax);
           entries = entries.slice(0, shardTaskItemsMax);
         } else {
-          this.queueOps[shard] = [];
-          this.queueEntries[shard] = [];
+          this.queues[shard] = [];
         }
-        this.dispatch(shard, ops, entries);
+        this.dispatch(shard, entries);
       }
     }
   }
 
-  private dispatch(shard: number, ops: ShardOp[], entries: Inflight[]): void {
+  private dispatch(shard: number, entries: Inflight[]): void {
     const batch = this.currentBatch;
-    const task: ApplyTask = { kind: 'apply', shard, batch, now: Date.now(), ops };
+    const task: ApplyTask = { kind: 'apply', shard, batch, now: Date.now(), ops: entries.map((e) => e.op) };
     this.tasksAtWorker[shard]!++;
     this.tasksByBatch.set(batch, (this.tasksByBatch.get(batch) ?? 0) + 1);
     const sentAt = performance.now();
@@ -486,7 +479,7 @@ export class ShardRouter {
 
   /** Resolves once no task of `batch` is at a worker or queued. */
   drained(batch: string): Promise<void> {
-    if (!this.tasksByBatch.has(batch) && !(batch === this.currentBatch && this.queueOps.some((q) => q.length > 0))) return Promise.resolve();
+    if (!this.tasksByBatch.has(batch) && !(batch === this.currentBatch && this.queues.some((q) => q.length > 0))) return Promise.resolve();
     return new Promise((resolve) => {
       const list = this.drainWaiters.get(batch) ?? [];
       list.push(resolve);
