@@ -10,13 +10,14 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decode, encode } from '@msgpack/msgpack';
 import WebSocket from 'ws';
 import { engineConfig, instructionPool, institutionToken, wireInstruction, type WireInstruction } from './fixture.js';
 import { ENGINE_MAIN, isMainScript } from './paths.js';
+import { readStatusBytes } from './target-process.js';
 
 const FRAME = 1000;
 const WINDOW = 16;
@@ -62,8 +63,7 @@ export interface MemoryFigures {
 }
 
 function memory(pid: number): MemoryFigures {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const mib = (key: string): number => Math.round(Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) / 1024);
+  const mib = (key: string): number => Math.round((readStatusBytes(pid, key) ?? 0) / 2 ** 20);
   return { rssMiB: mib('VmRSS'), anonymousMiB: mib('RssAnon'), lmdbPagesMiB: mib('RssFile') };
 }
 

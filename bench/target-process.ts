@@ -34,15 +34,20 @@ export interface TargetProcess {
   cleanup(): void;
 }
 
-/** VmRSS of a process, read from /proc/<pid>/status (kB in the file). */
-export function readRssBytes(pid: number): number | undefined {
+/** A memory figure of a process, e.g. VmRSS or RssAnon, read from /proc/<pid>/status (kB in the file). */
+export function readStatusBytes(pid: number, key: string): number | undefined {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+    const m = new RegExp(`^${key}:\\s+(\\d+)\\s+kB`, 'm').exec(status);
     return m === null ? undefined : Number(m[1]) * 1024;
   } catch {
     return undefined;
   }
+}
+
+/** Resident set size of a process. */
+export function readRssBytes(pid: number): number | undefined {
+  return readStatusBytes(pid, 'VmRSS');
 }
 
 /** Clock ticks per second of /proc/<pid>/stat times: USER_HZ, 100 on Linux. */
