@@ -11,12 +11,12 @@
  * this module's timers are rebuilt from them at start.
  */
 
-import { assert, AssertionError } from '../core/assert.js';
+import { assert } from '../core/assert.js';
 import { ID_PATTERN, isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
 import { MinHeap } from '../core/min-heap.js';
 import type { ShardMap } from '../core/shard-map.js';
 import { failure, type Failure } from '../protocol/errors.js';
-import type { OpResult, OutcomeTarget, ShardRouter } from '../router/shard-router.js';
+import { AnswerList, type OpResult, type OutcomeTarget, type ShardRouter } from '../router/shard-router.js';
 import type { ApplyResult, ApplyTask, LifecycleOp, PendingEntry } from '../shard/tasks.js';
 import type { ShardReaders } from '../store/shard-readers.js';
 import type { EngineCounters } from './counters.js';
@@ -123,24 +123,12 @@ function isFailure(x: ReceiptItem | Failure): x is Failure {
 }
 
 /** Answers for a list of receipts, filled in as shards commit. */
-class ReceiptBatch implements OutcomeTarget {
-  private readonly results: (ReceiptResult | undefined)[];
-  private remaining: number;
+class ReceiptBatch extends AnswerList<ReceiptResult> implements OutcomeTarget {
   readonly items: (ReceiptItem | undefined)[];
 
-  constructor(
-    size: number,
-    private readonly onDone: (results: ReceiptResult[]) => void,
-  ) {
-    this.results = new Array(size);
+  constructor(size: number, onDone: (results: ReceiptResult[]) => void) {
+    super(size, onDone);
     this.items = new Array(size);
-    this.remaining = size;
-  }
-
-  settle(index: number, r: ReceiptResult): void {
-    if (this.results[index] !== undefined) throw new AssertionError(`receipt ${index} answered twice`);
-    this.results[index] = r;
-    if (--this.remaining === 0) this.onDone(this.results as ReceiptResult[]);
   }
 
   fail(index: number, item: ReceiptItem | undefined, f: Failure, status = 'rejected'): void {

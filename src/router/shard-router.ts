@@ -63,27 +63,38 @@ interface Inflight extends IndexedEntry {
   deferred: { op: LifecycleOp; shard: number; target: OutcomeTarget; index: number }[] | undefined;
 }
 
-/** One POST or one `submit` frame: its results fill in as shards answer. */
-export class Submission implements OutcomeTarget {
-  readonly results: (InstructionResult | undefined)[];
+/**
+ * A list of answers that fills in as shards commit, one per item of a
+ * request, handed on whole once the last is in. Every item is answered
+ * exactly once.
+ */
+export class AnswerList<R> {
+  private readonly results: (R | undefined)[];
   private remaining: number;
-  readonly ids: (string | undefined)[];
 
   constructor(
     size: number,
-    private readonly onDone: (results: InstructionResult[]) => void,
+    private readonly onDone: (results: R[]) => void,
   ) {
     this.results = new Array(size);
-    this.ids = new Array(size);
     this.remaining = size;
   }
 
-  settle(index: number, result: InstructionResult): void {
-    // A message built only on failure: this runs once per instruction.
+  settle(index: number, result: R): void {
+    // A message built only on failure: this runs once per item.
     if (this.results[index] !== undefined) throw new AssertionError(`item ${index} answered twice`);
     this.results[index] = result;
-    this.remaining--;
-    if (this.remaining === 0) this.onDone(this.results as InstructionResult[]);
+    if (--this.remaining === 0) this.onDone(this.results as R[]);
+  }
+}
+
+/** One POST or one `submit` frame: its results fill in as shards answer. */
+export class Submission extends AnswerList<InstructionResult> implements OutcomeTarget {
+  readonly ids: (string | undefined)[];
+
+  constructor(size: number, onDone: (results: InstructionResult[]) => void) {
+    super(size, onDone);
+    this.ids = new Array(size);
   }
 
   deliver(index: number, result: OpResult, primary: boolean): void {
