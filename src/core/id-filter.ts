@@ -70,27 +70,12 @@ export class IdFilter {
 
   /** Add a whole key, '<institution>/<id>'. */
   add(key: string): void {
-    const h1 = fnv1a32(key);
-    const h2 = djb2x(key);
-    const base = (h1 & this.blockMask) * BLOCK_BITS;
-    const step = (h1 >>> 20) | 1;
-    for (let i = 0; i < PROBES; i++) {
-      const bit = base + ((h2 + Math.imul(i, step)) & (BLOCK_BITS - 1));
-      this.words[bit >>> 5]! |= 1 << (bit & 31);
-    }
+    this.probe(fnv1a32(key), djb2x(key), true);
   }
 
   mayHave(institution: string, id: string): boolean {
     partHashes(institution, id, this.hashes);
-    const h1 = this.hashes[0]!;
-    const h2 = this.hashes[1]!;
-    const base = (h1 & this.blockMask) * BLOCK_BITS;
-    const step = (h1 >>> 20) | 1;
-    for (let i = 0; i < PROBES; i++) {
-      const bit = base + ((h2 + Math.imul(i, step)) & (BLOCK_BITS - 1));
-      if ((this.words[bit >>> 5]! & (1 << (bit & 31))) === 0) return false;
-    }
-    return true;
+    return this.probe(this.hashes[0]!, this.hashes[1]!, false);
   }
 
   /**
@@ -100,8 +85,11 @@ export class IdFilter {
    */
   testAndAdd(institution: string, id: string): boolean {
     partHashes(institution, id, this.hashes);
-    const h1 = this.hashes[0]!;
-    const h2 = this.hashes[1]!;
+    return this.probe(this.hashes[0]!, this.hashes[1]!, true);
+  }
+
+  /** Whether all of a key's probe bits were set; with `add`, set them. */
+  private probe(h1: number, h2: number, add: boolean): boolean {
     const base = (h1 & this.blockMask) * BLOCK_BITS;
     const step = (h1 >>> 20) | 1;
     let present = true;
@@ -110,6 +98,7 @@ export class IdFilter {
       const word = bit >>> 5;
       const flag = 1 << (bit & 31);
       if ((this.words[word]! & flag) === 0) {
+        if (!add) return false;
         present = false;
         this.words[word]! |= flag;
       }
