@@ -6,7 +6,7 @@
  * (an instruction or a failure), never throws for client mistakes.
  */
 
-import { failure, type Failure } from '../protocol/errors.js';
+import { failure, type Failure } from './failures.js';
 
 export const INSTRUCTION_TYPES = ['agreement', 'entrusted', 'gateway', 'authenticated', 'payout'] as const;
 export type InstructionType = (typeof INSTRUCTION_TYPES)[number];

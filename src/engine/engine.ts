@@ -1,29 +1,32 @@
 /**
- * The engine assembled: storage, shard workers, router, live view, batch
- * cut-offs and snapshots, with start-up recovery and an orderly stop. The
- * gateway sits in front of it and is the only part that speaks to clients.
+ * The engine assembled: wiring only. It opens the LMDB store and the shard
+ * readers, starts the Piscina shard workers, and hands them, with Node's
+ * clock, to the clearing core (src/clearing/), where every decision lives.
+ * The gateway sits in front of it and calls the few methods below; metrics
+ * read it.
  */
 
 import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import type { EngineConfig } from '../config/config.js';
-import { assert } from '../core/assert.js';
-import { IdFilter } from '../core/id-filter.js';
-import { ShardMap } from '../core/shard-map.js';
-import { DebitCaps } from '../router/debit-caps.js';
-import { ShardPools } from '../router/shard-pools.js';
-import { ShardRouter } from '../router/shard-router.js';
-import type { OpenResult, VerifyReport } from '../shard/tasks.js';
-import { EngineStore, nextBatchId, type BatchRecord, type Closing, type OperatorAction } from '../store/engine-store.js';
-import { ShardReaders } from '../store/shard-readers.js';
-import { BatchSchedule } from './batch-schedule.js';
-import { EngineCounters } from './counters.js';
-import { Lifecycle, type ForwardItem, type Notification } from './lifecycle.js';
-import { EngineMetrics } from './metrics.js';
-import { LiveView, type BatchState } from './live-view.js';
+import { Clearing } from '../clearing/clearing.js';
+import type { EngineCounters } from '../core/counters.js';
+import type { Failure } from '../core/failures.js';
+import type { Located } from '../core/ports.js';
+import type { ForwardItem, Notification, ReceiptResult } from '../lifecycle/lifecycle.js';
+import { EngineMetrics } from '../metrics/metrics.js';
+import type { InstructionResult } from '../protocol/messages.js';
+import type { ShardRouter } from '../router/shard-router.js';
+import { BatchSchedule } from '../settlement/batch-schedule.js';
+import { ShardPools } from '../shard/shard-pools.js';
+import type { VerifyReport } from '../shard/tasks.js';
+import type { Snapshot, SnapshotTaker } from '../snapshots/snapshots.js';
+import { EngineStore, type BatchRecord, type OperatorAction } from '../store/engine-store.js';
+import { ShardReaders, type BucketEntry, type BucketSums } from '../store/shard-readers.js';
+import type { LiveView } from '../view/live-view.js';
+import type { Lifecycle } from '../lifecycle/lifecycle.js';
+import { nodeClock } from './clock.js';
 import type { Logger } from './log.js';
-import { batchRecord } from './settlement-report.js';
-import { SnapshotTaker, type Snapshot } from './snapshots.js';
 
 export interface AuditReport {
   batch: string;
@@ -42,18 +45,11 @@ export interface EngineEvents {
 
 export class Engine extends EventEmitter<EngineEvents> {
   private state: 'starting' | 'ready' | 'stopping' | 'stopped' = 'starting';
-  private openedAt: number;
-  private closingChain: Promise<unknown> = Promise.resolve();
-  readonly banks: readonly string[];
-  readonly snapshots: SnapshotTaker;
-  readonly lifecycle: Lifecycle;
   private schedule: BatchSchedule | undefined;
   /** Connections subscribed to each institution's notifications, kept by the gateway. */
   readonly notificationListeners = new Map<string, number>();
   readonly metrics: EngineMetrics;
   readonly startedAt = Date.now();
-  /** The most recently closed batch, for the settlement metrics. */
-  lastClosed: BatchRecord | undefined;
 
   private constructor(
     readonly config: EngineConfig,
@@ -61,23 +57,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     readonly store: EngineStore,
     readonly pools: ShardPools,
     readonly readers: ShardReaders,
-    readonly view: LiveView,
-    readonly router: ShardRouter,
-    shardMap: ShardMap,
-    openedAt: number,
-    readonly counters: EngineCounters,
+    readonly clearing: Clearing,
   ) {
     super();
-    this.banks = config.banks.map((b) => b.code);
-    this.openedAt = openedAt;
-    this.snapshots = new SnapshotTaker(this, store.lastSnapshotSeq());
-    this.lifecycle = new Lifecycle(router, readers, shardMap, view, log, config.receiptQueryScheduleMs, {
-      forward: (bank, items) => this.emit('forward', bank, items),
-      query: (bank, institution, id) => this.emit('query', bank, institution, id),
-      notify: (n) => this.emit('notify', n),
-      listening: (institution) => (this.notificationListeners.get(institution) ?? 0) > 0,
-    }, this.counters);
-    this.lastClosed = store.closedBatches().at(-1);
     this.metrics = new EngineMetrics(this);
   }
 
@@ -86,89 +68,59 @@ export class Engine extends EventEmitter<EngineEvents> {
     mkdirSync(config.dataDir, { recursive: true });
     const store = new EngineStore(config.dataDir);
     await store.checkLayout(config.shards);
-    let open = store.openBatch();
-    if (open === undefined) {
-      open = { id: nextBatchId(undefined, Date.now()), openedAt: Date.now() };
-      await store.setOpenBatch(open);
-      log.info({ batch: open.id }, 'opened the first settlement batch');
-    }
-    const closing = store.closing();
-
     const pools = new ShardPools(
       { dataDir: config.dataDir, shards: config.shards, mapSizeBytes: config.limits.shardMapBytes, faultInjection: config.faultInjection, shardBytesMax: config.limits.shardBytesMax },
       config.workers,
       config.limits.shardTasksInflightMax,
       (err) => log.error({ err }, 'a shard worker failed outside any task; it is replaced'),
     );
-    const batches = closing === undefined ? [open.id] : [open.id, closing.batch];
-    let opened: OpenResult[];
+    const readers = new ShardReaders(config.dataDir, config.shards, config.limits.shardMapBytes);
+    // The core's callbacks reach the engine, which is built after it, through this binding.
+    let engine: Engine | undefined;
+    let clearing: Clearing;
     try {
-      opened = await Promise.all(
-        Array.from({ length: config.shards }, (_, shard) =>
-          pools.open({ kind: 'open', shard, batches, verify: config.verifyOnStart, filterBits: config.limits.idFilterBytes * 8 }),
-        ),
+      clearing = await Clearing.start(
+        {
+          banks: config.banks,
+          shards: config.shards,
+          maxAmountCents: config.maxAmountCents,
+          receiptQueryScheduleMs: config.receiptQueryScheduleMs,
+          snapshotRetention: config.snapshotRetention,
+          verifyOnStart: config.verifyOnStart,
+          idFilterBits: config.limits.idFilterBytes * 8,
+          limits: config.limits,
+        },
+        {
+          clock: nodeClock,
+          transport: pools,
+          lookup: readers,
+          store,
+          log,
+          pushes: {
+            forward: (bank, items) => engine?.emit('forward', bank, items),
+            query: (bank, institution, id) => engine?.emit('query', bank, institution, id),
+            notify: (n) => engine?.emit('notify', n),
+            listening: (institution) => (engine?.notificationListeners.get(institution) ?? 0) > 0,
+          },
+          onSnapshot: (s) => engine?.emit('snapshot', s),
+          onTaskTimed: (task, result, ms) => engine?.metrics.observeTask(task, result, ms),
+        },
       );
-      for (const o of opened) {
-        if (o.verify === null) continue;
-        if (!o.verify.matches) throw new Error(`shard ${o.shard} failed verification: ${o.verify.mismatches.join(', ')}`);
-        log.info({ shard: o.shard, instructions: o.verify.instructions, cleared: o.verify.cleared }, 'shard verified against its instruction log');
-      }
     } catch (err) {
       await pools.close();
+      await readers.close();
       await store.close();
       throw err;
     }
-
-    const readers = new ShardReaders(config.dataDir, config.shards, config.limits.shardMapBytes);
-    const idFilter = new IdFilter(config.limits.idFilterBytes * 8);
-    for (const o of opened) if (o.filter !== null) idFilter.merge(o.filter);
-    const bankCodes = config.banks.map((b) => b.code);
-    const view = new LiveView(bankCodes, open.id);
-    for (const o of opened) {
-      for (const s of o.summaries) view.apply(s, o.shard);
-      for (const p of o.pending) view.addPending(o.shard, p.payer, BigInt(p.amount));
-    }
-    view.overview(); // asserts conservation of the recovered state
-
-    const caps = new DebitCaps(config.banks, view);
-    const bankSet = new Set(bankCodes);
-    const shardMap = new ShardMap(bankCodes, config.shards);
-    const counters = new EngineCounters();
-    // The router is built before the engine that holds it; its callbacks reach the engine through this binding.
-    let engine: Engine | undefined;
-    const router = new ShardRouter({
-      rules: { isBank: (code) => bankSet.has(code), amountCentsMax: config.maxAmountCents, twoPhaseEnabled: true },
-      shardMap,
-      readers,
-      idFilter,
-      runner: pools,
-      caps,
-      batch: open.id,
-      onCommitted: (task, result) => {
-        view.apply(result.delta, task.shard);
-        engine!.lifecycle.onCommitted(task, result);
-      },
-      limits: config.limits,
-      log,
-      counters,
-      onTaskTimed: (task, result, ms) => engine!.metrics.observeTask(task, result, ms),
-      resync: (shard) => engine!.resyncShard(shard),
-    });
-    engine = new Engine(config, log, store, pools, readers, view, router, shardMap, open.openedAt, counters);
-    engine.lifecycle.load(opened.flatMap((o) => o.pending));
-    if (closing !== undefined) {
-      // A cut-off was interrupted after the next batch became durable: finish it from what the shards hold.
-      await engine.finishClose(closing, view.take(closing.batch));
-      log.warn({ batch: closing.batch }, 'finished a cut-off that a stop had interrupted');
-    }
+    engine = new Engine(config, log, store, pools, readers, clearing);
     engine.state = 'ready';
-    engine.snapshots.start(config.snapshotIntervalMs);
+    clearing.snapshots.start(config.snapshotIntervalMs);
     if (config.batchSchedule !== undefined) {
-      engine.schedule = new BatchSchedule(config.batchSchedule, () => {
+      engine.schedule = new BatchSchedule(config.batchSchedule, nodeClock, () => {
         engine!.closeBatch('schedule').catch((err: unknown) => log.error({ err }, 'scheduled cut-off failed'));
       });
     }
-    log.info({ shards: config.shards, workers: config.workers, batch: open.id, recoveryMs: Date.now() - started }, 'engine ready');
+    log.info({ shards: config.shards, workers: config.workers, batch: clearing.openBatchId, recoveryMs: Date.now() - started }, 'engine ready');
     return engine;
   }
 
@@ -176,67 +128,83 @@ export class Engine extends EventEmitter<EngineEvents> {
     return this.state === 'ready';
   }
 
+  get router(): ShardRouter {
+    return this.clearing.router;
+  }
+
+  get lifecycle(): Lifecycle {
+    return this.clearing.lifecycle;
+  }
+
+  get view(): LiveView {
+    return this.clearing.view;
+  }
+
+  get counters(): EngineCounters {
+    return this.clearing.counters;
+  }
+
+  get snapshots(): SnapshotTaker {
+    return this.clearing.snapshots;
+  }
+
+  get banks(): readonly string[] {
+    return this.clearing.banks;
+  }
+
+  get lastClosed(): BatchRecord | undefined {
+    return this.clearing.lastClosed;
+  }
+
   get openBatchId(): string {
-    return this.router.batch;
+    return this.clearing.openBatchId;
   }
 
   get openBatchOpenedAt(): number {
-    return this.openedAt;
+    return this.clearing.openBatchOpenedAt;
   }
 
-  /**
-   * Cut off the open batch (清算场次), open the next, and answer the closed
-   * batch's settlement report once every instruction routed before the cut
-   * has committed. Cut-offs are serialised.
-   */
+  /** Instructions of an institution, answered once every item's outcome is durable. */
+  submit(institution: string, raws: readonly unknown[], onDone: (results: InstructionResult[]) => void): void {
+    this.clearing.router.submit(institution, raws, onDone);
+  }
+
+  /** Receipts of a payer bank. */
+  receipts(bank: string, raws: readonly unknown[], onDone: (results: ReceiptResult[]) => void): void {
+    this.clearing.lifecycle.receipts(bank, raws, onDone);
+  }
+
+  resolve(institution: string, id: string, outcome: 'confirm' | 'decline', operator: string): Promise<Failure | undefined> {
+    return this.clearing.lifecycle.resolve(institution, id, outcome, operator);
+  }
+
+  reverse(institution: string, id: string, operator: string): Promise<Failure | undefined> {
+    return this.clearing.lifecycle.reverse(institution, id, operator);
+  }
+
+  /** A stored instruction, wherever its shard. */
+  find(institution: string, id: string): Located | undefined {
+    return this.readers.find(institution, id);
+  }
+
+  buckets(batch: string, institution: string): BucketSums[] {
+    return this.readers.buckets(batch, institution);
+  }
+
+  bucketEntries(batch: string, institution: string, bucket: number): BucketEntry[] {
+    return this.readers.bucketEntries(batch, institution, bucket);
+  }
+
   closeBatch(by: string): Promise<BatchRecord> {
-    const run = this.closingChain.then(() => this.closeNow(by));
-    this.closingChain = run.catch(() => undefined);
-    return run;
+    return this.clearing.closeBatch(by);
   }
 
-  private async closeNow(by: string): Promise<BatchRecord> {
-    assert(this.state === 'ready', 'the engine is not ready');
-    const closedAt = Date.now();
-    const old = this.router.batch;
-    const next = nextBatchId(old, closedAt);
-    const closing: Closing = { batch: old, openedAt: this.openedAt, closedAt };
-    await this.router.cut(next, async () => {
-      await this.store.beginCut(closing, { id: next, openedAt: closedAt });
-      this.view.open(next);
-      this.openedAt = closedAt;
-    });
-    // A worker that died during the cut-off may have committed more of the old batch than it reported.
-    await this.router.resynced();
-    const record = await this.finishClose(closing, this.view.take(old));
-    this.counters.cutoffs.add(by === 'schedule' ? 'schedule' : 'operator');
-    this.log.info({ batch: old, next, by, count: record.count, gross: record.gross, debits: record.debits }, 'batch closed');
-    return record;
+  markSettled(batch: string, by: string): Promise<BatchRecord | 'open' | undefined> {
+    return this.clearing.markSettled(batch, by);
   }
 
-  /**
-   * A task of `shard` failed: its worker may have died after committing.
-   * Read what the shard's disk holds (a replaced worker reopens it) and
-   * make the live view and the pending instructions agree with it.
-   */
-  async resyncShard(shard: number): Promise<void> {
-    // The open batch first: a worker that starts afresh opens its ledger on it.
-    const batches = [this.view.batch, ...this.view.batches().filter((b) => b !== this.view.batch)];
-    // Keys the dead worker committed were added to the filter when they were routed: no filter is rebuilt here.
-    const o = await this.pools.open({ kind: 'open', shard, batches, verify: false, filterBits: 0 });
-    this.readers.refresh(shard);
-    for (const summary of o.summaries) this.view.replaceShard(shard, summary);
-    this.view.replacePending(shard, o.pending);
-    this.lifecycle.resyncShard(shard, o.pending);
-    this.counters.resyncs.add(String(shard));
-    this.log.warn({ shard, batches, pending: o.pending.length }, 'shard resynchronised from disk after a failed task');
-  }
-
-  private async finishClose(closing: Closing, state: BatchState): Promise<BatchRecord> {
-    const record = batchRecord(state, this.banks, closing.openedAt, closing.closedAt);
-    await this.store.finishCut(record);
-    this.lastClosed = record;
-    return record;
+  openBatchRecord(): BatchRecord {
+    return this.clearing.openBatchRecord();
   }
 
   /**
@@ -250,25 +218,6 @@ export class Engine extends EventEmitter<EngineEvents> {
     } catch (err) {
       this.log.error({ err, operator, action, target }, 'could not write the audit trail');
     }
-  }
-
-  /** Record that the central-bank transfers of a closed batch were made (资金划拨). */
-  async markSettled(batch: string, by: string): Promise<BatchRecord | 'open' | undefined> {
-    if (batch === this.router.batch) return 'open';
-    const record = this.store.batch(batch);
-    if (record === undefined) return undefined;
-    if (record.settled) return record;
-    const settled: BatchRecord = { ...record, settled: true, settledAt: Date.now(), settledBy: by };
-    await this.store.putBatch(settled);
-    this.log.info({ batch, by }, 'batch marked settled');
-    return settled;
-  }
-
-  /** The open batch as a provisional report. */
-  openBatchRecord(): BatchRecord {
-    const state = this.view.state(this.router.batch);
-    assert(state !== undefined, 'no state for the open batch');
-    return batchRecord(state, this.banks, this.openedAt, Date.now());
   }
 
   /** Recompute every shard's flows and digests from its instruction log and compare (laws 2 and 6). */
@@ -294,14 +243,13 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (this.state === 'stopping' || this.state === 'stopped') return;
     this.state = 'stopping';
     this.schedule?.stop();
-    this.snapshots.stop();
-    this.lifecycle.stop();
+    this.clearing.stop();
     const drained = await Promise.race([
       this.router.idle().then(() => true),
       new Promise<boolean>((resolve) => setTimeout(() => resolve(false), drainMs).unref()),
     ]);
     if (!drained) this.log.warn({ inflight: this.router.inflightCount }, 'stopping with operations still in flight; they were not acknowledged');
-    await this.closingChain;
+    await this.clearing.cutoffsDone();
     await this.snapshots.idle();
     await this.pools.close();
     await this.readers.close();

@@ -17,8 +17,8 @@ import { failure, statusLine, type ErrorCode, type Failure } from '../protocol/e
 import { rejectedResult, type InstructionResult } from '../protocol/messages.js';
 import type { Authenticator, Principal } from './auth.js';
 import { itemsFromList } from './intake.js';
-import { snapshotFor } from '../engine/snapshots.js';
-import type { ForwardItem } from '../engine/lifecycle.js';
+import { snapshotFor } from '../snapshots/snapshots.js';
+import type { ForwardItem } from '../lifecycle/lifecycle.js';
 
 export const TOPICS = ['notifications', 'snapshots', 'forwards'] as const;
 /** Ops counted by name in the metrics; anything else is 'unknown', keeping label values bounded. */

@@ -6,7 +6,7 @@
 import type { BankPosition, CounterpartyPosition, NettingTotals } from '../core/netting.js';
 import type { InstructionStatus } from '../core/instruction.js';
 import { centsToWire } from '../core/money.js';
-import type { StoredInstruction } from '../store/schema.js';
+import type { StoredInstruction } from '../core/stored-instruction.js';
 import type { ErrorCode, Failure } from './errors.js';
 
 export interface InstructionResult {

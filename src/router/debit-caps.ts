@@ -11,7 +11,7 @@
  * committed. So the exposure used for a decision is never below the truth.
  */
 
-import type { LiveView } from '../engine/live-view.js';
+import type { LiveView } from '../view/live-view.js';
 
 export class DebitCaps {
   private readonly caps = new Map<string, bigint>();

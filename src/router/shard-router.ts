@@ -22,13 +22,13 @@ import { assert, AssertionError } from '../core/assert.js';
 import { contentKey, INSTRUCTION_TYPES, isFailure, rawId, validateInstruction, type Instruction, type InstructionType, type ValidationRules } from '../core/instruction.js';
 import type { IdFilter } from '../core/id-filter.js';
 import type { ShardMap } from '../core/shard-map.js';
-import type { Logger } from '../engine/log.js';
-import { failure, type Failure } from '../protocol/errors.js';
+import type { Logger } from '../core/log.js';
+import { failure, type Failure } from '../core/failures.js';
+import type { Clock, InstructionLookup, ShardTransport } from '../core/ports.js';
+import { storedContentKey, type StoredInstruction } from '../core/stored-instruction.js';
 import { rejectedResult, storedResult, type InstructionResult } from '../protocol/messages.js';
-import type { ApplyResult, ApplyTask, LifecycleOp, OpOutcome, ShardOp, SubmitOp } from '../shard/tasks.js';
-import { storedContentKey } from '../store/schema.js';
-import type { ShardReaders } from '../store/shard-readers.js';
-import type { EngineCounters } from '../engine/counters.js';
+import { submittedContentKey, type ApplyResult, type ApplyTask, type LifecycleOp, type OpOutcome, type ShardOp, type SubmitOp } from '../shard/tasks.js';
+import type { EngineCounters } from '../core/counters.js';
 import type { DebitCaps } from './debit-caps.js';
 import { InflightIndex, type IndexedEntry } from './inflight-index.js';
 
@@ -60,7 +60,17 @@ interface Inflight extends IndexedEntry {
   /** Identical requests that arrived while it was in flight; most operations have none. */
   more: Waiter[] | undefined;
   /** Lifecycle operations of another kind that arrived meanwhile: routed again once this one ends. */
-  deferred: { op: LifecycleOp; shard: number; target: OutcomeTarget; index: number }[] | undefined;
+  deferred: { op: LifecycleOp; shard: number; target: OutcomeTarget; index: number; debit: { bank: string; amount: number } | undefined }[] | undefined;
+  /** The debit it makes a capped bank pay, if any, and whether that is reserved (under `batch`) now. */
+  debit: Reservation | undefined;
+  reserved: boolean;
+}
+
+/** A debit counted against a bank's cap from routing until its outcome is in the live view. */
+interface Reservation {
+  bank: string;
+  amount: number;
+  twoPhase: boolean;
 }
 
 /**
@@ -118,32 +128,46 @@ export class Submission extends AnswerList<InstructionResult> implements Outcome
 }
 
 
-export interface ShardRunner {
-  apply(task: ApplyTask): Promise<ApplyResult>;
+/** What a shard failure leaves an operation with until the shard's disk has been read. */
+interface Held {
+  entry: Inflight;
+  /** The answer if the disk shows the operation did not happen. */
+  failure: Failure;
 }
 
 export interface RouterDeps {
   rules: ValidationRules;
   shardMap: ShardMap;
-  readers: ShardReaders;
+  lookup: InstructionLookup;
   /** Every stored or routed instruction key is in it; a key it has not seen is certainly new. */
   idFilter: IdFilter;
-  runner: ShardRunner;
+  transport: Pick<ShardTransport, 'apply'>;
+  clock: Clock;
   caps: DebitCaps;
   batch: string;
   /** Called with every committed task, before any of its answers is delivered. */
   onCommitted: (task: ApplyTask, result: ApplyResult) => void;
+  /**
+   * Called for an operation whose commit the router learned from the disk
+   * rather than from its task (the task failed after committing), after
+   * the shard was resynchronised and before its answer is delivered.
+   */
+  onRecovered: (op: ShardOp, record: StoredInstruction) => void;
   limits: { shardQueueMax: number; shardTaskItemsMax: number; shardTasksInflightMax: number };
   log: Logger;
   counters: EngineCounters;
   /** Called per task with its round trip (dispatch to commit report), for metrics. */
   onTaskTimed?: (task: ApplyTask, result: ApplyResult, roundTripMs: number) => void;
   /**
-   * Bring the live state of one shard back in line with its disk, after a
-   * task of it failed (its worker may have died after committing).
+   * Bring the live state of one shard (its share of the live view, its
+   * pending debits and timers) back in line with its disk, after a task of
+   * it failed: its worker may have died after committing.
    */
   resync: (shard: number) => Promise<void>;
 }
+
+/** How long a failed resynchronisation waits before it is tried again. */
+const RESYNC_RETRY_MS = 1000;
 
 export class ShardRouter {
   private readonly inflight = new InflightIndex<Inflight>();
@@ -151,13 +175,16 @@ export class ShardRouter {
   private queues: Inflight[][] = [];
   private readonly tasksAtWorker: number[] = [];
   private readonly inflightPerShard: number[] = [];
-  private readonly tasksByBatch = new Map<string, number>();
+  /** Operations routed under each batch and not yet answered: a batch is drained when none is left. */
+  private readonly unansweredByBatch = new Map<string, number>();
   private readonly drainWaiters = new Map<string, (() => void)[]>();
   private flushScheduled = false;
   private held = false;
   /** Shards whose dispatch is held until their state is resynchronised from disk. */
   private readonly resyncWanted = new Set<number>();
   private readonly resyncing = new Set<number>();
+  /** Per shard, the operations of its failed tasks: answered from its disk once it is resynchronised. */
+  private readonly awaitingTruth: Held[][] = [];
   private resyncWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
   private currentBatch: string;
@@ -175,6 +202,7 @@ export class ShardRouter {
       this.queues.push([]);
       this.tasksAtWorker.push(0);
       this.inflightPerShard.push(0);
+      this.awaitingTruth.push([]);
     }
   }
 
@@ -232,15 +260,14 @@ export class ShardRouter {
     const unseen = !this.deps.idFilter.testAndAdd(institution, v.id);
     if (!unseen) {
       const pending = this.inflight.get(institution, v.id);
-      if (pending !== undefined) {
-        if (pending.op[0] === 'S' && sameContent(pending.op, v)) {
-          (pending.more ??= []).push({ target: submission, index });
-        } else {
-          this.reject(submission, index, v.id, failure('DUPLICATE_CONFLICT', `id '${v.id}' is in flight with different content`));
-        }
+      if (pending !== undefined && pending.op[0] === 'S') {
+        // Not stored yet: an identical one waits for its outcome, a different one conflicts.
+        if (sameContent(pending.op, v)) (pending.more ??= []).push({ target: submission, index });
+        else this.reject(submission, index, v.id, failure('DUPLICATE_CONFLICT', `id '${v.id}' is in flight with different content`));
         return;
       }
-      const found = this.deps.readers.find(institution, v.id);
+      // Stored (a receipt, expiry or reversal of it may be in flight): the stored content decides.
+      const found = this.deps.lookup.find(institution, v.id);
       if (found !== undefined) {
         if (storedContentKey(found.record) === contentKey(v)) {
           this.deps.counters.instructions.add(`${v.type}|duplicate`);
@@ -250,6 +277,7 @@ export class ShardRouter {
         }
         return;
       }
+      assert(pending === undefined, 'a lifecycle operation is in flight for an instruction that is not stored');
     }
 
     const shard = this.deps.shardMap.shardOf(v.payer, v.payee);
@@ -261,34 +289,52 @@ export class ShardRouter {
       this.reject(submission, index, v.id, failure('DEBIT_CAP_EXCEEDED', `payer '${v.payer}' would pass its debit cap`));
       return;
     }
-    this.enqueue(shard, toSubmitOp(v), submission, index, unseen);
+    const debit: Reservation | undefined = this.deps.caps.cap(v.payer) === undefined ? undefined : { bank: v.payer, amount: v.amount, twoPhase: v.twoPhase };
+    this.enqueue(shard, toSubmitOp(v), target(submission, index), unseen, debit);
   }
 
   /**
    * Route a lifecycle operation on a stored instruction to its shard. An
    * identical operation already in flight is waited on; one of another kind
-   * is routed after it, against the state it leaves.
+   * is routed after it, against the state it leaves. `debit` is what the
+   * operation makes a bank pay (a reversal makes the payee pay back): it
+   * is reserved against that bank's cap like a submission's debit.
    */
-  lifecycle(shard: number, op: LifecycleOp, target: OutcomeTarget, index: number): void {
+  lifecycle(shard: number, op: LifecycleOp, target: OutcomeTarget, index: number, debit?: { bank: string; amount: number }): void {
     const pending = this.inflight.get(op[1], op[2]);
     if (pending !== undefined) {
       if (pending.op[0] === op[0]) (pending.more ??= []).push({ target, index });
-      else (pending.deferred ??= []).push({ op, shard, target, index });
+      else (pending.deferred ??= []).push({ op, shard, target, index, debit });
       return;
     }
     if (this.queues[shard]!.length >= this.deps.limits.shardQueueMax) {
       target.deliver(index, { kind: 'failed', failure: failure('OVERLOADED', `shard ${shard} queue is full; retry later`) }, true);
       return;
     }
-    this.enqueue(shard, op, target, index, false);
+    let capped: Reservation | undefined;
+    if (debit !== undefined && this.deps.caps.cap(debit.bank) !== undefined) {
+      if (!this.deps.caps.reserve(debit.bank, debit.amount, false, this.routeBatch)) {
+        this.deps.counters.rejections.add('DEBIT_CAP_EXCEEDED');
+        target.deliver(index, { kind: 'failed', failure: failure('DEBIT_CAP_EXCEEDED', `bank '${debit.bank}' would pass its debit cap`) }, true);
+        return;
+      }
+      capped = { bank: debit.bank, amount: debit.amount, twoPhase: false };
+    }
+    this.enqueue(shard, op, { target, index }, false, capped);
   }
 
-  /** `unseen`: the id filter had never seen the key, so the entry is only listed (see InflightIndex). */
-  private enqueue(shard: number, op: ShardOp, target: OutcomeTarget, index: number, unseen: boolean): void {
-    const entry: Inflight = { op, place: 'listed', shard, batch: this.routeBatch, target, index, more: undefined, deferred: undefined };
+  /**
+   * `unseen`: the id filter had never seen the key, so the entry is only
+   * listed (see InflightIndex). `debit`: already reserved under the batch
+   * routed into.
+   */
+  private enqueue(shard: number, op: ShardOp, to: Waiter, unseen: boolean, debit: Reservation | undefined): void {
+    const batch = this.routeBatch;
+    const entry: Inflight = { op, place: 'listed', shard, batch, target: to.target, index: to.index, more: undefined, deferred: undefined, debit, reserved: debit !== undefined };
     if (unseen) this.inflight.addUnindexed(entry);
     else this.inflight.add(entry);
     this.inflightPerShard[shard]!++;
+    this.unansweredByBatch.set(batch, (this.unansweredByBatch.get(batch) ?? 0) + 1);
     this.queues[shard]!.push(entry);
     this.scheduleFlush();
   }
@@ -296,40 +342,46 @@ export class ShardRouter {
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    setImmediate(() => {
+    this.deps.clock.defer(() => {
       this.flushScheduled = false;
       this.flush(false);
     });
   }
 
-  /** Cut every shard's queue into tasks, as far as the in-flight bound allows (or entirely, to seal a batch). */
+  /**
+   * Cut every shard's queue into tasks, as far as the in-flight bound allows
+   * (or entirely, to seal a batch). A task holds operations of one batch
+   * only: each is booked under the batch it was routed in.
+   */
   private flush(all: boolean): void {
     if (this.held) return;
     const { shardTaskItemsMax, shardTasksInflightMax } = this.deps.limits;
     for (let shard = 0; shard < this.queues.length; shard++) {
       if (this.resyncWanted.has(shard) || this.resyncing.has(shard)) continue;
       while (this.queues[shard]!.length > 0 && (all || this.tasksAtWorker[shard]! < shardTasksInflightMax)) {
-        let entries = this.queues[shard]!;
-        if (entries.length > shardTaskItemsMax) {
-          this.queues[shard] = entries.slice(shardTaskItemsMax);
-          entries = entries.slice(0, shardTaskItemsMax);
-        } else {
+        const queue = this.queues[shard]!;
+        const batch = queue[0]!.batch;
+        const limit = Math.min(queue.length, shardTaskItemsMax);
+        let n = 1;
+        while (n < limit && queue[n]!.batch === batch) n++;
+        if (n === queue.length) {
           this.queues[shard] = [];
+          this.dispatch(shard, batch, queue);
+        } else {
+          this.queues[shard] = queue.slice(n);
+          this.dispatch(shard, batch, queue.slice(0, n));
         }
-        this.dispatch(shard, entries);
       }
     }
   }
 
-  private dispatch(shard: number, entries: Inflight[]): void {
-    const batch = this.currentBatch;
-    const task: ApplyTask = { kind: 'apply', shard, batch, now: Date.now(), ops: entries.map((e) => e.op) };
+  private dispatch(shard: number, batch: string, entries: Inflight[]): void {
+    const task: ApplyTask = { kind: 'apply', shard, batch, now: this.deps.clock.now(), ops: entries.map((e) => e.op) };
     this.tasksAtWorker[shard]!++;
-    this.tasksByBatch.set(batch, (this.tasksByBatch.get(batch) ?? 0) + 1);
-    const sentAt = performance.now();
-    this.deps.runner.apply(task).then(
+    const sentAt = this.deps.clock.monotonicMs();
+    this.deps.transport.apply(task).then(
       (result) => {
-        this.deps.onTaskTimed?.(task, result, performance.now() - sentAt);
+        this.deps.onTaskTimed?.(task, result, this.deps.clock.monotonicMs() - sentAt);
         this.committed(task, entries, result);
       },
       (err: unknown) => this.failed(task, entries, err),
@@ -340,9 +392,10 @@ export class ShardRouter {
     this.tasksAtWorker[task.shard]!--;
     assert(result.outcomes.length === entries.length, 'a shard answered a different number of operations');
     // The commit must be visible to look-ups before its ids leave the in-flight map.
-    this.deps.readers.refresh(task.shard);
-    this.releaseReservations(task.ops, task.batch);
+    this.deps.lookup.refresh(task.shard);
     this.deps.onCommitted(task, result);
+    // The commit is in the live view now, so its reservations may go.
+    for (const e of entries) this.release(e);
     // Outcomes are counted per task, not per instruction: a few map updates instead of thousands.
     const applied = new Map<string, number>();
     const appliedResult: OpResult = { kind: 'applied', batch: task.batch };
@@ -364,37 +417,41 @@ export class ShardRouter {
       }
     }
     for (const [k, n] of applied) this.deps.counters.instructions.add(k, n);
-    this.afterTask(task.batch);
+    this.afterTask();
   }
 
+  /**
+   * A task failed: its commit may or may not have happened (a worker can
+   * die after committing and before reporting). Its operations keep their
+   * in-flight entries and their reservations, and are answered from the
+   * shard's disk once the shard has been resynchronised: no answer is a
+   * guess.
+   */
   private failed(task: ApplyTask, entries: Inflight[], err: unknown): void {
     this.tasksAtWorker[task.shard]!--;
-    this.deps.log.error({ err, shard: task.shard, ops: entries.length }, 'shard task failed; its operations were not acknowledged');
+    this.deps.log.error({ err, shard: task.shard, ops: entries.length }, 'shard task failed; its operations are answered once the shard is resynchronised from disk');
     if ((err as Error | undefined)?.name === 'AssertionError') this.deps.counters.lawViolations++;
-    this.releaseReservations(task.ops, task.batch);
     // A disk that is full is the operator's to fix and the client's to know; anything else is a fault.
     const f = /ENOSPC|MDB_MAP_FULL|No space left/.test(String((err as Error | undefined)?.message))
       ? failure('STORAGE_FULL', `shard ${task.shard} could not write: the disk is full; nothing was stored`)
-      : failure('INTERNAL', 'the shard could not commit this; it was not accepted, retry with the same id');
-    for (const entry of entries) {
-      this.deps.counters.rejections.add(f.code);
-      this.finish(entry, { kind: 'failed', failure: f });
-    }
+      : failure('INTERNAL', 'the shard failed and this was not stored; retry with the same id');
+    const held = this.awaitingTruth[task.shard]!;
+    for (const entry of entries) held.push({ entry, failure: f });
     this.resyncWanted.add(task.shard);
-    this.afterTask(task.batch);
+    this.afterTask();
   }
 
   private readonly fullWarnedAt = new Map<number, number>();
 
   /** Tell the operator a shard is at its storage limit, at most every ten seconds per shard. */
   private warnFull(shard: number): void {
-    const now = Date.now();
-    if (now - (this.fullWarnedAt.get(shard) ?? 0) < 10_000) return;
+    const now = this.deps.clock.now();
+    if (now - (this.fullWarnedAt.get(shard) ?? Number.NEGATIVE_INFINITY) < 10_000) return;
     this.fullWarnedAt.set(shard, now);
     this.deps.log.error({ shard }, 'shard is at its storage limit (limits.shardBytesMax): new instructions are refused with STORAGE_FULL');
   }
 
-  /** Once a failed shard has nothing left at its worker, resynchronise it, then let its queue go again. */
+  /** Once a failed shard has nothing left at its worker, resynchronise it, answer its held operations, then let its queue go again. */
   private maybeResync(shard: number): void {
     if (!this.resyncWanted.has(shard) || this.resyncing.has(shard) || this.tasksAtWorker[shard]! > 0) return;
     this.resyncWanted.delete(shard);
@@ -402,20 +459,61 @@ export class ShardRouter {
     this.deps.resync(shard).then(
       () => {
         this.resyncing.delete(shard);
+        this.deps.lookup.refresh(shard);
+        const held = this.awaitingTruth[shard]!;
+        this.awaitingTruth[shard] = [];
+        for (const h of held) this.answerFromDisk(h);
         if (this.resyncWanted.size === 0 && this.resyncing.size === 0) {
           const waiters = this.resyncWaiters;
           this.resyncWaiters = [];
           waiters.forEach((w) => w());
         }
-        this.flush(false);
+        this.afterTask();
       },
       (err: unknown) => {
-        this.deps.log.error({ err, shard }, 'shard resynchronisation failed; retrying in a second');
+        this.deps.log.error({ err, shard }, 'shard resynchronisation failed; retrying');
         this.resyncing.delete(shard);
         this.resyncWanted.add(shard);
-        setTimeout(() => this.maybeResync(shard), 1000).unref();
+        this.deps.clock.after(RESYNC_RETRY_MS, () => this.maybeResync(shard));
       },
     );
+  }
+
+  /**
+   * The truth about an operation of a failed task, read from its shard's
+   * disk after the resynchronisation: the live view now holds whatever it
+   * committed, so its reservation can go, and its answer says what
+   * happened.
+   */
+  private answerFromDisk(h: Held): void {
+    const { entry } = h;
+    const op = entry.op;
+    const record = this.deps.lookup.find(op[1], op[2])?.record;
+    let result: OpResult;
+    if (op[0] === 'S') {
+      if (record === undefined) {
+        result = { kind: 'failed', failure: h.failure };
+      } else if (storedContentKey(record) === submittedContentKey(op)) {
+        // Committed: the in-flight entry kept any other submission of this key out, so this one stored it.
+        this.deps.counters.instructions.add(op[8] > 0 ? PENDING_KEY[op[3]] : CLEARED_KEY[op[3]]);
+        this.deps.onRecovered(op, record);
+        result = { kind: 'applied', batch: record.b ?? entry.batch };
+      } else {
+        result = { kind: 'found', outcome: storedOutcome(record, true) };
+      }
+    } else if (record === undefined) {
+      result = { kind: 'found', outcome: { status: 'missing' } };
+    } else if (record.s === LIFECYCLE_TARGET[op[0]]) {
+      this.deps.onRecovered(op, record);
+      result = { kind: 'applied', batch: (op[0] === 'R' ? record.rb : record.b) ?? entry.batch };
+    } else if (record.s === LIFECYCLE_FROM[op[0]]) {
+      result = { kind: 'failed', failure: h.failure.code === 'STORAGE_FULL' ? h.failure : failure('INTERNAL', 'the shard failed and this change was not stored; send it again') };
+    } else {
+      result = { kind: 'found', outcome: storedOutcome(record, false) };
+    }
+    if (result.kind === 'failed') this.deps.counters.rejections.add(result.failure.code);
+    this.release(entry);
+    this.finish(entry, result);
   }
 
   /** Resolves once no shard is waiting to be, or being, resynchronised. */
@@ -424,15 +522,26 @@ export class ShardRouter {
     return new Promise((resolve) => this.resyncWaiters.push(resolve));
   }
 
-  private releaseReservations(ops: ShardOp[], batch: string): void {
-    for (const op of ops) {
-      if (op[0] === 'S') this.deps.caps.release(op[4], op[6], op[8] > 0, batch);
-    }
+  private release(entry: Inflight): void {
+    const r = entry.debit;
+    if (r === undefined || !entry.reserved) return;
+    entry.reserved = false;
+    this.deps.caps.release(r.bank, r.amount, r.twoPhase, entry.batch);
   }
 
   private finish(entry: Inflight, result: OpResult): void {
+    assert(!entry.reserved, 'an operation was answered with its debit still reserved');
     this.inflight.delete(entry);
     this.inflightPerShard[entry.shard]!--;
+    const left = this.unansweredByBatch.get(entry.batch)! - 1;
+    if (left > 0) {
+      this.unansweredByBatch.set(entry.batch, left);
+    } else {
+      this.unansweredByBatch.delete(entry.batch);
+      const waiters = this.drainWaiters.get(entry.batch);
+      this.drainWaiters.delete(entry.batch);
+      waiters?.forEach((w) => w());
+    }
     entry.target.deliver(entry.index, result, true);
     if (entry.more !== undefined) {
       for (const w of entry.more) {
@@ -440,20 +549,11 @@ export class ShardRouter {
         w.target.deliver(w.index, result, false);
       }
     }
-    if (entry.deferred !== undefined) for (const d of entry.deferred) this.lifecycle(d.shard, d.op, d.target, d.index);
+    if (entry.deferred !== undefined) for (const d of entry.deferred) this.lifecycle(d.shard, d.op, d.target, d.index, d.debit);
   }
 
-  private afterTask(batch: string): void {
+  private afterTask(): void {
     for (const shard of this.resyncWanted) this.maybeResync(shard);
-    const left = (this.tasksByBatch.get(batch) ?? 1) - 1;
-    if (left === 0) {
-      this.tasksByBatch.delete(batch);
-      const waiters = this.drainWaiters.get(batch);
-      this.drainWaiters.delete(batch);
-      waiters?.forEach((w) => w());
-    } else {
-      this.tasksByBatch.set(batch, left);
-    }
     this.flush(false);
     if (this.inflight.size === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
@@ -466,7 +566,9 @@ export class ShardRouter {
    * The cut-off point of a batch. Everything routed so far goes to the
    * shards under the current batch now; operations routed from here on wait
    * until `persist` has made the next batch durable, and are then routed
-   * under `next`. Resolves once every task of the old batch has committed.
+   * under `next`. Resolves once every operation of the old batch has been
+   * answered, a failed shard's after its resynchronisation, so the live
+   * view then holds the old batch whole.
    */
   async cut(next: string, persist: () => Promise<void>): Promise<string> {
     assert(next > this.currentBatch, `batch ${next} does not sort after ${this.currentBatch}`);
@@ -479,6 +581,7 @@ export class ShardRouter {
       this.currentBatch = next;
     } catch (err) {
       this.routeBatch = old;
+      this.readmit(next, old);
       throw err;
     } finally {
       this.held = false;
@@ -488,9 +591,46 @@ export class ShardRouter {
     return old;
   }
 
-  /** Resolves once no task of `batch` is at a worker or queued. */
+  /**
+   * The next batch could not be made durable: what was routed into it
+   * meanwhile goes into the old batch instead, each debit decided again
+   * against the old batch's figures, in the order it was routed.
+   */
+  private readmit(from: string, to: string): void {
+    for (let shard = 0; shard < this.queues.length; shard++) {
+      const keep: Inflight[] = [];
+      const refused: Inflight[] = [];
+      for (const e of this.queues[shard]!) {
+        if (e.batch !== from) {
+          keep.push(e);
+          continue;
+        }
+        this.release(e);
+        e.batch = to;
+        this.unansweredByBatch.set(from, this.unansweredByBatch.get(from)! - 1);
+        this.unansweredByBatch.set(to, (this.unansweredByBatch.get(to) ?? 0) + 1);
+        const r = e.debit;
+        if (r !== undefined) {
+          if (!this.deps.caps.reserve(r.bank, r.amount, r.twoPhase, to)) {
+            refused.push(e);
+            continue;
+          }
+          e.reserved = true;
+        }
+        keep.push(e);
+      }
+      this.queues[shard] = keep;
+      for (const e of refused) {
+        this.deps.counters.rejections.add('DEBIT_CAP_EXCEEDED');
+        this.finish(e, { kind: 'failed', failure: failure('DEBIT_CAP_EXCEEDED', 'the debit cap would be passed') });
+      }
+    }
+    if (this.unansweredByBatch.get(from) === 0) this.unansweredByBatch.delete(from);
+  }
+
+  /** Resolves once every operation routed under `batch` has been answered. */
   drained(batch: string): Promise<void> {
-    if (!this.tasksByBatch.has(batch) && !(batch === this.currentBatch && this.queues.some((q) => q.length > 0))) return Promise.resolve();
+    if (!this.unansweredByBatch.has(batch)) return Promise.resolve();
     return new Promise((resolve) => {
       const list = this.drainWaiters.get(batch) ?? [];
       list.push(resolve);
@@ -504,6 +644,22 @@ export class ShardRouter {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 }
+
+/** The status a lifecycle operation leaves its instruction in, and the one it needs. */
+const LIFECYCLE_TARGET = { C: 'cleared', D: 'declined', X: 'expired', R: 'reversed' } as const;
+const LIFECYCLE_FROM = { C: 'pending', D: 'pending', X: 'pending', R: 'cleared' } as const;
+
+function storedOutcome(record: StoredInstruction, conflict: boolean): OpOutcome {
+  const o: OpOutcome = { status: record.s };
+  if (record.b !== undefined) o.batch = record.b;
+  if (conflict) o.conflict = true;
+  return o;
+}
+
+function target(t: OutcomeTarget, index: number): Waiter {
+  return { target: t, index };
+}
+
 
 /** Counter keys per instruction type, built once. */
 const CLEARED_KEY = Object.fromEntries(INSTRUCTION_TYPES.map((t) => [t, `${t}|cleared`])) as Record<InstructionType, string>;

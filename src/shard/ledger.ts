@@ -15,7 +15,6 @@
 
 import { assert } from '../core/assert.js';
 import { addInstitutionTotals, bucketOfHigh, digestLine, fnv1a64Halves, DigestAccumulator } from '../core/digest.js';
-import { contentKey } from '../core/instruction.js';
 import { addFlow, applyToFlow, FlowBook, flowIsZero, flowsEqual } from '../core/netting.js';
 import {
   bucketIndexKey,
@@ -38,7 +37,7 @@ import {
   type ShardDbs,
   type StoredInstruction,
 } from '../store/schema.js';
-import { S, type ApplyResult, type ApplyTask, type BatchSummary, type InstitutionTotals, type OpOutcome, type PendingEntry, type SubmitOp, type VerifyReport } from './tasks.js';
+import { S, type ApplyResult, type ApplyTask, type BatchSummary, type InstitutionTotals, type OpOutcome, type PendingEntry, submittedContentKey, type VerifyReport } from './tasks.js';
 
 /** How often a shard reads its size for the storage quota. */
 const QUOTA_CHECK_MS = 50;
@@ -227,7 +226,7 @@ export class ShardLedger {
         if (stored !== undefined || !insertNew(ins, key, created)) {
           const rec = stored ?? read(key);
           assert(rec !== undefined, 'an insert was refused for a key that is not stored');
-          const o: OpOutcome = { status: rec.s, conflict: storedContentKey(rec) !== submittedContent(op) };
+          const o: OpOutcome = { status: rec.s, conflict: storedContentKey(rec) !== submittedContentKey(op) };
           if (rec.b !== undefined) o.batch = rec.b;
           outcomes[i] = o;
           continue;
@@ -386,17 +385,4 @@ export class ShardLedger {
     compareBuckets('stored', storedBuckets);
     return { shard: this.shard, batch, instructions, cleared, matches: mismatches.length === 0, mismatches };
   }
-}
-
-function submittedContent(op: SubmitOp): string {
-  const timeoutMs = op[S.TimeoutMs];
-  return contentKey({
-    type: op[S.Type],
-    payer: op[S.Payer],
-    payee: op[S.Payee],
-    amount: op[S.Amount],
-    twoPhase: timeoutMs > 0,
-    timeoutMs: timeoutMs > 0 ? timeoutMs : undefined,
-    reference: op[S.Reference] ?? undefined,
-  });
 }

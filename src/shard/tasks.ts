@@ -7,7 +7,7 @@
  * with named fields.
  */
 
-import type { Instruction, InstructionStatus, InstructionType } from '../core/instruction.js';
+import { contentKey, type Instruction, type InstructionStatus, type InstructionType } from '../core/instruction.js';
 import type { PairFlow } from '../core/netting.js';
 
 /** Submit: [op, institution, id, type, payer, payee, amount, reference or null, timeoutMs (0 = single-phase)] */
@@ -21,6 +21,20 @@ export type ShardOp = SubmitOp | LifecycleOp;
 
 /** Positions in a SubmitOp. */
 export const S = { Op: 0, Institution: 1, Id: 2, Type: 3, Payer: 4, Payee: 5, Amount: 6, Reference: 7, TimeoutMs: 8 } as const;
+
+/** The content a submission would store, as the duplicate rules compare it (see contentKey). */
+export function submittedContentKey(op: SubmitOp): string {
+  const timeoutMs = op[S.TimeoutMs];
+  return contentKey({
+    type: op[S.Type],
+    payer: op[S.Payer],
+    payee: op[S.Payee],
+    amount: op[S.Amount],
+    twoPhase: timeoutMs > 0,
+    timeoutMs: timeoutMs > 0 ? timeoutMs : undefined,
+    reference: op[S.Reference] ?? undefined,
+  });
+}
 
 /** Given to every worker thread at its start (Piscina `workerData`). */
 export interface WorkerSetup {

@@ -5,36 +5,15 @@
 
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { businessDate } from '../core/business-time.js';
+import type { BatchRecord, BatchStore, Closing, OpenBatch } from '../core/ports.js';
 import { enginePath, LAYOUT_VERSION } from './schema.js';
 
-export { businessDate };
+export type { BatchRecord, Closing, OpenBatch };
 
 export interface Layout {
   version: number;
   shards: number;
   createdAt: number;
-}
-
-export interface OpenBatch {
-  id: string;
-  openedAt: number;
-}
-
-/** A closed batch: its settlement report and its institutions' reconciliation totals. */
-export interface BatchRecord {
-  batch: string;
-  openedAt: number;
-  closedAt: number;
-  count: number;
-  gross: string;
-  banks: { bank: string; net: string; paid: string; received: string; settlement: 'debit' | 'credit' | 'none'; amount: string }[];
-  debits: string;
-  credits: string;
-  institutions: { institution: string; count: number; amount: string; digest: string }[];
-  settled: boolean;
-  settledAt?: number;
-  settledBy?: string;
 }
 
 /** One entry of the audit trail of operator actions. */
@@ -48,18 +27,11 @@ export interface OperatorAction {
   outcome: string;
 }
 
-/** A cut-off in progress: the batch being closed and when it was cut. */
-export interface Closing {
-  batch: string;
-  openedAt: number;
-  closedAt: number;
-}
-
 export class LayoutError extends Error {
   override name = 'LayoutError';
 }
 
-export class EngineStore {
+export class EngineStore implements BatchStore {
   private readonly env: RootDatabase;
   private readonly meta: Database<unknown, string>;
   private readonly batches: Database<BatchRecord, string>;
@@ -137,6 +109,11 @@ export class EngineStore {
     return this.batches.get(id);
   }
 
+  lastClosed(): BatchRecord | undefined {
+    for (const { value } of this.batches.getRange({ reverse: true, limit: 1 })) return value;
+    return undefined;
+  }
+
   /** Closed batches, oldest first. */
   closedBatches(): BatchRecord[] {
     return [...this.batches.getRange({})].map((e) => e.value);
@@ -167,27 +144,4 @@ export class EngineStore {
   async close(): Promise<void> {
     await this.env.close();
   }
-}
-
-
-/** Batches per business day: the three-digit suffix keeps ids sorting as strings. */
-export const BATCHES_PER_DAY_MAX = 999;
-
-export class BatchIdExhausted extends Error {
-  override name = 'BatchIdExhausted';
-}
-
-/** The batch after `previous` (or the first), opened at `now`: ids sort in creation order. */
-export function nextBatchId(previous: string | undefined, now: number): string {
-  const date = businessDate(now);
-  if (previous !== undefined) {
-    const [prevDate, prevSeq] = previous.split('-');
-    if (prevDate !== undefined && prevDate >= date) {
-      // A clock that went backwards keeps the previous date so ids still sort.
-      const seq = Number(prevSeq) + 1;
-      if (seq > BATCHES_PER_DAY_MAX) throw new BatchIdExhausted(`business day ${prevDate} already has ${BATCHES_PER_DAY_MAX} batches`);
-      return `${prevDate}-${String(seq).padStart(3, '0')}`;
-    }
-  }
-  return `${date}-001`;
 }

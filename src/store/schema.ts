@@ -22,43 +22,14 @@
 
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import { assert, AssertionError } from '../core/assert.js';
-import { contentKey, INSTRUCTION_STATUSES, INSTRUCTION_TYPES, type InstructionStatus, type InstructionType } from '../core/instruction.js';
+import { assert } from '../core/assert.js';
+import { type StoredInstruction } from '../core/stored-instruction.js';
+
+export { checkStoredInstruction, storedContentKey, type StoredInstruction } from '../core/stored-instruction.js';
 import type { PairFlow } from '../core/netting.js';
 
 export const LAYOUT_VERSION = 2;
 
-export interface StoredInstruction {
-  /** type */
-  t: InstructionType;
-  /** payer */
-  p: string;
-  /** payee */
-  q: string;
-  /** amount in cents */
-  a: number;
-  /** status */
-  s: InstructionStatus;
-  /** batch the instruction is netted in (cleared, reversed) */
-  b?: string;
-  /** accepted at, ms since epoch */
-  at: number;
-  /** cleared at, ms since epoch */
-  ct?: number;
-  /** reference */
-  r?: string;
-  /** two-phase flag and timeout */
-  tp?: 1;
-  to?: number;
-  /** receipt deadline, ms since epoch (two-phase) */
-  dl?: number;
-  /** when it became declined, expired or reversed */
-  ft?: number;
-  /** batch the reversal was netted in */
-  rb?: string;
-  /** the payer bank's reason for a decline */
-  rs?: string;
-}
 
 /** One digest bucket's figures: instructions, Σ amounts (cents), Σ hashes mod 2^64. */
 export interface BucketFigures {
@@ -185,12 +156,7 @@ export function flowRange(batch: string): { start: string; end: string } {
   return { start: `${batch}|`, end: `${batch}|~` };
 }
 
-export function storedContentKey(r: StoredInstruction): string {
-  return contentKey({ type: r.t, payer: r.p, payee: r.q, amount: r.a, twoPhase: r.tp === 1, timeoutMs: r.to, reference: r.r });
-}
 
-const TYPES: ReadonlySet<string> = new Set(INSTRUCTION_TYPES);
-const STATUSES: ReadonlySet<string> = new Set(INSTRUCTION_STATUSES);
 
 /**
  * Inside a write transaction: store `value` under `key` unless the key is
@@ -204,30 +170,7 @@ export function insertNew<V>(db: Database<V, string>, key: string, value: V): bo
   return wrote;
 }
 
-/** What is wrong with a stored record, or null when nothing is. */
-function storedInstructionFault(rec: StoredInstruction): string | null {
-  if (typeof rec !== 'object' || rec === null) return 'is not an object';
-  if (!TYPES.has(rec.t)) return 'has bad type';
-  if (typeof rec.p !== 'string' || typeof rec.q !== 'string' || rec.p === rec.q) return 'has bad banks';
-  if (!Number.isSafeInteger(rec.a) || rec.a <= 0) return 'has bad amount';
-  if (!STATUSES.has(rec.s) || rec.s === 'rejected') return 'has bad status';
-  if (rec.s === 'cleared' && typeof rec.b !== 'string') return 'is cleared with no batch';
-  if (rec.s === 'pending' && (rec.tp !== 1 || typeof rec.dl !== 'number')) return 'is pending with no deadline';
-  if (rec.s === 'reversed' && (typeof rec.b !== 'string' || typeof rec.rb !== 'string')) return 'is reversed and lacks its batches';
-  return null;
-}
 
-/**
- * Check a record read back from disk: the pair to the validation before
- * the write. The message is built only on failure, as audits run this over
- * every stored record.
- */
-export function checkStoredInstruction(r: unknown, key: string): StoredInstruction {
-  const rec = r as StoredInstruction;
-  const fault = storedInstructionFault(rec);
-  if (fault !== null) throw new AssertionError(`record ${key} ${fault}`);
-  return rec;
-}
 
 const FLOW_WORDS = 6;
 

@@ -9,12 +9,10 @@
  */
 
 import { addDigest } from '../core/digest.js';
+import type { InstructionLookup, Located } from '../core/ports.js';
 import { bucketIndexRange, bucketKey, BUCKETS, BucketTable, checkStoredInstruction, instructionKey, openShardDbs, bucketIndexIds, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
 
-export interface Located {
-  shard: number;
-  record: StoredInstruction;
-}
+export type { Located };
 
 export interface BucketSums {
   n: number;
@@ -30,7 +28,7 @@ export interface BucketEntry {
   record: StoredInstruction;
 }
 
-export class ShardReaders {
+export class ShardReaders implements InstructionLookup {
   private readonly dbs: ShardDbs[] = [];
 
   constructor(dataDir: string, shards: number, mapSizeBytes: number) {

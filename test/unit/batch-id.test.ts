@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import { BatchIdExhausted, businessDate, nextBatchId } from '../../src/store/engine-store.js';
+import { businessDate } from '../../src/core/business-time.js';
+import { BatchIdExhausted, nextBatchId } from '../../src/settlement/batch-id.js';
 
 const at = (iso: string): number => Date.parse(iso);
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { LiveView } from '../../src/engine/live-view.js';
+import { LiveView } from '../../src/view/live-view.js';
 import { DebitCaps } from '../../src/router/debit-caps.js';
 
 const BANKS = [{ code: 'ICBC', debitCapCents: 1000 }, { code: 'CMB' }, { code: 'ABC' }];

@@ -6,11 +6,13 @@
  */
 
 import { Piscina } from 'piscina';
+import type { ShardTransport } from '../core/ports.js';
 import type { ApplyResult, ApplyTask, ApplyTaskWire, OpenResult, OpenTask, ShardTask, VerifyReport, WorkerSetup, WorkerStats } from '../shard/tasks.js';
 
 const WORKER_FILE = new URL('../shard/worker.js', import.meta.url).href;
 
-export class ShardPools {
+/** The shard transport port over Piscina: one single-thread pool per worker. */
+export class ShardPools implements ShardTransport {
   private readonly pools: Piscina[] = [];
   private readonly shards: number;
 

@@ -15,13 +15,14 @@ import { assert } from '../core/assert.js';
 import { ID_PATTERN, isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
 import { MinHeap } from '../core/min-heap.js';
 import type { ShardMap } from '../core/shard-map.js';
-import { failure, type Failure } from '../protocol/errors.js';
+import { failure, type Failure } from '../core/failures.js';
 import { AnswerList, type OpResult, type OutcomeTarget, type ShardRouter } from '../router/shard-router.js';
-import type { ApplyResult, ApplyTask, LifecycleOp, PendingEntry } from '../shard/tasks.js';
-import type { ShardReaders } from '../store/shard-readers.js';
-import type { EngineCounters } from './counters.js';
-import type { LiveView } from './live-view.js';
-import type { Logger } from './log.js';
+import type { ApplyResult, ApplyTask, LifecycleOp, PendingEntry, ShardOp } from '../shard/tasks.js';
+import type { Clock, InstructionLookup, TimerHandle } from '../core/ports.js';
+import type { StoredInstruction } from '../core/stored-instruction.js';
+import type { EngineCounters } from '../core/counters.js';
+import type { LiveView } from '../view/live-view.js';
+import type { Logger } from '../core/log.js';
 
 /** A two-phase instruction as forwarded to its payer bank. */
 export interface ForwardItem {
@@ -75,6 +76,9 @@ interface TimerEvent {
 }
 
 type Outcome = 'confirm' | 'decline';
+
+/** How soon an expiry that could not be committed is tried again. */
+const EXPIRY_RETRY_MS = 1000;
 
 const RECEIPT_KEYS = new Set(['institution', 'id', 'outcome', 'reason']);
 const REASON_LENGTH_MAX = 140;
@@ -181,7 +185,7 @@ class OneShot implements OutcomeTarget {
 export class Lifecycle {
   private readonly pending = new Map<string, Pending>();
   private readonly heap = new MinHeap<TimerEvent>();
-  private timer: NodeJS.Timeout | undefined;
+  private timer: TimerHandle | undefined;
   private timerAt = Infinity;
   private readonly forwards = new Map<string, ForwardItem[]>();
   private forwardsScheduled = false;
@@ -189,7 +193,8 @@ export class Lifecycle {
 
   constructor(
     private readonly router: ShardRouter,
-    private readonly readers: ShardReaders,
+    private readonly lookup: InstructionLookup,
+    private readonly clock: Clock,
     private readonly shardMap: ShardMap,
     private readonly view: LiveView,
     private readonly log: Logger,
@@ -211,17 +216,52 @@ export class Lifecycle {
 
   /** Rebuild the timers of the pending instructions the shards recovered. */
   load(entries: PendingEntry[]): void {
-    for (const e of entries) this.track(e, Date.now());
+    for (const e of entries) this.track(e, this.clock.now());
   }
 
+  /**
+   * Arm an instruction's queries and its expiry. The payer bank is asked
+   * at `receiptQueryScheduleMs` after acceptance, as far as the schedule
+   * falls before the deadline; when none of it does (a timeout shorter
+   * than the schedule's first entry), it is asked once half way to the
+   * deadline, so no instruction expires without a query (查询补偿).
+   */
   private track(e: PendingEntry, now: number): void {
     const key = `${e.institution}/${e.id}`;
     this.pending.set(key, { entry: e, shard: this.shardMap.shardOf(e.payer, e.payee) });
+    let queries = 0;
+    let lastQueryAt = Number.NEGATIVE_INFINITY;
     for (const offset of this.querySchedulesMs) {
       const at = e.acceptedAt + offset;
-      if (at > now && at < e.deadline) this.schedule(at, { key, kind: 'query' });
+      if (at < e.deadline && at > e.acceptedAt) {
+        queries++;
+        lastQueryAt = Math.max(lastQueryAt, at);
+        if (at > now) this.schedule(at, { key, kind: 'query' });
+      }
     }
-    this.schedule(e.deadline, { key, kind: 'expire' });
+    if (queries === 0) {
+      lastQueryAt = Math.max(now, e.acceptedAt + Math.floor((e.deadline - e.acceptedAt) / 2));
+      this.schedule(lastQueryAt, { key, kind: 'query' });
+    }
+    // A deadline that passed while the engine was down still comes after the query.
+    this.schedule(Math.max(e.deadline, lastQueryAt + 1), { key, kind: 'expire' });
+  }
+
+  /**
+   * An operation whose commit was learned from its shard's disk after its
+   * task failed. The resynchronisation already settled pending
+   * instructions; what is left to tell is a single-phase clearing and a
+   * reversal.
+   */
+  onRecovered(op: ShardOp, record: StoredInstruction): void {
+    const institution = op[1];
+    const id = op[2];
+    if (op[0] === 'S' && record.s === 'cleared' && this.pushes.listening(institution)) {
+      this.pushes.notify({ op: 'notify', institution, id, status: 'cleared', batch: record.b! });
+    } else if (op[0] === 'R') {
+      this.counters.instructions.add(`${record.t}|reversed`);
+      if (this.pushes.listening(institution)) this.pushes.notify({ op: 'notify', institution, id, status: 'reversed', batch: record.rb! });
+    }
   }
 
   /**
@@ -234,7 +274,7 @@ export class Lifecycle {
     for (const [key, p] of [...this.pending]) {
       if (p.shard !== shard || keys.has(key)) continue;
       this.pending.delete(key);
-      const found = this.readers.find(p.entry.institution, p.entry.id);
+      const found = this.lookup.find(p.entry.institution, p.entry.id);
       const status = found?.record.s;
       if ((status === 'cleared' || status === 'declined' || status === 'expired') && this.pushes.listening(p.entry.institution)) {
         const n: Notification = { op: 'notify', institution: p.entry.institution, id: p.entry.id, status };
@@ -242,7 +282,7 @@ export class Lifecycle {
         this.pushes.notify(n);
       }
     }
-    const now = Date.now();
+    const now = this.clock.now();
     for (const e of onDisk) {
       if (this.pending.has(`${e.institution}/${e.id}`)) continue;
       this.track(e, now);
@@ -297,7 +337,7 @@ export class Lifecycle {
           break;
         }
         case 'R':
-          this.counters.instructions.add(`${this.readers.find(institution, id)?.record.t ?? 'unknown'}|reversed`);
+          this.counters.instructions.add(`${this.lookup.find(institution, id)?.record.t ?? 'unknown'}|reversed`);
           if (this.pushes.listening(institution)) this.pushes.notify({ op: 'notify', institution, id, status: 'reversed', batch: task.batch });
           break;
       }
@@ -314,7 +354,7 @@ export class Lifecycle {
     if (!this.forwardsScheduled) {
       this.forwardsScheduled = true;
       // Everything committed in this turn goes to each bank as one frame.
-      setImmediate(() => {
+      this.clock.defer(() => {
         this.forwardsScheduled = false;
         for (const [bank, items] of this.forwards) this.pushes.forward(bank, items);
         this.forwards.clear();
@@ -329,16 +369,15 @@ export class Lifecycle {
 
   private arm(at: number): void {
     if (this.stopped) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.timer !== undefined) this.clock.cancel(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(() => this.fire(), Math.max(0, at - Date.now()));
-    this.timer.unref();
+    this.timer = this.clock.after(Math.max(0, at - this.clock.now()), () => this.fire());
   }
 
   private fire(): void {
     this.timer = undefined;
     this.timerAt = Infinity;
-    const now = Date.now();
+    const now = this.clock.now();
     while ((this.heap.peekKey() ?? Infinity) <= now) {
       const ev = this.heap.pop()!;
       const p = this.pending.get(ev.key);
@@ -359,7 +398,7 @@ export class Lifecycle {
     if (r.kind === 'failed') {
       // Not committed: try again shortly, the deadline has passed and still binds.
       this.log.warn({ key, code: r.failure.code }, 'expiry not committed; retrying');
-      this.schedule(Date.now() + 1000, { key, kind: 'expire' });
+      this.schedule(this.clock.now() + EXPIRY_RETRY_MS, { key, kind: 'expire' });
     }
   }
 
@@ -383,11 +422,16 @@ export class Lifecycle {
         this.router.lifecycle(p.shard, [item.outcome === 'confirm' ? 'C' : 'D', item.institution, item.id, item.reason], batch, i);
         continue;
       }
-      const found = this.readers.find(item.institution, item.id);
+      const found = this.lookup.find(item.institution, item.id);
       if (found === undefined || (found.record.p !== bank && found.record.q !== bank)) {
         batch.fail(i, item, failure('NOT_FOUND', `no instruction '${item.id}' of institution '${item.institution}'`));
       } else if (found.record.p !== bank) {
         batch.fail(i, item, failure('FORBIDDEN', 'only the payer bank answers for an instruction'));
+      } else if (found.record.s === 'pending') {
+        // Committed as pending, but its commit has not reached this module yet (its task is still
+        // being reported, or failed and its shard is being resynchronised): the router orders the
+        // receipt after it.
+        this.router.lifecycle(found.shard, [item.outcome === 'confirm' ? 'C' : 'D', item.institution, item.id, item.reason], batch, i);
       } else {
         answerFromStored(batch, i, item, found.record.s, found.record.b);
       }
@@ -401,7 +445,7 @@ export class Lifecycle {
     const p = this.pending.get(key);
     this.log.info({ operator, institution, id, outcome }, 'operator resolves a pending instruction');
     if (p === undefined) {
-      const found = this.readers.find(institution, id);
+      const found = this.lookup.find(institution, id);
       if (found === undefined) return Promise.resolve(failure('NOT_FOUND', `no instruction '${id}' of institution '${institution}'`));
       const wanted = outcome === 'confirm' ? 'cleared' : 'declined';
       return Promise.resolve(found.record.s === wanted ? undefined : failure('NOT_PENDING', `the instruction is already ${found.record.s}`));
@@ -412,13 +456,14 @@ export class Lifecycle {
 
   /** Reverse a cleared instruction with a correcting entry in the open batch (差错处理). Idempotent. */
   reverse(institution: string, id: string, operator: string): Promise<Failure | undefined> {
-    const found = this.readers.find(institution, id);
+    const found = this.lookup.find(institution, id);
     if (found === undefined) return Promise.resolve(failure('NOT_FOUND', `no instruction '${id}' of institution '${institution}'`));
     this.log.info({ operator, institution, id }, 'operator reverses an instruction');
-    return this.runOne(found.shard, ['R', institution, id, null], 'reversed');
+    // The payee pays the amount back: a debit against its cap like any other.
+    return this.runOne(found.shard, ['R', institution, id, null], 'reversed', { bank: found.record.q, amount: found.record.a });
   }
 
-  private runOne(shard: number, op: LifecycleOp, wanted: string): Promise<Failure | undefined> {
+  private runOne(shard: number, op: LifecycleOp, wanted: string, debit?: { bank: string; amount: number }): Promise<Failure | undefined> {
     return new Promise((resolve) => {
       this.router.lifecycle(
         shard,
@@ -430,12 +475,13 @@ export class Lifecycle {
           else resolve(r.outcome.status === wanted ? undefined : failure('NOT_PENDING', `the instruction is ${r.outcome.status}`));
         }),
         0,
+        debit,
       );
     });
   }
 
   stop(): void {
     this.stopped = true;
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.timer !== undefined) this.clock.cancel(this.timer);
   }
 }

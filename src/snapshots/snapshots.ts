@@ -13,7 +13,19 @@
 import { digestHex } from '../core/digest.js';
 import { centsToWire } from '../core/money.js';
 import { bankRowWire, totalsWire, type BankRowWire } from '../protocol/messages.js';
-import type { Engine } from './engine.js';
+import type { Logger } from '../core/log.js';
+import type { BatchStore, Clock, TimerHandle } from '../core/ports.js';
+import type { LiveView } from '../view/live-view.js';
+
+export interface SnapshotDeps {
+  view: LiveView;
+  store: Pick<BatchStore, 'putSnapshot' | 'snapshot'>;
+  clock: Clock;
+  log: Logger;
+  retention: number;
+  /** Called with each snapshot once it is stored: the gateway pushes it to subscribers. */
+  onSnapshot: (s: Snapshot) => void;
+}
 
 export interface InstitutionRowWire {
   institution: string;
@@ -32,14 +44,15 @@ export interface Snapshot {
 }
 
 export class SnapshotTaker {
-  private timer: NodeJS.Timeout | undefined;
+  private timer: TimerHandle | undefined;
+  private intervalMs = 0;
   private running: Promise<void> | undefined;
   private last: Snapshot | undefined;
   /** Wall time the last snapshot took, from reading the view to the durable write. */
   lastDurationMs = 0;
 
   constructor(
-    private readonly engine: Engine,
+    private readonly deps: SnapshotDeps,
     private seq: number,
   ) {}
 
@@ -48,22 +61,29 @@ export class SnapshotTaker {
   }
 
   start(intervalMs: number): void {
-    this.timer = setInterval(() => {
+    this.intervalMs = intervalMs;
+    this.arm();
+  }
+
+  private arm(): void {
+    this.timer = this.deps.clock.after(this.intervalMs, () => {
+      this.arm();
       // A snapshot still being written is not overtaken; the next tick takes the next one.
       if (this.running === undefined) {
         this.running = this.take()
           .then(() => undefined)
-          .catch((err: unknown) => this.engine.log.error({ err }, 'snapshot failed'))
+          .catch((err: unknown) => this.deps.log.error({ err }, 'snapshot failed'))
           .finally(() => {
             this.running = undefined;
           });
       }
-    }, intervalMs);
+    });
   }
 
   stop(): void {
-    if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.timer !== undefined) this.deps.clock.cancel(this.timer);
     this.timer = undefined;
+    this.intervalMs = 0;
   }
 
   async idle(): Promise<void> {
@@ -72,27 +92,27 @@ export class SnapshotTaker {
 
   /** Build a snapshot from the live view, store it, then push it. */
   async take(): Promise<Snapshot> {
-    const started = performance.now();
-    const { view, config } = this.engine;
+    const started = this.deps.clock.monotonicMs();
+    const { view, clock } = this.deps;
     const o = view.overview();
     const snapshot: Snapshot = {
       seq: ++this.seq,
-      takenAt: new Date().toISOString(),
+      takenAt: new Date(clock.now()).toISOString(),
       batch: o.batch,
       banks: o.banks.map((b) => bankRowWire(b, view.pendingDebit(b.bank))),
       totals: totalsWire(o.totals),
       institutions: view.institutions(o.batch).map((t) => ({ institution: t.institution, count: t.count, amount: centsToWire(t.amount), digest: digestHex(t.digest) })),
     };
-    await this.engine.store.putSnapshot(snapshot.seq, snapshot, config.snapshotRetention);
+    await this.deps.store.putSnapshot(snapshot.seq, snapshot, this.deps.retention);
     this.last = snapshot;
-    this.lastDurationMs = performance.now() - started;
-    this.engine.emit('snapshot', snapshot);
+    this.lastDurationMs = clock.monotonicMs() - started;
+    this.deps.onSnapshot(snapshot);
     return snapshot;
   }
 
   get(seq: number): Snapshot | undefined {
     if (this.last?.seq === seq) return this.last;
-    return this.engine.store.snapshot(seq) as Snapshot | undefined;
+    return this.deps.store.snapshot(seq) as Snapshot | undefined;
   }
 }
 

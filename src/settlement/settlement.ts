@@ -4,8 +4,8 @@
  * its net, a receivable bank credited; debits equal credits (law 2).
  */
 
-import { assert } from './assert.js';
-import type { BankPosition } from './netting.js';
+import { assert } from '../core/assert.js';
+import type { BankPosition } from '../core/netting.js';
 
 export type SettlementDirection = 'debit' | 'credit' | 'none';
 

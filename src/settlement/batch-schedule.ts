@@ -5,13 +5,15 @@
  */
 
 import { nextTime, parseTimes, type BatchScheduleConfig } from '../core/business-time.js';
+import type { Clock, TimerHandle } from '../core/ports.js';
 
 export class BatchSchedule {
-  private timer: NodeJS.Timeout | undefined;
+  private timer: TimerHandle | undefined;
   private stopped = false;
 
   constructor(
     private readonly config: BatchScheduleConfig,
+    private readonly clock: Clock,
     private readonly fire: () => void,
   ) {
     this.arm();
@@ -19,17 +21,16 @@ export class BatchSchedule {
 
   private arm(): void {
     if (this.stopped) return;
-    const now = Date.now();
+    const now = this.clock.now();
     const at = 'intervalMs' in this.config ? now + this.config.intervalMs : nextTime(parseTimes(this.config.times), now);
-    this.timer = setTimeout(() => {
+    this.timer = this.clock.after(at - now, () => {
       this.fire();
       this.arm();
-    }, at - now);
-    this.timer.unref();
+    });
   }
 
   stop(): void {
     this.stopped = true;
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.timer !== undefined) this.clock.cancel(this.timer);
   }
 }

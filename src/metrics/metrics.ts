@@ -17,7 +17,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ERROR_CATALOG } from '../protocol/errors.js';
 import type { ApplyResult, ApplyTask, WorkerStats } from '../shard/tasks.js';
-import type { Engine } from './engine.js';
+import type { Engine } from '../engine/engine.js';
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 const SIZE_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384];
