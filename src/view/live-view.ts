@@ -72,10 +72,13 @@ export class LiveView {
   /** The same by shard, then payer bank, for resynchronising one shard. */
   private readonly pendingByShard = new Map<number, Map<string, bigint>>();
 
+  private readonly participants: ReadonlySet<string>;
+
   constructor(
     private readonly banks: readonly string[],
     open: string,
   ) {
+    this.participants = new Set(banks);
     this.openId = open;
     this.states.set(open, emptyState(open));
   }
@@ -187,6 +190,25 @@ export class LiveView {
     const state = this.states.get(batch) ?? emptyState(batch);
     const banks = bankPositions(this.banks, state.flows.values());
     return { batch, seq: this.version, banks, totals: nettingTotals(state.flows.values(), banks) };
+  }
+
+  /**
+   * Σ of the participants' nets in `batch`, read without asserting that it
+   * is zero, for the conservation gauge: a scrape must be able to show the
+   * break that overview() refuses to report. A flow naming a bank that is
+   * not a participant counts for its participant side only, which is how
+   * such a flow shows here.
+   */
+  conservationImbalance(batch: string = this.openId): bigint {
+    const state = this.states.get(batch);
+    if (state === undefined) return 0n;
+    let sum = 0n;
+    for (const f of state.flows.values()) {
+      // net(a) = received − paid = bToA − aToB, and net(b) the opposite.
+      if (this.participants.has(f.a)) sum += f.bToA - f.aToB;
+      if (this.participants.has(f.b)) sum += f.aToB - f.bToA;
+    }
+    return sum;
   }
 
   bank(code: string): BankDetail {
