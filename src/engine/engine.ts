@@ -2,8 +2,9 @@
  * The engine assembled: wiring only. It opens the LMDB store and the shard
  * readers, starts the Piscina shard workers, and hands them, with Node's
  * clock, to the clearing core (src/clearing/), where every decision lives.
- * The gateway sits in front of it and calls the few methods below; metrics
- * read it.
+ * The gateway sits in front of it and calls the facade methods below, never
+ * the core's components; the metrics read it through their MetricsSource
+ * interface (src/metrics/metrics-source.ts), which this class satisfies.
  */
 
 import { EventEmitter } from 'node:events';
@@ -15,16 +16,15 @@ import type { Failure } from '../core/failures.js';
 import type { Located } from '../core/ports.js';
 import type { ForwardItem, Notification, ReceiptResult } from '../lifecycle/lifecycle.js';
 import { EngineMetrics } from '../metrics/metrics.js';
+import type { ShardLoad } from '../metrics/metrics-source.js';
 import type { InstructionResult } from '../protocol/messages.js';
-import type { ShardRouter } from '../router/shard-router.js';
 import { BatchSchedule } from '../settlement/batch-schedule.js';
 import { ShardPools } from '../shard/shard-pools.js';
-import type { VerifyReport } from '../shard/tasks.js';
-import type { Snapshot, SnapshotTaker } from '../snapshots/snapshots.js';
+import type { InstitutionTotals, VerifyReport, WorkerStats } from '../shard/tasks.js';
+import type { Snapshot } from '../snapshots/snapshots.js';
 import { EngineStore, type BatchRecord, type OperatorAction } from '../store/engine-store.js';
 import { ShardReaders, type BucketEntry, type BucketSums } from '../store/shard-readers.js';
-import type { LiveView } from '../view/live-view.js';
-import type { Lifecycle } from '../lifecycle/lifecycle.js';
+import type { BankDetail, PositionsOverview } from '../view/live-view.js';
 import { nodeClock } from './clock.js';
 import type { Logger } from './log.js';
 
@@ -34,6 +34,12 @@ export interface AuditReport {
   instructions: number;
   cleared: number;
   shards: VerifyReport[];
+}
+
+/** A bank's position with its bilateral positions, as of the view's `seq`. */
+export interface BankPositionDetail extends BankDetail {
+  batch: string;
+  seq: number;
 }
 
 export interface EngineEvents {
@@ -54,13 +60,13 @@ export class Engine extends EventEmitter<EngineEvents> {
   private constructor(
     readonly config: EngineConfig,
     readonly log: Logger,
-    readonly store: EngineStore,
-    readonly pools: ShardPools,
-    readonly readers: ShardReaders,
-    readonly clearing: Clearing,
+    private readonly store: EngineStore,
+    private readonly pools: ShardPools,
+    private readonly readers: ShardReaders,
+    private readonly clearing: Clearing,
   ) {
     super();
-    this.metrics = new EngineMetrics(this);
+    this.metrics = new EngineMetrics(this, (metric, err) => log.error({ err, metric }, 'a metric could not be collected; it has no value until it can'));
   }
 
   static async start(config: EngineConfig, log: Logger): Promise<Engine> {
@@ -128,24 +134,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     return this.state === 'ready';
   }
 
-  get router(): ShardRouter {
-    return this.clearing.router;
-  }
-
-  get lifecycle(): Lifecycle {
-    return this.clearing.lifecycle;
-  }
-
-  get view(): LiveView {
-    return this.clearing.view;
-  }
-
+  /** Plain counters: the core and the gateway bump them, the metrics read them. */
   get counters(): EngineCounters {
     return this.clearing.counters;
-  }
-
-  get snapshots(): SnapshotTaker {
-    return this.clearing.snapshots;
   }
 
   get banks(): readonly string[] {
@@ -162,6 +153,105 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   get openBatchOpenedAt(): number {
     return this.clearing.openBatchOpenedAt;
+  }
+
+  /** Σ of the banks' nets in the open batch, without asserting conservation: for the gauge that alerts on it. */
+  conservationImbalance(): bigint {
+    return this.clearing.view.conservationImbalance();
+  }
+
+  /** Positions and totals of the open batch, conservation asserted. */
+  positions(): PositionsOverview {
+    return this.clearing.view.overview();
+  }
+
+  /** One bank's position in the open batch, with its bilateral positions. */
+  bankDetail(code: string): BankPositionDetail {
+    const view = this.clearing.view;
+    return { batch: view.batch, seq: view.seq, ...view.bank(code) };
+  }
+
+  /** Σ of a payer bank's pending two-phase reservations. */
+  pendingDebit(bank: string): bigint {
+    return this.clearing.view.pendingDebit(bank);
+  }
+
+  /** Two-phase instructions waiting for their receipt. */
+  pendingInstructions(): number {
+    return this.clearing.lifecycle.pendingCount;
+  }
+
+  /** Pending instructions whose deadline is before `before` (ms since the epoch). */
+  overdueInstructions(before: number): number {
+    return this.clearing.lifecycle.overdueCount(before);
+  }
+
+  /** The instructions a payer bank has not answered yet, for a bank that (re)subscribes to forwards. */
+  forwardsFor(bank: string): ForwardItem[] {
+    return this.clearing.lifecycle.forwardsFor(bank);
+  }
+
+  shardLoad(shard: number): ShardLoad {
+    const router = this.clearing.router;
+    return { inflight: router.inflightByShard()[shard] ?? 0, queued: router.queuedCount(shard), tasksAtWorker: router.tasksAt(shard) };
+  }
+
+  /** Closed batches, oldest first. */
+  closedBatches(): BatchRecord[] {
+    return this.store.closedBatches();
+  }
+
+  /** A closed batch's record; the open batch is `openBatchRecord()`. */
+  batch(id: string): BatchRecord | undefined {
+    return this.store.batch(id);
+  }
+
+  /** Whether `batch` is the open one, one being closed, or a closed one. */
+  hasBatch(batch: string): boolean {
+    return this.clearing.view.state(batch) !== undefined || this.store.batch(batch) !== undefined;
+  }
+
+  /**
+   * An institution's live figures in a batch the view holds (the open one,
+   * or one being closed), zeros if it has none there; undefined for any
+   * other batch, whose figures are in its record.
+   */
+  liveTotals(batch: string, institution: string): InstitutionTotals | undefined {
+    const state = this.clearing.view.state(batch);
+    if (state === undefined) return undefined;
+    return state.institutions.get(institution) ?? { institution, count: 0, amount: 0n, digest: 0n };
+  }
+
+  latestSnapshot(): Snapshot | undefined {
+    return this.clearing.snapshots.latest;
+  }
+
+  /** Take a snapshot now, out of the schedule: for a request that finds none taken since start. */
+  takeSnapshot(): Promise<Snapshot> {
+    return this.clearing.snapshots.take();
+  }
+
+  /** A stored snapshot, if it is within the retention. */
+  snapshot(seq: number): Snapshot | undefined {
+    return this.clearing.snapshots.get(seq);
+  }
+
+  get lastSnapshotDurationMs(): number {
+    return this.clearing.snapshots.lastDurationMs;
+  }
+
+  /** The latest `limit` entries of the audit trail, oldest first. */
+  operatorActions(limit: number): OperatorAction[] {
+    return this.store.operatorActions(limit);
+  }
+
+  workerStats(worker: number): Promise<WorkerStats> {
+    return this.pools.stats(worker);
+  }
+
+  /** Test-only (faultInjection): make worker `w` exit at once; the pool replaces it. */
+  crashWorker(worker: number): Promise<unknown> {
+    return this.pools.crash(worker);
   }
 
   /** Instructions of an institution, answered once every item's outcome is durable. */
@@ -222,8 +312,9 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   /** Recompute every shard's flows and digests from its instruction log and compare (laws 2 and 6). */
   async audit(): Promise<AuditReport> {
-    const batch = this.router.batch;
-    await this.router.idle();
+    const router = this.clearing.router;
+    const batch = router.batch;
+    await router.idle();
     const shards = await Promise.all(Array.from({ length: this.config.shards }, (_, s) => this.pools.verify(s, batch)));
     let instructions = 0;
     let cleared = 0;
@@ -231,7 +322,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       instructions += s.instructions;
       cleared += s.cleared;
     }
-    this.view.overview(); // conservation of the live view
+    this.clearing.view.overview(); // conservation of the live view
     return { batch, ok: shards.every((s) => s.matches), instructions, cleared, shards };
   }
 
@@ -245,12 +336,12 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.schedule?.stop();
     this.clearing.stop();
     const drained = await Promise.race([
-      this.router.idle().then(() => true),
+      this.clearing.router.idle().then(() => true),
       new Promise<boolean>((resolve) => setTimeout(() => resolve(false), drainMs).unref()),
     ]);
-    if (!drained) this.log.warn({ inflight: this.router.inflightCount }, 'stopping with operations still in flight; they were not acknowledged');
+    if (!drained) this.log.warn({ inflight: this.clearing.router.inflightCount }, 'stopping with operations still in flight; they were not acknowledged');
     await this.clearing.cutoffsDone();
-    await this.snapshots.idle();
+    await this.clearing.snapshots.idle();
     await this.pools.close();
     await this.readers.close();
     await this.store.close();

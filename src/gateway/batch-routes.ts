@@ -13,8 +13,7 @@ import { reportCsv, reportWire, type BatchStatus } from '../settlement/settlemen
 import { snapshotFor } from '../snapshots/snapshots.js';
 import { DecodeFailure, type Codec } from '../protocol/codec.js';
 import { statusLine } from '../protocol/errors.js';
-import type { BatchRecord } from '../store/engine-store.js';
-import type { InstitutionTotals } from '../shard/tasks.js';
+import type { BatchRecord } from '../core/ports.js';
 import type { Authenticator, Principal } from './auth.js';
 import { acceptEncoding, authorize, beginExchange, bodyEncoding, param, readBody, reply, replyCode, type Exchange } from './http-io.js';
 
@@ -32,7 +31,7 @@ type Found = { record: BatchRecord; status: BatchStatus };
 /** A batch by id: the open one (provisional figures) or a closed one. */
 function findBatch(engine: Engine, batch: string): Found | undefined {
   if (batch === engine.openBatchId) return { record: engine.openBatchRecord(), status: 'open' };
-  const record = engine.store.batch(batch);
+  const record = engine.batch(batch);
   if (record === undefined) return undefined;
   return { record, status: record.settled ? 'settled' : 'closed' };
 }
@@ -83,7 +82,7 @@ function listBatches(ctx: BatchRoutesContext, res: HttpResponse, req: HttpReques
     replyCode(ex, ctx.codec, 'INVALID_FIELD', 'limit must be an integer from 1 to 10000', 'limit');
     return;
   }
-  const closed = ctx.engine.store.closedBatches().map((r) => reportWire(r, r.settled ? 'settled' : 'closed', onlyBank(p)));
+  const closed = ctx.engine.closedBatches().map((r) => reportWire(r, r.settled ? 'settled' : 'closed', onlyBank(p)));
   const open = reportWire(ctx.engine.openBatchRecord(), 'open', onlyBank(p));
   reply(ex, ctx.codec, 200, { batches: [...closed, open].slice(-limit) });
 }
@@ -145,15 +144,14 @@ function getSnapshot(ctx: BatchRoutesContext, res: HttpResponse, req: HttpReques
   const ex = beginExchange(res, acceptEncoding(req));
   const p = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'bank', 'operator']);
   if (p === undefined) return;
-  const taker = ctx.engine.snapshots;
   if (latest) {
-    const s = taker.latest;
+    const s = ctx.engine.latestSnapshot();
     if (s !== undefined) {
       reply(ex, ctx.codec, 200, snapshotFor(s, p.role, p.id));
       return;
     }
     // Nothing taken since start yet: take one now rather than answer with nothing.
-    taker.take().then(
+    ctx.engine.takeSnapshot().then(
       (t) => reply(ex, ctx.codec, 200, snapshotFor(t, p.role, p.id)),
       () => replyCode(ex, ctx.codec, 'INTERNAL', 'no snapshot could be taken'),
     );
@@ -165,19 +163,16 @@ function getSnapshot(ctx: BatchRoutesContext, res: HttpResponse, req: HttpReques
     replyCode(ex, ctx.codec, 'INVALID_FIELD', 'seq must be a positive integer', 'seq');
     return;
   }
-  const s = taker.get(seq);
+  const s = ctx.engine.snapshot(seq);
   if (s === undefined) replyCode(ex, ctx.codec, 'NOT_FOUND', `no snapshot ${seq} (never taken, or past the retention)`);
   else reply(ex, ctx.codec, 200, snapshotFor(s, p.role, p.id));
 }
 
 /** An institution's platform figures for a batch: live for the open batch, recorded for a closed one. */
 function platformTotals(engine: Engine, batch: string, institution: string): { count: number; amount: string; digest: string } | undefined {
-  const live = engine.view.state(batch);
-  if (live !== undefined) {
-    const t: InstitutionTotals | undefined = live.institutions.get(institution);
-    return { count: t?.count ?? 0, amount: centsToWire(t?.amount ?? 0n), digest: digestHex(t?.digest ?? 0n) };
-  }
-  const record = engine.store.batch(batch);
+  const live = engine.liveTotals(batch, institution);
+  if (live !== undefined) return { count: live.count, amount: centsToWire(live.amount), digest: digestHex(live.digest) };
+  const record = engine.batch(batch);
   if (record === undefined) return undefined;
   const row = record.institutions.find((i) => i.institution === institution);
   return row === undefined ? { count: 0, amount: '0', digest: digestHex(0n) } : { count: row.count, amount: row.amount, digest: row.digest };
@@ -251,7 +246,7 @@ function bucketInstitution(ctx: BatchRoutesContext, ex: Exchange, req: HttpReque
 }
 
 function knownBatch(ctx: BatchRoutesContext, batch: string): boolean {
-  return ctx.engine.view.state(batch) !== undefined || ctx.engine.store.batch(batch) !== undefined;
+  return ctx.engine.hasBatch(batch);
 }
 
 function getBuckets(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
@@ -265,7 +260,7 @@ function getBuckets(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest
     replyCode(ex, ctx.codec, 'NOT_FOUND', 'no such batch');
     return;
   }
-  const buckets = ctx.engine.readers.buckets(batch, institution).map((b) => ({ n: b.n, count: b.count, amount: centsToWire(b.amount), digest: digestHex(b.digest) }));
+  const buckets = ctx.engine.buckets(batch, institution).map((b) => ({ n: b.n, count: b.count, amount: centsToWire(b.amount), digest: digestHex(b.digest) }));
   reply(ex, ctx.codec, 200, { batch, institution, buckets });
 }
 
@@ -286,7 +281,7 @@ function getBucket(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest)
     return;
   }
   const n = Number(nText);
-  const instructions = ctx.engine.readers.bucketEntries(batch, institution, n).map((e) => ({
+  const instructions = ctx.engine.bucketEntries(batch, institution, n).map((e) => ({
     id: e.id,
     payer: e.record.p,
     payee: e.record.q,

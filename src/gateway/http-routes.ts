@@ -73,7 +73,7 @@ function postInstructions(ctx: HttpContext, res: HttpResponse, req: HttpRequest)
       replyFailure(ex, ctx.codec, parsed as Failure);
       return;
     }
-    ctx.engine.router.submit(principal.id, parsed.items, (results: InstructionResult[]) => {
+    ctx.engine.submit(principal.id, parsed.items, (results: InstructionResult[]) => {
       replyItems(ctx, ex, parsed.single, results);
       ctx.engine.metrics.observeAck('http', started);
     });
@@ -91,7 +91,7 @@ function getInstruction(ctx: HttpContext, res: HttpResponse, req: HttpRequest): 
     replyCode(ex, ctx.codec, 'FORBIDDEN', "an institution may read only its own instructions");
     return;
   }
-  const found = ctx.engine.readers.find(institution, id);
+  const found = ctx.engine.find(institution, id);
   // A bank sees only instructions it pays or receives; others are "not found" to it, not merely forbidden.
   if (found === undefined || (principal.role === 'bank' && found.record.p !== principal.id && found.record.q !== principal.id)) {
     replyCode(ex, ctx.codec, 'NOT_FOUND', `no instruction '${id}' of institution '${institution}'`);
@@ -104,13 +104,13 @@ function getPositions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): vo
   const ex = beginExchange(res, acceptEncoding(req));
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['bank', 'operator']);
   if (principal === undefined) return;
-  const o = ctx.engine.view.overview();
+  const o = ctx.engine.positions();
   if (principal.role === 'operator') {
-    reply(ex, ctx.codec, 200, { batch: o.batch, seq: o.seq, banks: o.banks.map((b) => bankRowWire(b, ctx.engine.view.pendingDebit(b.bank))), totals: totalsWire(o.totals) });
+    reply(ex, ctx.codec, 200, { batch: o.batch, seq: o.seq, banks: o.banks.map((b) => bankRowWire(b, ctx.engine.pendingDebit(b.bank))), totals: totalsWire(o.totals) });
   } else {
     // A bank sees its own row only; system totals are the operator's.
     const own = o.banks.filter((b) => b.bank === principal.id);
-    reply(ex, ctx.codec, 200, { batch: o.batch, seq: o.seq, banks: own.map((b) => bankRowWire(b, ctx.engine.view.pendingDebit(b.bank))) });
+    reply(ex, ctx.codec, 200, { batch: o.batch, seq: o.seq, banks: own.map((b) => bankRowWire(b, ctx.engine.pendingDebit(b.bank))) });
   }
 }
 
@@ -127,11 +127,11 @@ function getBankPosition(ctx: HttpContext, res: HttpResponse, req: HttpRequest):
     replyCode(ex, ctx.codec, 'NOT_FOUND', `bank '${bank.slice(0, 32)}' is not a participant`);
     return;
   }
-  const d = ctx.engine.view.bank(bank);
+  const d = ctx.engine.bankDetail(bank);
   reply(ex, ctx.codec, 200, {
-    batch: ctx.engine.view.batch,
-    seq: ctx.engine.view.seq,
-    ...bankRowWire(d.position, ctx.engine.view.pendingDebit(bank)),
+    batch: d.batch,
+    seq: d.seq,
+    ...bankRowWire(d.position, ctx.engine.pendingDebit(bank)),
     counterparties: d.counterparties.map(counterpartyWire),
   });
 }
@@ -155,7 +155,7 @@ function postReceipts(ctx: HttpContext, res: HttpResponse, req: HttpRequest): vo
     } else {
       items = [body];
     }
-    ctx.engine.lifecycle.receipts(principal.id, items, (results) => replyItems(ctx, ex, single, results));
+    ctx.engine.receipts(principal.id, items, (results) => replyItems(ctx, ex, single, results));
   });
 }
 
@@ -184,7 +184,7 @@ function answerAction(
 ): void {
   outcome.then(
     async (f) => {
-      const found = f === undefined ? ctx.engine.readers.find(institution, id) : undefined;
+      const found = f === undefined ? ctx.engine.find(institution, id) : undefined;
       await ctx.engine.recordAction(operator, action, `${institution}/${id}`, f?.code ?? found?.record.s ?? 'NOT_FOUND');
       if (f !== undefined) {
         replyFailure(ex, ctx.codec, f);
@@ -216,7 +216,7 @@ function postResolve(ctx: HttpContext, res: HttpResponse, req: HttpRequest): voi
       replyCode(ex, ctx.codec, 'INVALID_FIELD', 'outcome must be confirm or decline', 'outcome');
       return;
     }
-    answerAction(ctx, ex, principal.id, 'resolve', ids[0], ids[1], ctx.engine.lifecycle.resolve(ids[0], ids[1], outcome, principal.id));
+    answerAction(ctx, ex, principal.id, 'resolve', ids[0], ids[1], ctx.engine.resolve(ids[0], ids[1], outcome, principal.id));
   });
 }
 
@@ -226,7 +226,7 @@ function postReverse(ctx: HttpContext, res: HttpResponse, req: HttpRequest): voi
   withBody(ctx, res, req, ['operator'], (ex, principal) => {
     const ids = checkIds(ctx, ex, institution, id);
     if (ids === undefined) return;
-    answerAction(ctx, ex, principal.id, 'reverse', ids[0], ids[1], ctx.engine.lifecycle.reverse(ids[0], ids[1], principal.id));
+    answerAction(ctx, ex, principal.id, 'reverse', ids[0], ids[1], ctx.engine.reverse(ids[0], ids[1], principal.id));
   }, {});
 }
 
@@ -240,7 +240,7 @@ function getOperatorActions(ctx: HttpContext, res: HttpResponse, req: HttpReques
     replyCode(ex, ctx.codec, 'INVALID_FIELD', 'limit must be an integer from 1 to 10000', 'limit');
     return;
   }
-  reply(ex, ctx.codec, 200, { actions: ctx.engine.store.operatorActions(limit) });
+  reply(ex, ctx.codec, 200, { actions: ctx.engine.operatorActions(limit) });
 }
 
 function crashWorker(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
@@ -252,7 +252,7 @@ function crashWorker(ctx: HttpContext, res: HttpResponse, req: HttpRequest): voi
     replyCode(ex, ctx.codec, 'INVALID_FIELD', 'no such worker', 'worker');
     return;
   }
-  ctx.engine.pools.crash(w).catch(() => undefined);
+  ctx.engine.crashWorker(w).catch(() => undefined);
   void ctx.engine.recordAction(principal.id, 'crash-worker', `worker-${w}`, 'crashing').then(() => reply(ex, ctx.codec, 202, { worker: w, crashing: true }));
 }
 

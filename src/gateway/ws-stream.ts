@@ -131,7 +131,7 @@ function onSubmit(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string,
   }
   conn.inflight += items.length;
   const started = performance.now();
-  engine.router.submit(conn.principal.id, items, (results) => {
+  engine.submit(conn.principal.id, items, (results) => {
     conn.inflight -= items.length;
     send(ctx, ws, { op: 'ack', seq, results }, encoding, conn);
     engine.metrics.observeAck('ws', started);
@@ -153,12 +153,12 @@ function onReceipt(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string
     sendError(ctx, ws, encoding, seq, items);
     return;
   }
-  ctx.engine.lifecycle.receipts(conn.principal.id, items, (results) => send(ctx, ws, { op: 'ack', seq, results }, encoding, conn));
+  ctx.engine.receipts(conn.principal.id, items, (results) => send(ctx, ws, { op: 'ack', seq, results }, encoding, conn));
 }
 
 /** Send a bank the instructions it has not answered, in frames of a bounded size. */
 function sendPendingForwards(ctx: WsContext, ws: WebSocket<Connection>, conn: Connection): void {
-  conn.backlog = ctx.engine.lifecycle.forwardsFor(conn.principal.id);
+  conn.backlog = ctx.engine.forwardsFor(conn.principal.id);
   pumpBacklog(ctx, ws, conn);
 }
 

@@ -7,6 +7,13 @@
  * frame or request, never per instruction. Worker threads report their own
  * event-loop lag through a task answered at scrape time.
  *
+ * The engine is read through MetricsSource only. No metric can fail a
+ * scrape: a collect that throws (a ledger law found broken, say) leaves its
+ * metric without a value — NaN, or no series for a labelled one — counts
+ * in `netting_metrics_collect_failures_total`, and every other metric is
+ * still exported. The conservation gauge itself never asserts, so it can
+ * show the imbalance that makes the position gauges fail.
+ *
  * Names follow Prometheus conventions: base units (`_seconds`, `_bytes`),
  * `_total` for counters; money is in cents (`_cents`), since a currency has
  * no base unit in Prometheus. Gauges of money are float64 in Prometheus and
@@ -14,16 +21,21 @@
  */
 
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type CounterConfiguration, type GaugeConfiguration } from 'prom-client';
 import { ERROR_CATALOG } from '../protocol/errors.js';
 import type { ApplyResult, ApplyTask, WorkerStats } from '../shard/tasks.js';
-import type { Engine } from '../engine/engine.js';
+import type { MetricsSource } from './metrics-source.js';
 
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 const SIZE_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384];
 const WORKER_STATS_TIMEOUT_MS = 1000;
 
 export type Transport = 'http' | 'ws';
+
+/** Told about a metric whose collect threw, once each time it starts failing. */
+export type CollectFailureHandler = (metric: string, err: unknown) => void;
+
+type Collect<M> = (this: M) => void | Promise<void>;
 
 export class EngineMetrics {
   readonly registry = new Registry();
@@ -36,14 +48,20 @@ export class EngineMetrics {
   private workerStats: WorkerStats[] = [];
   /** One round of worker stats per scrape, shared by every gauge that needs it. */
   private statsRound: Promise<void> | undefined;
+  private readonly collectFailures: Counter<'metric'>;
+  /** Metrics whose last collect threw: a failure is reported when it starts, not on every scrape. */
+  private readonly failing = new Set<string>();
 
-  constructor(private readonly engine: Engine) {
+  constructor(
+    private readonly source: MetricsSource,
+    private readonly onCollectFailure: CollectFailureHandler = () => undefined,
+  ) {
     const r = this.registry;
     collectDefaultMetrics({ register: r });
     // These defaults are gauges named like counters (promtool refuses them); the same values stand without `_total`.
     for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) r.removeSingleMetric(name);
     this.mainLoop.enable();
-    const { counters, view, router, lifecycle, snapshots, config } = engine;
+    const { counters, config } = source;
     const shards = Array.from({ length: config.shards }, (_, s) => String(s));
 
     this.ackLatency = new Histogram({
@@ -82,7 +100,7 @@ export class EngineMetrics {
       registers: [r],
     });
 
-    new Counter({
+    this.counter({
       name: 'netting_instructions_total',
       help: 'Instruction outcomes by type and status (cleared, pending, duplicate, declined, expired, reversed)',
       labelNames: ['type', 'status'],
@@ -95,7 +113,7 @@ export class EngineMetrics {
         }
       },
     });
-    new Counter({
+    this.counter({
       name: 'netting_rejections_total',
       help: 'Items refused, by result code',
       labelNames: ['code'],
@@ -106,26 +124,25 @@ export class EngineMetrics {
         for (const code of Object.keys(ERROR_CATALOG)) this.inc({ code }, counters.rejections.get(code));
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_shard_inflight_operations',
       help: 'Operations routed to a shard and not yet answered (queued in the router or at the worker)',
       labelNames: ['shard'],
       registers: [r],
       collect() {
-        const perShard = router.inflightByShard();
-        for (const s of shards) this.set({ shard: s }, perShard[Number(s)] ?? 0);
+        for (const s of shards) this.set({ shard: s }, source.shardLoad(Number(s)).inflight);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_shard_queued_operations',
       help: 'Operations waiting in the router for a task to their shard',
       labelNames: ['shard'],
       registers: [r],
       collect() {
-        for (const s of shards) this.set({ shard: s }, router.queuedCount(Number(s)));
+        for (const s of shards) this.set({ shard: s }, source.shardLoad(Number(s)).queued);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_shard_queue_capacity_operations',
       help: 'The bound of a shard queue (limits.shardQueueMax); past it, items are OVERLOADED',
       registers: [r],
@@ -133,76 +150,75 @@ export class EngineMetrics {
         this.set(config.limits.shardQueueMax);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_shard_tasks_at_worker',
       help: 'Tasks a shard has at its worker',
       labelNames: ['shard'],
       registers: [r],
       collect() {
-        for (const s of shards) this.set({ shard: s }, router.tasksAt(Number(s)));
+        for (const s of shards) this.set({ shard: s }, source.shardLoad(Number(s)).tasksAtWorker);
       },
     });
 
     const bankGauge = (name: string, help: string, pick: (b: { net: bigint; paid: bigint; received: bigint }) => bigint): void => {
-      new Gauge({
+      this.gauge<'bank'>({
         name,
         help,
         labelNames: ['bank'],
         registers: [r],
         collect() {
-          for (const b of view.overview().banks) this.set({ bank: b.bank }, Number(pick(b)));
+          for (const b of source.positions().banks) this.set({ bank: b.bank }, Number(pick(b)));
         },
       });
     };
     bankGauge('netting_position_net_cents', 'Net position of a bank in the open batch (received − paid)', (b) => b.net);
     bankGauge('netting_position_paid_cents', 'Paid by a bank in the open batch', (b) => b.paid);
     bankGauge('netting_position_received_cents', 'Received by a bank in the open batch', (b) => b.received);
-    new Gauge({
+    this.gauge({
       name: 'netting_pending_debit_cents',
       help: 'Pending two-phase reservations of a payer bank',
       labelNames: ['bank'],
       registers: [r],
       collect() {
-        for (const b of engine.banks) this.set({ bank: b }, Number(view.pendingDebit(b)));
+        for (const b of source.banks) this.set({ bank: b }, Number(source.pendingDebit(b)));
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_gross_cents',
       help: 'Sum of the amounts netted in the open batch',
       registers: [r],
       collect() {
-        this.set(Number(view.overview().totals.gross));
+        this.set(Number(source.positions().totals.gross));
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_net_cents',
       help: 'Sum of the positive net positions in the open batch: what settlement moves',
       registers: [r],
       collect() {
-        this.set(Number(view.overview().totals.net));
+        this.set(Number(source.positions().totals.net));
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_efficiency_ratio',
       help: 'Liquidity saved by netting in the open batch: 1 − net/gross (0 when nothing is netted)',
       registers: [r],
       collect() {
-        const { gross, net } = view.overview().totals;
+        const { gross, net } = source.positions().totals;
         // Integer arithmetic to a millionth, then one division: no float touches the sums themselves.
         this.set(gross === 0n ? 0 : Number(((gross - net) * 1_000_000n) / gross) / 1_000_000);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_conservation_imbalance_cents',
       help: "Sum of the banks' nets in the open batch; anything but 0 breaks conservation",
       registers: [r],
       collect() {
-        let sum = 0n;
-        for (const b of view.overview().banks) sum += b.net;
-        this.set(Number(sum));
+        // Read without asserting: this gauge is how a broken conservation law is seen, and alerted on.
+        this.set(Number(source.conservationImbalance()));
       },
     });
-    new Counter({
+    this.counter({
       name: 'netting_law_violations_total',
       help: 'Assertions of the ledger laws that failed (each is a bug)',
       registers: [r],
@@ -211,33 +227,33 @@ export class EngineMetrics {
         this.inc(counters.lawViolations);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_pending_instructions',
       help: 'Two-phase instructions waiting for their receipt',
       registers: [r],
       collect() {
-        this.set(lifecycle.pendingCount);
+        this.set(source.pendingInstructions());
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_pending_reserved_cents',
       help: 'Sum of the amounts of pending two-phase instructions',
       registers: [r],
       collect() {
         let sum = 0n;
-        for (const b of engine.banks) sum += view.pendingDebit(b);
+        for (const b of source.banks) sum += source.pendingDebit(b);
         this.set(Number(sum));
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_pending_overdue_instructions',
       help: 'Pending instructions past their deadline (expiry should follow within a second)',
       registers: [r],
       collect() {
-        this.set(lifecycle.overdueCount(Date.now() - 1000));
+        this.set(source.overdueInstructions(Date.now() - 1000));
       },
     });
-    new Counter({
+    this.counter({
       name: 'netting_queries_sent_total',
       help: 'Queries (查询补偿) sent to payer banks for late receipts',
       registers: [r],
@@ -246,32 +262,32 @@ export class EngineMetrics {
         this.inc(counters.queriesSent);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_snapshot_age_seconds',
       help: 'Time since the latest reconciliation snapshot was taken',
       registers: [r],
       collect() {
-        const s = snapshots.latest;
-        this.set(s === undefined ? (Date.now() - engine.startedAt) / 1000 : (Date.now() - Date.parse(s.takenAt)) / 1000);
+        const s = source.latestSnapshot();
+        this.set(s === undefined ? (Date.now() - source.startedAt) / 1000 : (Date.now() - Date.parse(s.takenAt)) / 1000);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_snapshot_duration_seconds',
       help: 'Time the latest snapshot took, from reading the view to its durable write',
       registers: [r],
       collect() {
-        this.set(snapshots.lastDurationMs / 1000);
+        this.set(source.lastSnapshotDurationMs / 1000);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_snapshot_seq',
       help: 'Sequence number of the latest snapshot',
       registers: [r],
       collect() {
-        this.set(snapshots.latest?.seq ?? 0);
+        this.set(source.latestSnapshot()?.seq ?? 0);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_snapshot_interval_seconds',
       help: 'The configured snapshot interval',
       registers: [r],
@@ -279,7 +295,7 @@ export class EngineMetrics {
         this.set(config.snapshotIntervalMs / 1000);
       },
     });
-    new Counter({
+    this.counter({
       name: 'netting_batch_cutoffs_total',
       help: 'Settlement batches closed',
       labelNames: ['trigger'],
@@ -289,47 +305,47 @@ export class EngineMetrics {
         for (const [trigger, n] of counters.cutoffs.entries()) this.inc({ trigger }, n);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_batch_open_age_seconds',
       help: 'Time since the open batch was opened',
       registers: [r],
       collect() {
-        this.set((Date.now() - engine.openBatchOpenedAt) / 1000);
+        this.set((Date.now() - source.openBatchOpenedAt) / 1000);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_settlement_last_debits_cents',
       help: 'Debits (= credits) of the last closed batch: what its settlement moves',
       registers: [r],
       collect() {
-        this.set(Number(engine.lastClosed?.debits ?? '0'));
+        this.set(Number(source.lastClosed?.debits ?? '0'));
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_settlement_last_gross_cents',
       help: 'Gross amount netted in the last closed batch',
       registers: [r],
       collect() {
-        this.set(Number(engine.lastClosed?.gross ?? '0'));
+        this.set(Number(source.lastClosed?.gross ?? '0'));
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_settlement_last_entries',
       help: 'Entries netted in the last closed batch',
       registers: [r],
       collect() {
-        this.set(engine.lastClosed?.count ?? 0);
+        this.set(source.lastClosed?.count ?? 0);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_settlement_unsettled_batches',
       help: 'Closed batches not yet marked settled',
       registers: [r],
       collect() {
-        this.set(engine.store.closedBatches().filter((b) => !b.settled).length);
+        this.set(source.closedBatches().filter((b) => !b.settled).length);
       },
     });
-    new Counter({
+    this.counter({
       name: 'netting_shard_resyncs_total',
       help: 'Shards resynchronised from disk after a failed task (a dead worker, or a failed commit)',
       labelNames: ['shard'],
@@ -339,7 +355,7 @@ export class EngineMetrics {
         for (const s of shards) this.inc({ shard: s }, counters.resyncs.get(s));
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_debit_cap_cents',
       help: 'Debit cap of a bank (debitCapCents); banks without a cap are not listed',
       labelNames: ['bank'],
@@ -348,22 +364,22 @@ export class EngineMetrics {
         for (const b of config.banks) if (b.debitCapCents !== undefined) this.set({ bank: b.code }, b.debitCapCents);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_ready',
       help: '1 when the engine accepts instructions',
       registers: [r],
       collect() {
-        this.set(engine.ready ? 1 : 0);
+        this.set(source.ready ? 1 : 0);
       },
     });
 
     const mainLoop = this.mainLoop;
-    const pools = engine.pools;
+    const workers = config.workers;
     const self = this;
     // The main thread's delay is read once per scrape for both gauges, then reset.
     let mainP99 = 0;
     let mainMean = 0;
-    new Gauge({
+    this.gauge({
       name: 'netting_event_loop_lag_p99_seconds',
       help: 'Event-loop delay since the previous scrape, 99th percentile, of the main thread and of each shard worker',
       labelNames: ['thread'],
@@ -373,32 +389,32 @@ export class EngineMetrics {
         mainMean = Number.isFinite(mainLoop.mean) ? mainLoop.mean / 1e9 : 0;
         mainLoop.reset();
         this.set({ thread: 'main' }, mainP99);
-        await self.workerStatsRound(pools.workers);
+        await self.workerStatsRound(workers);
         self.workerStats.forEach((w, i) => this.set({ thread: `worker-${i}` }, w.eventLoopLagP99Seconds));
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_event_loop_lag_mean_seconds',
       help: 'Event-loop delay since the previous scrape, mean, of the main thread and of each shard worker',
       labelNames: ['thread'],
       registers: [r],
       async collect() {
-        await self.workerStatsRound(pools.workers);
+        await self.workerStatsRound(workers);
         this.set({ thread: 'main' }, mainMean);
         self.workerStats.forEach((w, i) => this.set({ thread: `worker-${i}` }, w.eventLoopLagMeanSeconds));
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_storage_used_bytes',
       help: "Bytes of a shard's LMDB environment in use (read with the worker stats)",
       labelNames: ['shard'],
       registers: [r],
       async collect() {
-        await self.workerStatsRound(pools.workers);
+        await self.workerStatsRound(workers);
         for (const w of self.workerStats) for (const [shard, bytes] of Object.entries(w.shardBytes)) this.set({ shard }, bytes);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_storage_limit_bytes',
       help: 'Storage one shard may use (limits.shardBytesMax); past it, new instructions get STORAGE_FULL',
       registers: [r],
@@ -406,16 +422,67 @@ export class EngineMetrics {
         this.set(config.limits.shardBytesMax);
       },
     });
-    new Gauge({
+    this.gauge({
       name: 'netting_worker_heap_used_bytes',
       help: 'V8 heap used by each shard worker thread',
       labelNames: ['thread'],
       registers: [r],
       async collect() {
-        await self.workerStatsRound(pools.workers);
+        await self.workerStatsRound(workers);
         self.workerStats.forEach((w, i) => this.set({ thread: `worker-${i}` }, w.heapUsedBytes));
       },
     });
+    // Registered after the metrics it watches: a scrape reads metrics in this order, so the count
+    // includes that scrape's own failures (an asynchronous collect's only from the next scrape).
+    this.collectFailures = new Counter({
+      name: 'netting_metrics_collect_failures_total',
+      help: 'Scrapes in which a metric could not be read (its collect threw); that metric had no value in them',
+      labelNames: ['metric'],
+      registers: [r],
+    });
+  }
+
+  /** A gauge whose collect cannot fail the scrape: when it throws, the gauge has no value in that scrape. */
+  private gauge<T extends string = string>(config: GaugeConfiguration<T>): Gauge<T> {
+    const { collect } = config;
+    if (collect === undefined) return new Gauge(config);
+    const unlabelled = (config.labelNames ?? []).length === 0;
+    // NaN is Prometheus's "no value" for a single series; a labelled gauge drops its series instead.
+    return new Gauge({ ...config, collect: this.guard(config.name, collect, (g) => (unlabelled ? g.set(NaN) : g.reset())) });
+  }
+
+  /**
+   * A counter whose collect cannot fail the scrape. These collects only copy
+   * plain numbers; should one throw, the counter is exported as it was left.
+   */
+  private counter<T extends string = string>(config: CounterConfiguration<T>): Counter<T> {
+    const { collect } = config;
+    if (collect === undefined) return new Counter(config);
+    return new Counter({ ...config, collect: this.guard(config.name, collect, () => undefined) });
+  }
+
+  private guard<M>(name: string, collect: Collect<M>, clear: (metric: M) => void): Collect<M> {
+    const failed = (metric: M, err: unknown): void => {
+      clear(metric);
+      this.collectFailures.inc({ metric: name });
+      if (!this.failing.has(name)) {
+        this.failing.add(name);
+        this.onCollectFailure(name, err);
+      }
+    };
+    const succeeded = (): void => {
+      this.failing.delete(name);
+    };
+    return function (this: M): void | Promise<void> {
+      try {
+        const pending = collect.call(this);
+        if (pending instanceof Promise) return pending.then(succeeded, (err: unknown) => failed(this, err));
+        succeeded();
+      } catch (err) {
+        failed(this, err);
+      }
+      return undefined;
+    };
   }
 
   private workerStatsRound(workers: number): Promise<void> {
@@ -429,7 +496,7 @@ export class EngineMetrics {
   private async refreshWorkerStats(workers: number): Promise<void> {
     const timeout = new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), WORKER_STATS_TIMEOUT_MS).unref());
     const fresh = await Promise.all(
-      Array.from({ length: workers }, (_, w) => Promise.race([this.engine.pools.stats(w).catch(() => undefined), timeout])),
+      Array.from({ length: workers }, (_, w) => Promise.race([this.source.workerStats(w).catch(() => undefined), timeout])),
     );
     this.workerStats = fresh.map((s, i) => s ?? this.workerStats[i] ?? { eventLoopLagMeanSeconds: 0, eventLoopLagP99Seconds: 0, heapUsedBytes: 0, shardBytes: {} });
   }
