@@ -220,7 +220,8 @@ export class Clearing {
     // Keys the dead worker committed were added to the filter when they were routed: no filter is rebuilt here.
     const o = await this.ports.transport.open({ kind: 'open', shard, batches, verify: false, filterBits: 0 });
     this.ports.lookup.refresh(shard);
-    for (const summary of o.summaries) this.view.replaceShard(shard, summary);
+    // A batch closed while the shard was read has had all of its operations answered: only batches still held are replaced.
+    for (const summary of o.summaries) if (this.view.state(summary.batch) !== undefined) this.view.replaceShard(shard, summary);
     this.view.replacePending(shard, o.pending);
     this.lifecycle.resyncShard(shard, o.pending);
     this.counters.resyncs.add(String(shard));

@@ -2,7 +2,7 @@
  * The narrow ports through which the deterministic core (router, debit
  * caps, live view, lifecycle, cut-offs, snapshots, resynchronisation) does
  * all its I/O. Production plugs in Node's timers, Piscina and LMDB
- * (src/engine/adapters.ts); the simulator (test/sim/) plugs in versions it
+ * (src/engine/clock.ts, src/shard/shard-pools.ts, src/store/); the simulator (test/sim/) plugs in versions it
  * controls, delays, fails and crashes. Nothing in the core reads the clock,
  * arms a timer or touches a file except through these.
  */

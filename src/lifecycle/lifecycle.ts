@@ -459,6 +459,9 @@ export class Lifecycle {
     const found = this.lookup.find(institution, id);
     if (found === undefined) return Promise.resolve(failure('NOT_FOUND', `no instruction '${id}' of institution '${institution}'`));
     this.log.info({ operator, institution, id }, 'operator reverses an instruction');
+    // Only a cleared instruction takes a correcting entry; nothing else reserves the payee's debit.
+    if (found.record.s === 'reversed') return Promise.resolve(undefined);
+    if (found.record.s !== 'cleared') return Promise.resolve(failure('NOT_PENDING', `the instruction is ${found.record.s}`));
     // The payee pays the amount back: a debit against its cap like any other.
     return this.runOne(found.shard, ['R', institution, id, null], 'reversed', { bank: found.record.q, amount: found.record.a });
   }

@@ -8,7 +8,7 @@ import { digestHex } from '../core/digest.js';
 import { centsToWire } from '../core/money.js';
 import { bankPositions, nettingTotals } from '../core/netting.js';
 import { settle } from '../settlement/settlement.js';
-import type { BatchRecord } from '../store/engine-store.js';
+import type { BatchRecord } from '../core/ports.js';
 import type { BatchState } from '../view/live-view.js';
 
 export function batchRecord(state: BatchState, banks: readonly string[], openedAt: number, closedAt: number): BatchRecord {

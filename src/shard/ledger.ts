@@ -14,6 +14,7 @@
  */
 
 import { assert } from '../core/assert.js';
+import { IdFilter } from '../core/id-filter.js';
 import { addInstitutionTotals, bucketOfHigh, digestLine, fnv1a64Halves, DigestAccumulator } from '../core/digest.js';
 import { addFlow, applyToFlow, FlowBook, flowIsZero, flowsEqual } from '../core/netting.js';
 import {
@@ -37,7 +38,7 @@ import {
   type ShardDbs,
   type StoredInstruction,
 } from '../store/schema.js';
-import { S, type ApplyResult, type ApplyTask, type BatchSummary, type InstitutionTotals, type OpOutcome, type PendingEntry, submittedContentKey, type VerifyReport } from './tasks.js';
+import { S, type ApplyResult, type ApplyTask, type BatchSummary, type InstitutionTotals, type OpenResult, type OpenTask, type OpOutcome, type PendingEntry, submittedContentKey, type VerifyReport } from './tasks.js';
 
 /** How often a shard reads its size for the storage quota. */
 const QUOTA_CHECK_MS = 50;
@@ -95,6 +96,26 @@ export class ShardLedger {
       this.sizeReadAt = now;
     }
     return this.sizeRead >= this.bytesMax;
+  }
+
+  /**
+   * What the router learns when it opens the shard (at start, and after a
+   * failed task): the figures of the given batches (the open one first),
+   * the pending instructions, a verification if asked, and the shard's
+   * keys as id filter words if asked.
+   */
+  open(task: OpenTask): OpenResult {
+    const open = task.batches[0];
+    assert(open !== undefined, 'open task names no batch');
+    const verify = task.verify ? this.verify(open) : null;
+    const summaries = task.batches.map((b) => this.summary(b));
+    let filter: Uint32Array | null = null;
+    if (task.filterBits > 0) {
+      const f = new IdFilter(task.filterBits);
+      for (const key of this.dbs.ins.getKeys({})) f.add(key);
+      filter = f.words;
+    }
+    return { shard: this.shard, summaries, pending: this.pending(), verify, filter };
   }
 
   pending(): PendingEntry[] {

@@ -8,7 +8,6 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { workerData } from 'piscina';
 import { assert } from '../core/assert.js';
-import { IdFilter } from '../core/id-filter.js';
 import { openShardDbs, shardPath, type ShardDbs } from '../store/schema.js';
 import { ShardLedger } from './ledger.js';
 import type { ApplyTask, OpenResult, OpenTask, ShardOp, ShardTask, WorkerSetup, WorkerStats } from './tasks.js';
@@ -70,18 +69,7 @@ function ensureOpen(shard: number): Promise<OpenShard> {
 }
 
 async function openShard(task: OpenTask): Promise<OpenResult> {
-  const open = task.batches[0];
-  assert(open !== undefined, 'open task names no batch');
-  const s = await ensureOpen(task.shard);
-  const verify = task.verify ? s.ledger.verify(open) : null;
-  const summaries = task.batches.map((b) => s.ledger.summary(b));
-  let filter: Uint32Array | null = null;
-  if (task.filterBits > 0) {
-    const f = new IdFilter(task.filterBits);
-    for (const key of s.dbs.ins.getKeys({})) f.add(key);
-    filter = f.words;
-  }
-  return { shard: task.shard, summaries, pending: s.ledger.pending(), verify, filter };
+  return (await ensureOpen(task.shard)).ledger.open(task);
 }
 
 function apply(task: ApplyTask): Promise<unknown> {

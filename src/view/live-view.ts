@@ -131,7 +131,8 @@ export class LiveView {
    * worker died, commits it made may never have been reported.
    */
   replaceShard(shard: number, summary: BatchSummary): void {
-    const state = this.stateOf(summary.batch);
+    const state = this.states.get(summary.batch);
+    assert(state !== undefined, `batch ${summary.batch} is not in the live view`);
     const part = this.partOf(state, shard);
     accumulate(state, asSummary(summary.batch, part), -1);
     const fresh = emptyTotals();
