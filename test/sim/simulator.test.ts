@@ -10,7 +10,12 @@ import { DEFAULT_SIM, simulate } from './simulator.js';
 
 /** Seeds that found bugs, each with what it found (see docs/simulator.md). */
 const REGRESSIONS: { seed: number; steps: number; found: string }[] = [
-  { seed: 1, steps: 1500, found: 'a resync that spanned a cut-off put back a closed batch into the live view' },
+  { seed: 1, steps: 1500, found: 'reservations of a failed task were released before the resync put its commits back into the live view' },
+  { seed: 6, steps: 1500, found: 'reservations of a failed task were released before the resync put its commits back into the live view' },
+  { seed: 5, steps: 1500, found: 'entries routed into a closing batch were dispatched under the next one' },
+  { seed: 11, steps: 1500, found: 'entries routed into a closing batch were dispatched under the next one' },
+  { seed: 8, steps: 1500, found: 'a cut-off whose report could not be stored was lost when the next cut-off began' },
+  { seed: 3, steps: 1500, found: 'a resync that spanned a cut-off put back a closed batch into the live view' },
   { seed: 1, steps: 1500, found: 'a reversal of a pending instruction reserved the payee\u2019s debit and answered DEBIT_CAP_EXCEEDED' },
   { seed: 2, steps: 1500, found: 'pending debits admitted against credits passed the cap in the next batch' },
   { seed: 3, steps: 1500, found: 'pending debits admitted against credits passed the cap in the next batch' },

@@ -109,7 +109,6 @@ interface WireInstruction {
   reference?: string;
 }
 
-const silentLog: Logger = { debug: () => {}, info: () => {}, warn: () => {}, error: () => {} };
 
 /** Let every promise continuation that is ready run, as an event turn's end would. */
 function settle(): Promise<void> {
@@ -194,6 +193,17 @@ export class Simulation {
 
   // ---- the simulated disk, read directly -------------------------------------------------
 
+  /** The core's log: quiet, except that a broken assertion it reports fails the run. */
+  private readonly log: Logger = {
+    debug: () => {},
+    info: () => {},
+    warn: () => {},
+    error: (obj: object | string) => {
+      const err = typeof obj === 'object' ? (obj as { err?: unknown }).err : undefined;
+      if ((err as Error | undefined)?.name === 'AssertionError') this.failure ??= new SimFailure(`seed ${this.opts.seed}, step ${this.step}: the core reported a broken law: ${(err as Error).message}`);
+    },
+  };
+
   private readonly lookup: InstructionLookup = {
     find: (institution, id) => this.find(institution, id),
     refresh: () => {},
@@ -253,7 +263,7 @@ export class Simulation {
       transport: this.shards,
       lookup: this.lookup,
       store: this.store,
-      log: silentLog,
+      log: this.log,
       pushes: {
         forward: (bank, items) => {
           if (live()) this.inbox.set(bank, [...(this.inbox.get(bank) ?? []), ...items]);
@@ -570,6 +580,15 @@ export class Simulation {
       const stored = byKey.has(instructionKey(s.institution, s.id));
       this.check(s.storedAnswers === (stored ? 1 : 0), () => `${when}: ${s.institution}/${s.id} is ${stored ? '' : 'not '}stored and ${s.storedAnswers} answers said it was stored`);
     }
+    // Every batch that holds instructions is open, being closed, or has its report stored.
+    const held = new Set(this.clearing.view.batches());
+    const unfinished = this.clearing.unfinishedBatch;
+    for (const r of byKey.values()) {
+      for (const b of [r.b, r.rb]) {
+        if (b === undefined || held.has(b) || b === unfinished || this.store.batch(b) !== undefined) continue;
+        this.fail(`${when}: batch ${b} holds instructions but has no report and is not open`);
+      }
+    }
     for (const batch of this.closedBatches) this.checkReport(this.store.batch(batch)!, when);
     for (const record of this.store.batches.values()) if (!this.closedBatches.has(record.batch)) this.checkReport(record, when);
     // Law 6 and the live view, when no commit can be unreported.
@@ -681,6 +700,10 @@ export class Simulation {
     }
     this.cutoff();
     await this.quiesce('after the last cut-off');
+    // Liveness: every request was answered, and nothing is left in flight.
+    this.check(this.clearing.router.inflightCount === 0, () => `${this.clearing.router.inflightCount} operations are still in flight at the end`);
+    for (const s of this.sent.values()) this.check(s.outstanding === 0 && s.conflicting === 0, () => `${s.institution}/${s.id} was never answered`);
+    this.check(this.report.cutoffs > 0 || this.opts.steps < 100, () => 'no cut-off completed');
     this.addFaults();
     this.report.faults.storeWriteFailures = this.store.failures;
     this.report.steps = this.opts.steps;
