@@ -35,8 +35,26 @@ export class MinHeap<T> {
     this.swap(0, n - 1);
     this.keys.pop();
     this.values.pop();
-    let i = 0;
-    const size = n - 1;
+    this.siftDown(0, n - 1);
+    return top;
+  }
+
+  /** Keep only the values `keep` accepts, and restore the heap order (O(n)). */
+  retain(keep: (value: T) => boolean): void {
+    let n = 0;
+    for (let i = 0; i < this.keys.length; i++) {
+      if (!keep(this.values[i]!)) continue;
+      this.keys[n] = this.keys[i]!;
+      this.values[n] = this.values[i]!;
+      n++;
+    }
+    this.keys.length = n;
+    this.values.length = n;
+    for (let i = (n >> 1) - 1; i >= 0; i--) this.siftDown(i, n);
+  }
+
+  private siftDown(start: number, size: number): void {
+    let i = start;
     for (;;) {
       const l = 2 * i + 1;
       const r = l + 1;
@@ -47,7 +65,6 @@ export class MinHeap<T> {
       this.swap(i, m);
       i = m;
     }
-    return top;
   }
 
   private swap(a: number, b: number): void {

@@ -68,12 +68,20 @@ export interface LifecyclePushes {
 interface Pending {
   entry: PendingEntry;
   shard: number;
+  /** Its events still in the timer heap. */
+  armed: number;
+  /** No longer pending: its events in the heap are dead and are dropped. */
+  final: boolean;
 }
 
 interface TimerEvent {
   key: string;
+  pending: Pending;
   kind: 'query' | 'expire';
 }
+
+/** The timer heap is rebuilt without dead events once they are more than half of it (and at least this many). */
+const HEAP_DEAD_EVENTS_MIN = 1024;
 
 type Outcome = 'confirm' | 'decline';
 
@@ -185,6 +193,8 @@ class OneShot implements OutcomeTarget {
 export class Lifecycle {
   private readonly pending = new Map<string, Pending>();
   private readonly heap = new MinHeap<TimerEvent>();
+  /** Events in the heap whose instruction is final. */
+  private deadEvents = 0;
   private timer: TimerHandle | undefined;
   private timerAt = Infinity;
   private readonly forwards = new Map<string, ForwardItem[]>();
@@ -228,7 +238,8 @@ export class Lifecycle {
    */
   private track(e: PendingEntry, now: number): void {
     const key = `${e.institution}/${e.id}`;
-    this.pending.set(key, { entry: e, shard: this.shardMap.shardOf(e.payer, e.payee) });
+    const pending: Pending = { entry: e, shard: this.shardMap.shardOf(e.payer, e.payee), armed: 0, final: false };
+    this.pending.set(key, pending);
     let queries = 0;
     let lastQueryAt = Number.NEGATIVE_INFINITY;
     for (const offset of this.querySchedulesMs) {
@@ -236,15 +247,15 @@ export class Lifecycle {
       if (at < e.deadline && at > e.acceptedAt) {
         queries++;
         lastQueryAt = Math.max(lastQueryAt, at);
-        if (at > now) this.schedule(at, { key, kind: 'query' });
+        if (at > now) this.schedule(at, { key, pending, kind: 'query' });
       }
     }
     if (queries === 0) {
       lastQueryAt = Math.max(now, e.acceptedAt + Math.floor((e.deadline - e.acceptedAt) / 2));
-      this.schedule(lastQueryAt, { key, kind: 'query' });
+      this.schedule(lastQueryAt, { key, pending, kind: 'query' });
     }
     // A deadline that passed while the engine was down still comes after the query.
-    this.schedule(Math.max(e.deadline, lastQueryAt + 1), { key, kind: 'expire' });
+    this.schedule(Math.max(e.deadline, lastQueryAt + 1), { key, pending, kind: 'expire' });
   }
 
   /**
@@ -273,7 +284,7 @@ export class Lifecycle {
     const keys = new Set(onDisk.map((e) => `${e.institution}/${e.id}`));
     for (const [key, p] of [...this.pending]) {
       if (p.shard !== shard || keys.has(key)) continue;
-      this.pending.delete(key);
+      this.settle(key, p);
       const found = this.lookup.find(p.entry.institution, p.entry.id);
       const status = found?.record.s;
       if ((status === 'cleared' || status === 'declined' || status === 'expired') && this.pushes.listening(p.entry.institution)) {
@@ -324,7 +335,7 @@ export class Lifecycle {
           const key = `${institution}/${id}`;
           const p = this.pending.get(key);
           assert(p !== undefined, `a pending instruction ${key} left no trace`);
-          this.pending.delete(key);
+          this.settle(key, p);
           this.view.addPending(p.shard, p.entry.payer, -BigInt(p.entry.amount));
           const status = op[0] === 'C' ? 'cleared' : op[0] === 'D' ? 'declined' : 'expired';
           this.counters.instructions.add(`${p.entry.type}|${status}`);
@@ -362,7 +373,25 @@ export class Lifecycle {
     }
   }
 
+  /** An instruction is final: it leaves the pending map, and its timers are dead. */
+  private settle(key: string, p: Pending): void {
+    this.pending.delete(key);
+    p.final = true;
+    this.deadEvents += p.armed;
+    p.armed = 0;
+    if (this.deadEvents >= HEAP_DEAD_EVENTS_MIN && 2 * this.deadEvents > this.heap.size) {
+      this.heap.retain((ev) => !ev.pending.final);
+      this.deadEvents = 0;
+    }
+  }
+
+  /** Timer events in the heap, live and dead: bounded by twice the live ones (or HEAP_DEAD_EVENTS_MIN). */
+  get timerEvents(): number {
+    return this.heap.size;
+  }
+
   private schedule(at: number, event: TimerEvent): void {
+    event.pending.armed++;
     this.heap.push(at, event);
     if (at < this.timerAt) this.arm(at);
   }
@@ -380,25 +409,29 @@ export class Lifecycle {
     const now = this.clock.now();
     while ((this.heap.peekKey() ?? Infinity) <= now) {
       const ev = this.heap.pop()!;
-      const p = this.pending.get(ev.key);
-      if (p === undefined) continue;
+      const p = ev.pending;
+      if (p.final) {
+        this.deadEvents--;
+        continue;
+      }
+      p.armed--;
       if (ev.kind === 'query') {
         // 查询补偿: ask the payer bank what became of it; it answers with a receipt.
         this.counters.queriesSent++;
         this.pushes.query(p.entry.payer, p.entry.institution, p.entry.id);
       } else {
-        this.router.lifecycle(p.shard, ['X', p.entry.institution, p.entry.id, null], new OneShot((r) => this.afterExpiry(ev.key, r)), 0);
+        this.router.lifecycle(p.shard, ['X', p.entry.institution, p.entry.id, null], new OneShot((r) => this.afterExpiry(ev.key, p, r)), 0);
       }
     }
     const next = this.heap.peekKey();
     if (next !== undefined) this.arm(next);
   }
 
-  private afterExpiry(key: string, r: OpResult): void {
+  private afterExpiry(key: string, p: Pending, r: OpResult): void {
     if (r.kind === 'failed') {
       // Not committed: try again shortly, the deadline has passed and still binds.
       this.log.warn({ key, code: r.failure.code }, 'expiry not committed; retrying');
-      this.schedule(this.clock.now() + EXPIRY_RETRY_MS, { key, kind: 'expire' });
+      if (!p.final) this.schedule(this.clock.now() + EXPIRY_RETRY_MS, { key, pending: p, kind: 'expire' });
     }
   }
 

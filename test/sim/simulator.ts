@@ -544,6 +544,10 @@ export class Simulation {
       this.check(sum === 0n, () => `live view of ${batch}: Σ net = ${sum}`);
     }
     for (const b of this.banks) view.bank(b); // asserts net(b) = Σ net(b, c)
+    // Bounded timers: dead events (of final instructions) never outnumber the live ones by much.
+    const lc = this.clearing.lifecycle;
+    const liveMax = lc.pendingCount * (this.config.receiptQueryScheduleMs.length + 2);
+    this.check(lc.timerEvents <= 2 * liveMax + 1024, () => `${lc.timerEvents} timer events for ${lc.pendingCount} pending instructions`);
     // Caps against the disk itself, reported or not.
     const current = this.clearing.openBatchId;
     for (const [bank, cap] of this.caps) {

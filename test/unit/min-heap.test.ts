@@ -21,3 +21,21 @@ describe('MinHeap', () => {
     expect(heap.peekKey()).toBeUndefined();
   });
 });
+
+describe('MinHeap.retain', () => {
+  it('drops what it is told to and still pops the rest in key order', () => {
+    const rand = rng(2);
+    const heap = new MinHeap<number>();
+    const keys = Array.from({ length: 2000 }, () => Math.floor(rand() * 10_000));
+    keys.forEach((k, i) => heap.push(k, i));
+    heap.retain((i) => i % 3 !== 0);
+    expect(heap.size).toBe(keys.filter((_, i) => i % 3 !== 0).length);
+    const out: number[] = [];
+    while (heap.size > 0) {
+      const i = heap.pop()!;
+      expect(i % 3).not.toBe(0);
+      out.push(keys[i]!);
+    }
+    expect(out).toEqual(keys.filter((_, i) => i % 3 !== 0).sort((a, b) => a - b));
+  });
+});
