@@ -166,6 +166,13 @@ export interface RouterDeps {
   resync: (shard: number) => Promise<void>;
 }
 
+/**
+ * Requests that may wait on one in-flight id (identical resubmissions,
+ * repeated receipts, changes of another kind): past it they are answered
+ * OVERLOADED, so a client retrying in a loop cannot grow a list without bound.
+ */
+export const WAITERS_PER_ID_MAX = 64;
+
 /** How long a failed resynchronisation waits before it is tried again. */
 const RESYNC_RETRY_MS = 1000;
 
@@ -262,8 +269,9 @@ export class ShardRouter {
       const pending = this.inflight.get(institution, v.id);
       if (pending !== undefined && pending.op[0] === 'S') {
         // Not stored yet: an identical one waits for its outcome, a different one conflicts.
-        if (sameContent(pending.op, v)) (pending.more ??= []).push({ target: submission, index });
-        else this.reject(submission, index, v.id, failure('DUPLICATE_CONFLICT', `id '${v.id}' is in flight with different content`));
+        if (!sameContent(pending.op, v)) this.reject(submission, index, v.id, failure('DUPLICATE_CONFLICT', `id '${v.id}' is in flight with different content`));
+        else if (waiters(pending) >= WAITERS_PER_ID_MAX) this.reject(submission, index, v.id, failure('OVERLOADED', `too many requests wait on id '${v.id}'; retry later`));
+        else (pending.more ??= []).push({ target: submission, index });
         return;
       }
       // Stored (a receipt, expiry or reversal of it may be in flight): the stored content decides.
@@ -303,8 +311,14 @@ export class ShardRouter {
   lifecycle(shard: number, op: LifecycleOp, target: OutcomeTarget, index: number, debit?: { bank: string; amount: number }): void {
     const pending = this.inflight.get(op[1], op[2]);
     if (pending !== undefined) {
-      if (pending.op[0] === op[0]) (pending.more ??= []).push({ target, index });
-      else (pending.deferred ??= []).push({ op, shard, target, index, debit });
+      if (waiters(pending) >= WAITERS_PER_ID_MAX) {
+        this.deps.counters.rejections.add('OVERLOADED');
+        target.deliver(index, { kind: 'failed', failure: failure('OVERLOADED', `too many requests wait on id '${op[2]}'; retry later`) }, true);
+      } else if (pending.op[0] === op[0]) {
+        (pending.more ??= []).push({ target, index });
+      } else {
+        (pending.deferred ??= []).push({ op, shard, target, index, debit });
+      }
       return;
     }
     if (this.queues[shard]!.length >= this.deps.limits.shardQueueMax) {
@@ -654,6 +668,10 @@ function storedOutcome(record: StoredInstruction, conflict: boolean): OpOutcome 
   if (record.b !== undefined) o.batch = record.b;
   if (conflict) o.conflict = true;
   return o;
+}
+
+function waiters(e: Inflight): number {
+  return (e.more?.length ?? 0) + (e.deferred?.length ?? 0);
 }
 
 function target(t: OutcomeTarget, index: number): Waiter {
