@@ -11,8 +11,9 @@ import { AMOUNT_CENTS_LIMIT } from '../core/money.js';
 import { parseTimes, type BatchScheduleConfig } from '../core/business-time.js';
 import { BATCH_INTERVAL_MS_MIN, DEFAULTS, SHARDS_MAX, SNAPSHOT_INTERVAL_MS_MIN, TOKEN_LENGTH_MIN } from './defaults.js';
 
-export type Role = 'institution' | 'bank' | 'operator';
-export const ROLES: readonly Role[] = ['institution', 'bank', 'operator'];
+/** `metrics` is the monitoring system (Prometheus): it may read `GET /metrics` and nothing else. */
+export type Role = 'institution' | 'bank' | 'operator' | 'metrics';
+export const ROLES: readonly Role[] = ['institution', 'bank', 'operator', 'metrics'];
 
 export interface BankConfig {
   code: string;
@@ -205,7 +206,7 @@ export function parseConfig(raw: unknown): EngineConfig {
     const id = str(o['id'], `${at}.id`);
     if (role === 'institution' && !PARTY_CODE_PATTERN.test(id)) throw new ConfigError(`${at}.id`, 'must match ^[A-Z0-9]{2,16}$');
     if (role === 'bank' && !codes.has(id)) throw new ConfigError(`${at}.id`, `bank '${id}' is not among the configured banks`);
-    if (role === 'operator' && !OPERATOR_ID_PATTERN.test(id)) throw new ConfigError(`${at}.id`, 'must match ^[A-Za-z0-9._-]{1,64}$');
+    if ((role === 'operator' || role === 'metrics') && !OPERATOR_ID_PATTERN.test(id)) throw new ConfigError(`${at}.id`, 'must match ^[A-Za-z0-9._-]{1,64}$');
     return { token, role: role as Role, id };
   });
 

@@ -2,7 +2,9 @@
  * The embedded demo configuration used when no --config is given. The bank
  * codes are the usual short codes of real Chinese participant banks; the
  * institutions are fictional. Every token here is a DEMO token, printed at
- * start, and must never be used outside a local trial.
+ * start, and must never be used outside a local trial; the metrics one is
+ * also written in grafana/prometheus.yml, so the shipped Prometheus can
+ * scrape a demo engine.
  */
 
 import type { RawConfig } from './config.js';
@@ -33,6 +35,8 @@ export const DEMO_CONFIG: RawConfig = {
     { token: 'demo-bank-ICBC-not-secret', role: 'bank', id: 'ICBC' },
     { token: 'demo-bank-CMB-not-secret', role: 'bank', id: 'CMB' },
     { token: 'demo-operator-ops-not-secret', role: 'operator', id: 'ops' },
+    // DEMO metrics token: grafana/prometheus.yml sends it when scraping GET /metrics. Never use it outside a local trial.
+    { token: 'demo-metrics-prometheus-not-secret', role: 'metrics', id: 'prometheus' },
   ],
   snapshotIntervalMs: 1000,
   shards: 2,

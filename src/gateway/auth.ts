@@ -3,6 +3,12 @@
  * digest, so the comparison the lookup makes is on a digest, never on the
  * secret: how long it takes tells an attacker nothing about a token. The
  * tokens themselves are kept nowhere after start and never logged.
+ *
+ * Roles (PROTOCOL.md): `institution`, `bank`, `operator`, and `metrics`,
+ * the monitoring system's, which may read `GET /metrics` and nothing else.
+ * Each route lists the roles it admits (http-io.ts `authorize`), so a role
+ * a route does not name is FORBIDDEN there; the stream refuses a `metrics`
+ * upgrade outright.
  */
 
 import { createHash } from 'node:crypto';

@@ -286,8 +286,10 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
       }
     };
 
-  app.get('/metrics', (res) => {
+  app.get('/metrics', (res, req) => {
     const ex = beginExchange(res, 'json');
+    // The exposition shows every bank's position: the monitoring system's `metrics` token or an operator's.
+    if (authorize(ctx.auth, ctx.codec, ex, req, ['metrics', 'operator']) === undefined) return;
     ctx.engine.metrics.text().then(
       ({ contentType, body }) => {
         if (ex.aborted) return;

@@ -88,6 +88,11 @@ function upgrade(ctx: WsContext, res: HttpResponse, req: HttpRequest, context: u
     res.writeStatus(statusLine(401)).writeHeader('content-type', 'application/json').end(JSON.stringify(failure('UNAUTHORIZED', 'a valid bearer token is required')), true);
     return;
   }
+  if (principal.role === 'metrics') {
+    // The monitoring system's token reads GET /metrics and nothing else: no stream.
+    res.writeStatus(statusLine(403)).writeHeader('content-type', 'application/json').end(JSON.stringify(failure('FORBIDDEN', "role 'metrics' may not open a stream")), true);
+    return;
+  }
   if (!ctx.engine.ready) {
     res.writeStatus(statusLine(503)).writeHeader('content-type', 'application/json').end(JSON.stringify(failure('NOT_READY')), true);
     return;

@@ -14,6 +14,12 @@
  * still exported. The conservation gauge itself never asserts, so it can
  * show the imbalance that makes the position gauges fail.
  *
+ * Every label value known at start (instruction types and outcomes, result
+ * codes, cut-off triggers, shards, transports, metric names) is exported
+ * from the first scrape, at 0, so a dashboard shows 0 rather than no data
+ * on a fresh engine, and `increase()` sees the first event. No collect
+ * reads the batch history: a scrape costs the same after a year of batches.
+ *
  * Names follow Prometheus conventions: base units (`_seconds`, `_bytes`),
  * `_total` for counters; money is in cents (`_cents`), since a currency has
  * no base unit in Prometheus. Gauges of money are float64 in Prometheus and
@@ -22,6 +28,7 @@
 
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type CounterConfiguration, type GaugeConfiguration } from 'prom-client';
+import { INSTRUCTION_TYPES } from '../core/instruction.js';
 import { ERROR_CATALOG } from '../protocol/errors.js';
 import type { ApplyResult, ApplyTask, WorkerStats } from '../shard/tasks.js';
 import type { MetricsSource } from './metrics-source.js';
@@ -31,6 +38,11 @@ const SIZE_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384];
 const WORKER_STATS_TIMEOUT_MS = 1000;
 
 export type Transport = 'http' | 'ws';
+const TRANSPORTS: readonly Transport[] = ['http', 'ws'];
+/** The outcomes `netting_instructions_total` counts (EngineCounters.instructions). */
+const INSTRUCTION_OUTCOMES = ['cleared', 'pending', 'duplicate', 'declined', 'expired', 'reversed'] as const;
+/** The triggers `netting_batch_cutoffs_total` counts (EngineCounters.cutoffs). */
+const CUTOFF_TRIGGERS = ['operator', 'schedule'] as const;
 
 /** Told about a metric whose collect threw, once each time it starts failing. */
 export type CollectFailureHandler = (metric: string, err: unknown) => void;
@@ -51,6 +63,8 @@ export class EngineMetrics {
   private readonly collectFailures: Counter<'metric'>;
   /** Metrics whose last collect threw: a failure is reported when it starts, not on every scrape. */
   private readonly failing = new Set<string>();
+  /** Every metric with a guarded collect, so its failure count is exported from 0. */
+  private readonly guarded: string[] = [];
 
   constructor(
     private readonly source: MetricsSource,
@@ -100,6 +114,13 @@ export class EngineMetrics {
       registers: [r],
     });
 
+    for (const transport of TRANSPORTS) this.ackLatency.zero({ transport });
+    for (const shard of shards) for (const h of [this.taskRoundTrip, this.shardApply, this.lmdbCommit, this.txnOps]) h.zero({ shard });
+
+    // Every type and outcome from 0; a key outside them (a reversal of an instruction no longer found: 'unknown') is added as it comes.
+    const instructionKeys = new Map<string, { type: string; status: string }>(
+      INSTRUCTION_TYPES.flatMap((type) => INSTRUCTION_OUTCOMES.map((status) => [`${type}|${status}`, { type, status }] as const)),
+    );
     this.counter({
       name: 'netting_instructions_total',
       help: 'Instruction outcomes by type and status (cleared, pending, duplicate, declined, expired, reversed)',
@@ -107,7 +128,9 @@ export class EngineMetrics {
       registers: [r],
       collect() {
         this.reset();
+        for (const [key, labels] of instructionKeys) this.inc(labels, counters.instructions.get(key));
         for (const [key, n] of counters.instructions.entries()) {
+          if (instructionKeys.has(key)) continue;
           const [type, status] = key.split('|') as [string, string];
           this.inc({ type, status }, n);
         }
@@ -302,7 +325,7 @@ export class EngineMetrics {
       registers: [r],
       collect() {
         this.reset();
-        for (const [trigger, n] of counters.cutoffs.entries()) this.inc({ trigger }, n);
+        for (const trigger of CUTOFF_TRIGGERS) this.inc({ trigger }, counters.cutoffs.get(trigger));
       },
     });
     this.gauge({
@@ -440,6 +463,7 @@ export class EngineMetrics {
       labelNames: ['metric'],
       registers: [r],
     });
+    for (const metric of this.guarded) this.collectFailures.inc({ metric }, 0);
   }
 
   /** A gauge whose collect cannot fail the scrape: when it throws, the gauge has no value in that scrape. */
@@ -462,6 +486,7 @@ export class EngineMetrics {
   }
 
   private guard<M>(name: string, collect: Collect<M>, clear: (metric: M) => void): Collect<M> {
+    this.guarded.push(name);
     const failed = (metric: M, err: unknown): void => {
       clear(metric);
       this.collectFailures.inc({ metric: name });

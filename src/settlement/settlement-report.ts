@@ -42,33 +42,38 @@ export function batchRecord(state: BatchState, banks: readonly string[], openedA
 
 export type BatchStatus = 'open' | 'closed' | 'settled';
 
+/**
+ * A report as served. `count`, `gross`, `debits` and `credits` are
+ * system-wide figures (every bank's entries, and what the whole batch
+ * moves): an operator's only, absent from a bank's view.
+ */
 export interface ReportWire {
   batch: string;
   status: BatchStatus;
   openedAt: string;
   closedAt?: string;
-  count: number;
-  gross: string;
+  count?: number;
+  gross?: string;
   banks: BatchRecord['banks'];
-  debits: string;
-  credits: string;
+  debits?: string;
+  credits?: string;
   settled: boolean;
   settledAt?: string;
 }
 
-/** The report as served; `onlyBank` narrows the rows to one bank's (a bank's own view). */
+/**
+ * The report as served. With `onlyBank` (a bank's own view) it holds that
+ * bank's settlement line and the batch's status and times, nothing summed
+ * over other banks: the batch's gross and entry count are market figures of
+ * the other participants, and with few banks its debits would give away
+ * their positions. A bank's own obligation is its row's `settlement` and
+ * `amount`.
+ */
 export function reportWire(r: BatchRecord, status: BatchStatus, onlyBank?: string): ReportWire {
-  const w: ReportWire = {
-    batch: r.batch,
-    status,
-    openedAt: new Date(r.openedAt).toISOString(),
-    count: r.count,
-    gross: r.gross,
-    banks: onlyBank === undefined ? r.banks : r.banks.filter((b) => b.bank === onlyBank),
-    debits: r.debits,
-    credits: r.credits,
-    settled: r.settled,
-  };
+  const w: ReportWire =
+    onlyBank === undefined
+      ? { batch: r.batch, status, openedAt: new Date(r.openedAt).toISOString(), count: r.count, gross: r.gross, banks: r.banks, debits: r.debits, credits: r.credits, settled: r.settled }
+      : { batch: r.batch, status, openedAt: new Date(r.openedAt).toISOString(), banks: r.banks.filter((b) => b.bank === onlyBank), settled: r.settled };
   if (status !== 'open') w.closedAt = new Date(r.closedAt).toISOString();
   if (r.settledAt !== undefined) w.settledAt = new Date(r.settledAt).toISOString();
   return w;

@@ -116,15 +116,23 @@ export class SnapshotTaker {
   }
 }
 
-/** What a principal may see of a snapshot: operators everything, others their own rows. */
-export function snapshotFor(s: Snapshot, role: 'institution' | 'bank' | 'operator', id: string): Snapshot {
+/** A snapshot as one principal sees it: `totals` only for an operator. */
+export type ScopedSnapshot = Omit<Snapshot, 'totals'> & { totals?: Snapshot['totals'] };
+
+/**
+ * What a principal may see of a snapshot: an operator everything; a bank
+ * its own bank row, an institution its own institution row, and neither
+ * any system-wide figure. The totals (gross and net of every bank) are left
+ * out rather than recomputed from the own rows: a bank's own figures are
+ * already its row, and anything summed over all banks is the operator's.
+ */
+export function snapshotFor(s: Snapshot, role: 'institution' | 'bank' | 'operator' | 'metrics', id: string): ScopedSnapshot {
   if (role === 'operator') return s;
   return {
     seq: s.seq,
     takenAt: s.takenAt,
     batch: s.batch,
     banks: role === 'bank' ? s.banks.filter((b) => b.bank === id) : [],
-    totals: s.totals,
     institutions: role === 'institution' ? s.institutions.filter((i) => i.institution === id) : [],
   };
 }

@@ -8,7 +8,9 @@
  *   engine, scrapes it, loads the alert rules and evaluates them without error (none firing), and
  *   answers every expression of every dashboard panel with data;
  * - every metric a dashboard or an alert rule names is exported by the engine, so dashboards cannot
- *   silently rot when a metric is renamed.
+ *   silently rot when a metric is renamed;
+ * - /metrics needs a `metrics` (or operator) token, which the shipped prometheus.yml sends, and a
+ *   fresh engine exports its labelled counters from 0.
  *
  * Needs Debian's `prometheus` package (`promtool` and `prometheus`); `.ci/run` installs it. Without it
  * the tests fail, they are not skipped.
@@ -23,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { http, StreamClient } from '../helpers/clients.js';
 import { BANKS, startEngine, tempDir, testConfig, TOKENS, type RunningEngine } from '../helpers/engine-process.js';
+import { DEMO_CONFIG } from '../../src/config/demo.js';
 
 const GRAFANA = fileURLToPath(new URL('../../grafana/', import.meta.url));
 const DASHBOARDS = join(GRAFANA, 'dashboards');
@@ -32,6 +35,8 @@ const RATE_INTERVAL = '1m';
 const RANGE = '5m';
 /** Series Prometheus makes itself for every target, not exported by the engine. */
 const PROMETHEUS_SYNTHETIC = new Set(['up', 'scrape_duration_seconds', 'scrape_samples_scraped', 'scrape_samples_post_metric_relabeling', 'scrape_series_added']);
+/** The test engine's `metrics` principal, which the rewritten prometheus.yml sends. */
+const METRICS_TOKEN = 'test-token-metrics-prometheus';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -75,11 +80,12 @@ interface RunningPrometheus {
   stop: () => Promise<void>;
 }
 
-/** The project's prometheus.yml with the scrape target and intervals rewritten for the test. */
+/** The project's prometheus.yml with the scrape target, the token and the intervals rewritten for the test. */
 function testPrometheusConfig(target: string): string {
   const original = readFileSync(join(GRAFANA, 'prometheus.yml'), 'utf8');
   const rewrites: [RegExp, string][] = [
     [/targets:\s*\[[^\]\n]*\]/g, `targets: ['${target}']`],
+    [/credentials:\s*\S+/g, `credentials: ${METRICS_TOKEN}`],
     [/scrape_interval:\s*\S+/g, 'scrape_interval: 1s'],
     [/scrape_timeout:\s*\S+/g, 'scrape_timeout: 1s'],
     [/evaluation_interval:\s*\S+/g, 'evaluation_interval: 1s'],
@@ -255,7 +261,16 @@ function metricNames(expr: string): string[] {
 
 let engine: RunningEngine;
 let prometheus: RunningPrometheus | undefined;
+/** /metrics as the engine answered it right after start, before any traffic. */
+let freshExposition = '';
 let cleanupEngine: () => void = () => {};
+
+/** GET /metrics with a bearer token, as Prometheus does it. */
+async function scrape(base: string, token: string): Promise<string> {
+  const res = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+  if (res.status !== 200) throw new Error(`GET /metrics: HTTP ${res.status} ${await res.text()}`);
+  return res.text();
+}
 
 async function ok(p: Promise<{ status: number; body: any }>, what: string): Promise<any> {
   const r = await p;
@@ -366,7 +381,10 @@ beforeAll(async () => {
   requireTool('prometheus');
   const t = tempDir('netting-observability-');
   cleanupEngine = t.cleanup;
-  engine = await startEngine(t.dir, testConfig(t.dir, { receiptQueryScheduleMs: [200] }));
+  const config = testConfig(t.dir, { receiptQueryScheduleMs: [200] });
+  config['principals'] = [...(config['principals'] as object[]), { token: METRICS_TOKEN, role: 'metrics', id: 'prometheus' }];
+  engine = await startEngine(t.dir, config);
+  freshExposition = await scrape(engine.base, METRICS_TOKEN);
   prometheus = await startPrometheus(`127.0.0.1:${engine.port}`);
   await waitForQuery(prometheus.base, `up{job="${JOB}"}`, (r) => r.data?.result[0]?.value[1] === '1', 'Prometheus has not scraped the engine');
   await driveLoad(engine.base);
@@ -446,10 +464,45 @@ describe('observability', () => {
     expect(evaluated).toBeGreaterThan(60);
   }, 120_000);
 
+  it('/metrics answers a metrics or operator token only, and Prometheus scrapes it with the shipped token line', async () => {
+    const none = await http(engine.base, 'GET', '/metrics');
+    expect([none.status, none.body.code]).toEqual([401, 'UNAUTHORIZED']);
+    const unknown = await http(engine.base, 'GET', '/metrics', { token: 'not-a-known-token-at-all' });
+    expect([unknown.status, unknown.body.code]).toEqual([401, 'UNAUTHORIZED']);
+    for (const token of [TOKENS.PI0001, TOKENS.ICBC]) {
+      const r = await http(engine.base, 'GET', '/metrics', { token });
+      expect([r.status, r.body.code]).toEqual([403, 'FORBIDDEN']);
+    }
+    for (const token of [METRICS_TOKEN, TOKENS.ops]) {
+      const r = await http(engine.base, 'GET', '/metrics', { token });
+      expect(r.status).toBe(200);
+      expect(r.body).toMatch(/^netting_ready 1$/m);
+    }
+    // The metrics token reads nothing else.
+    for (const [method, path] of [['GET', '/v1/positions'], ['GET', '/v1/snapshots/latest'], ['GET', '/v1/batches'], ['POST', '/v1/instructions']] as const) {
+      expect((await http(engine.base, method, path, { token: METRICS_TOKEN, body: method === 'POST' ? {} : undefined })).status, `${method} ${path}`).toBe(403);
+    }
+    // The shipped prometheus.yml sends the demo configuration's metrics token, and the scrapes of the test's copy succeed.
+    const demoToken = (DEMO_CONFIG['principals'] as { token: string; role: string }[]).find((p) => p.role === 'metrics')?.token;
+    expect(demoToken).toBeDefined();
+    expect(readFileSync(join(GRAFANA, 'prometheus.yml'), 'utf8')).toMatch(new RegExp(`^\\s+credentials: ${demoToken}(\\s|$)`, 'm'));
+    const up = await promQuery(prometheus!.base, `min_over_time(up{job="${JOB}"}[1m])`);
+    expect(up.data?.result[0]?.value[1]).toBe('1');
+  });
+
+  it('a fresh engine exports its labelled counters from 0, before anything happened', () => {
+    const sample = (series: string): string | undefined => new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(freshExposition)?.[1];
+    expect(sample('netting_batch_cutoffs_total{trigger="operator"}')).toBe('0');
+    expect(sample('netting_batch_cutoffs_total{trigger="schedule"}')).toBe('0');
+    expect(sample('netting_instructions_total{type="payout",status="cleared"}')).toBe('0');
+    expect(sample('netting_instructions_total{type="agreement",status="declined"}')).toBe('0');
+    expect(sample('netting_rejections_total{code="OVERLOADED"}')).toBe('0');
+    expect(sample('netting_shard_resyncs_total{shard="3"}')).toBe('0');
+    expect(sample('netting_settlement_unsettled_batches')).toBe('0');
+  });
+
   it('/metrics passes promtool check metrics with no complaint', async () => {
-    const res = await fetch(`${engine.base}/metrics`);
-    expect(res.status).toBe(200);
-    const body = await res.text();
+    const body = await scrape(engine.base, METRICS_TOKEN);
     const r = run('promtool', ['check', 'metrics'], { input: body });
     expect({ exit: r.status, complaints: r.output.split('\n').filter((l) => l !== '') }).toEqual({ exit: 0, complaints: [] });
   }, 120_000);
@@ -492,7 +545,7 @@ describe('observability', () => {
   }, 120_000);
 
   it('every metric a dashboard or an alert rule names is exported by the engine', async () => {
-    const exposition = await (await fetch(`${engine.base}/metrics`)).text();
+    const exposition = await scrape(engine.base, METRICS_TOKEN);
     const types = new Map<string, string>();
     for (const m of exposition.matchAll(/^# TYPE (\S+) (\S+)$/gm)) types.set(m[1]!, m[2]!);
     const exported = (name: string): boolean => {

@@ -1,6 +1,7 @@
 /**
  * Authentication and role scoping: every route and stream op tried with no
- * token, an unknown token, and each role.
+ * token, an unknown token, and each role; banks and institutions see only
+ * their own rows of snapshots (served and pushed) and settlement reports.
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,10 +11,15 @@ import { startEngine, tempDir, testConfig, TOKENS, type RunningEngine } from '..
 let engine: RunningEngine;
 let cleanup: () => void;
 
+/** The monitoring system's token: GET /metrics and nothing else. */
+const METRICS_TOKEN = 'test-token-metrics-prometheus';
+
 beforeAll(async () => {
   const t = tempDir();
   cleanup = t.cleanup;
-  engine = await startEngine(t.dir, testConfig(t.dir));
+  const config = testConfig(t.dir);
+  config['principals'] = [...(config['principals'] as object[]), { token: METRICS_TOKEN, role: 'metrics', id: 'prometheus' }];
+  engine = await startEngine(t.dir, config);
   // One instruction of PI0001 between ICBC and ABC, one of PI0002 between BOC and CCB.
   await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: { id: 'own-1', type: 'payout', payer: 'ICBC', payee: 'ABC', amount: 500 } });
   await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0002, body: { id: 'other-1', type: 'payout', payer: 'BOC', payee: 'CCB', amount: 700 } });
@@ -26,19 +32,23 @@ afterAll(async () => {
 
 const NEW = { id: 'role-x', type: 'payout', payer: 'CMB', payee: 'ABC', amount: 1 };
 
-type Who = 'none' | 'unknown' | 'PI0001' | 'ICBC' | 'ops';
+type Who = 'none' | 'unknown' | 'PI0001' | 'ICBC' | 'ops' | 'metrics';
 const token = (who: Who): string | undefined =>
-  who === 'none' ? undefined : who === 'unknown' ? 'not-a-known-token-at-all' : TOKENS[who];
+  who === 'none' ? undefined : who === 'unknown' ? 'not-a-known-token-at-all' : who === 'metrics' ? METRICS_TOKEN : TOKENS[who];
 
 /** [method, path, body, expected status per caller] */
 const TABLE: [string, string, unknown, Record<Who, number>][] = [
-  ['POST', '/v1/instructions', NEW, { none: 401, unknown: 401, PI0001: 200, ICBC: 403, ops: 403 }],
-  ['GET', '/v1/instructions/PI0001/own-1', undefined, { none: 401, unknown: 401, PI0001: 200, ICBC: 200, ops: 200 }],
-  ['GET', '/v1/instructions/PI0002/other-1', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 404, ops: 200 }],
-  ['GET', '/v1/positions', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 200, ops: 200 }],
-  ['GET', '/v1/positions/ICBC', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 200, ops: 200 }],
-  ['GET', '/v1/positions/CMB', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 403, ops: 200 }],
-  ['GET', '/v1/audit', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 403, ops: 200 }],
+  ['POST', '/v1/instructions', NEW, { none: 401, unknown: 401, PI0001: 200, ICBC: 403, ops: 403, metrics: 403 }],
+  ['GET', '/v1/instructions/PI0001/own-1', undefined, { none: 401, unknown: 401, PI0001: 200, ICBC: 200, ops: 200, metrics: 403 }],
+  ['GET', '/v1/instructions/PI0002/other-1', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 404, ops: 200, metrics: 403 }],
+  ['GET', '/v1/positions', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 200, ops: 200, metrics: 403 }],
+  ['GET', '/v1/positions/ICBC', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 200, ops: 200, metrics: 403 }],
+  ['GET', '/v1/positions/CMB', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 403, ops: 200, metrics: 403 }],
+  ['GET', '/v1/audit', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 403, ops: 200, metrics: 403 }],
+  ['GET', '/v1/batches', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 200, ops: 200, metrics: 403 }],
+  ['GET', '/v1/snapshots/latest', undefined, { none: 401, unknown: 401, PI0001: 200, ICBC: 200, ops: 200, metrics: 403 }],
+  ['GET', '/v1/operator-actions', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 403, ops: 200, metrics: 403 }],
+  ['GET', '/metrics', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 403, ops: 200, metrics: 200 }],
 ];
 
 describe('roles on HTTP routes', () => {
@@ -71,7 +81,7 @@ describe('roles on HTTP routes', () => {
   });
 
   it('never stored the refused submissions', async () => {
-    for (const who of ['none', 'unknown', 'ICBC', 'ops']) {
+    for (const who of ['none', 'unknown', 'ICBC', 'ops', 'metrics']) {
       const r = await http(engine.base, 'GET', `/v1/instructions/PI0001/role-${who}`, { token: TOKENS.ops });
       expect(r.status).toBe(404);
     }
@@ -83,6 +93,11 @@ describe('roles on the stream', () => {
     await expect(StreamClient.connect(engine.base, undefined, 'json')).rejects.toThrow(/401/);
     await expect(StreamClient.connect(engine.base, 'not-a-known-token-at-all', 'json')).rejects.toThrow(/401/);
     await expect(StreamClient.connect(engine.base, 'not-a-known-token-at-all', 'json', 'query')).rejects.toThrow(/401/);
+  });
+
+  it('refuses a metrics token an upgrade: it reads GET /metrics and nothing else', async () => {
+    await expect(StreamClient.connect(engine.base, METRICS_TOKEN, 'json')).rejects.toThrow(/403/);
+    await expect(StreamClient.connect(engine.base, METRICS_TOKEN, 'json', 'query')).rejects.toThrow(/403/);
   });
 
   it('lets only institutions submit, and only banks take forwards', async () => {
@@ -102,5 +117,84 @@ describe('roles on the stream', () => {
     for (const who of ['ICBC', 'ops']) {
       expect((await http(engine.base, 'GET', `/v1/instructions/PI0001/ws-role-${who}`, { token: TOKENS.ops })).status).toBe(404);
     }
+  });
+});
+
+describe('each party sees only its own rows', () => {
+  /** The first snapshot pushed to `c` after now. */
+  async function pushedSnapshot(c: StreamClient): Promise<Record<string, unknown>> {
+    for (;;) {
+      const m = await c.nextUnmatched(5000);
+      if (m.op === 'snapshot') return m;
+    }
+  }
+
+  it('serves a bank its own bank row of a snapshot and an institution its own institution row, neither the system totals', async () => {
+    const taken = await http(engine.base, 'GET', '/v1/snapshots/latest', { token: TOKENS.ops });
+    expect(taken.body.banks.length).toBeGreaterThan(1);
+    expect(taken.body.totals.gross).toBeDefined();
+    expect(taken.body.institutions.map((i: any) => i.institution).sort()).toEqual(['PI0001', 'PI0002']);
+    for (const path of ['/v1/snapshots/latest', `/v1/snapshots/${taken.body.seq}`]) {
+      const bank = (await http(engine.base, 'GET', path, { token: TOKENS.ICBC })).body;
+      expect(bank.banks.map((b: any) => b.bank)).toEqual(['ICBC']);
+      expect(bank.institutions).toEqual([]);
+      expect(bank).not.toHaveProperty('totals');
+      const inst = (await http(engine.base, 'GET', path, { token: TOKENS.PI0001 })).body;
+      expect(inst.banks).toEqual([]);
+      expect(inst.institutions.map((i: any) => i.institution)).toEqual(['PI0001']);
+      expect(inst).not.toHaveProperty('totals');
+    }
+    const bySeq = (await http(engine.base, 'GET', `/v1/snapshots/${taken.body.seq}`, { token: TOKENS.ICBC })).body;
+    expect(bySeq.banks).toEqual(taken.body.banks.filter((b: any) => b.bank === 'ICBC'));
+  });
+
+  it('pushes each subscriber only its own rows of a snapshot, and no system totals', async () => {
+    const ops = await StreamClient.connect(engine.base, TOKENS.ops, 'json');
+    const bank = await StreamClient.connect(engine.base, TOKENS.ICBC, 'msgpack');
+    const inst = await StreamClient.connect(engine.base, TOKENS.PI0001, 'json');
+    try {
+      for (const c of [ops, bank, inst]) expect(await c.request({ op: 'subscribe', topics: ['snapshots'] })).toMatchObject({ op: 'subscribed' });
+      const [o, b, i] = await Promise.all([pushedSnapshot(ops), pushedSnapshot(bank), pushedSnapshot(inst)]);
+      expect((o['banks'] as unknown[]).length).toBeGreaterThan(1);
+      expect(o['totals']).toBeDefined();
+      expect((b['banks'] as { bank: string }[]).map((r) => r.bank)).toEqual(['ICBC']);
+      expect(b['institutions']).toEqual([]);
+      expect(b).not.toHaveProperty('totals');
+      expect(i['banks']).toEqual([]);
+      expect((i['institutions'] as { institution: string }[]).map((r) => r.institution)).toEqual(['PI0001']);
+      expect(i).not.toHaveProperty('totals');
+    } finally {
+      ops.close();
+      bank.close();
+      inst.close();
+    }
+  });
+
+  it('shows a bank only its own line of a settlement report, without the system-wide figures', async () => {
+    const systemWide = ['count', 'gross', 'debits', 'credits'];
+    const open = (await http(engine.base, 'GET', '/readyz')).body.batch;
+    const closed = (await http(engine.base, 'POST', '/v1/batches/close', { token: TOKENS.ops })).body;
+    expect(closed.batch).toBe(open);
+    for (const key of systemWide) expect(closed).toHaveProperty(key);
+    expect(closed.banks.length).toBeGreaterThan(1);
+
+    const own = (await http(engine.base, 'GET', `/v1/batches/${closed.batch}`, { token: TOKENS.ICBC })).body;
+    expect(own).toMatchObject({ batch: closed.batch, status: 'closed', openedAt: closed.openedAt, closedAt: closed.closedAt, settled: false });
+    expect(own.banks).toEqual(closed.banks.filter((r: any) => r.bank === 'ICBC'));
+    expect(own.banks[0]).toMatchObject({ bank: 'ICBC', net: '-500', settlement: 'debit', amount: '500' });
+    for (const key of systemWide) expect(own).not.toHaveProperty(key);
+
+    const list = (await http(engine.base, 'GET', '/v1/batches', { token: TOKENS.ICBC })).body.batches;
+    expect(list.map((r: any) => r.status)).toEqual(['closed', 'open']);
+    for (const r of list) {
+      expect(r.banks.map((b: any) => b.bank)).toEqual(['ICBC']);
+      for (const key of systemWide) expect(r).not.toHaveProperty(key);
+    }
+    const all = (await http(engine.base, 'GET', '/v1/batches', { token: TOKENS.ops })).body.batches;
+    for (const r of all) for (const key of systemWide) expect(r).toHaveProperty(key);
+
+    // Institutions read no settlement reports at all; the settlement file is the operator's.
+    expect((await http(engine.base, 'GET', `/v1/batches/${closed.batch}`, { token: TOKENS.PI0001 })).status).toBe(403);
+    expect((await http(engine.base, 'GET', `/v1/batches/${closed.batch}/settlement.csv`, { token: TOKENS.ICBC })).status).toBe(403);
   });
 });

@@ -15,6 +15,14 @@ import { http, StreamClient } from '../helpers/clients.js';
 import { BANKS, startEngine, tempDirs, testConfig, TOKENS } from '../helpers/engine-process.js';
 import { randomInstruction, rng } from '../helpers/reference-model.js';
 
+/** The monitoring system's token: GET /metrics and nothing else. */
+const METRICS_TOKEN = 'test-token-metrics-prometheus';
+
+/** The test configuration with a `metrics` principal added. */
+function withMetricsPrincipal(config: Record<string, unknown>): Record<string, unknown> {
+  return { ...config, principals: [...(config['principals'] as object[]), { token: METRICS_TOKEN, role: 'metrics', id: 'prometheus' }] };
+}
+
 const dirs = tempDirs();
 afterAll(dirs.cleanup);
 const dir = dirs.make;
@@ -91,25 +99,27 @@ describe('tokens, roles and the audit trail', () => {
 
   it('checks every route added for the lifecycle, batches, snapshots and reconciliation for every role', async () => {
     const d = dir();
-    const engine = await startEngine(d, testConfig(d));
+    const engine = await startEngine(d, withMetricsPrincipal(testConfig(d)));
     const batch = (await http(engine.base, 'GET', '/readyz')).body.batch;
     await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: { id: 'r-1', type: 'payout', payer: 'ICBC', payee: 'CMB', amount: 10 } });
-    type Who = 'none' | 'PI0001' | 'ICBC' | 'ops';
-    const tok = (w: Who): string | undefined => (w === 'none' ? undefined : TOKENS[w]);
+    type Who = 'none' | 'PI0001' | 'ICBC' | 'ops' | 'metrics';
+    const tok = (w: Who): string | undefined => (w === 'none' ? undefined : w === 'metrics' ? METRICS_TOKEN : TOKENS[w]);
     const table: [string, string, unknown, Record<Who, number[]>][] = [
-      ['POST', '/v1/receipts', { institution: 'PI0001', id: 'r-1', outcome: 'confirm' }, { none: [401], PI0001: [403], ICBC: [200], ops: [403] }],
-      ['POST', '/v1/instructions/PI0001/r-1/resolve', { outcome: 'confirm' }, { none: [401], PI0001: [403], ICBC: [403], ops: [200, 409] }],
-      ['POST', '/v1/instructions/PI0001/nope/reverse', {}, { none: [401], PI0001: [403], ICBC: [403], ops: [404] }],
-      ['GET', '/v1/batches', undefined, { none: [401], PI0001: [403], ICBC: [200], ops: [200] }],
-      ['GET', `/v1/batches/${batch}`, undefined, { none: [401], PI0001: [403], ICBC: [200], ops: [200] }],
-      ['GET', `/v1/batches/${batch}/settlement.csv`, undefined, { none: [401], PI0001: [403], ICBC: [403], ops: [409] }],
-      ['POST', `/v1/batches/${batch}/settled`, {}, { none: [401], PI0001: [403], ICBC: [403], ops: [409] }],
-      ['GET', '/v1/snapshots/latest', undefined, { none: [401], PI0001: [200], ICBC: [200], ops: [200] }],
-      ['POST', '/v1/reconciliation', { batch, count: 1, amount: '10', digest: '0000000000000000' }, { none: [401], PI0001: [200], ICBC: [403], ops: [403] }],
-      ['GET', `/v1/reconciliation/${batch}/buckets`, undefined, { none: [401], PI0001: [200], ICBC: [403], ops: [400] }],
-      ['GET', '/v1/operator-actions', undefined, { none: [401], PI0001: [403], ICBC: [403], ops: [200] }],
-      ['POST', '/v1/debug/workers/0/crash', {}, { none: [404], PI0001: [404], ICBC: [404], ops: [404] }],
-      ['GET', '/metrics', undefined, { none: [200], PI0001: [200], ICBC: [200], ops: [200] }],
+      ['POST', '/v1/receipts', { institution: 'PI0001', id: 'r-1', outcome: 'confirm' }, { none: [401], PI0001: [403], ICBC: [200], ops: [403], metrics: [403] }],
+      ['POST', '/v1/instructions/PI0001/r-1/resolve', { outcome: 'confirm' }, { none: [401], PI0001: [403], ICBC: [403], ops: [200, 409], metrics: [403] }],
+      ['POST', '/v1/instructions/PI0001/nope/reverse', {}, { none: [401], PI0001: [403], ICBC: [403], ops: [404], metrics: [403] }],
+      ['GET', '/v1/batches', undefined, { none: [401], PI0001: [403], ICBC: [200], ops: [200], metrics: [403] }],
+      ['GET', `/v1/batches/${batch}`, undefined, { none: [401], PI0001: [403], ICBC: [200], ops: [200], metrics: [403] }],
+      ['GET', `/v1/batches/${batch}/settlement.csv`, undefined, { none: [401], PI0001: [403], ICBC: [403], ops: [409], metrics: [403] }],
+      ['POST', `/v1/batches/${batch}/settled`, {}, { none: [401], PI0001: [403], ICBC: [403], ops: [409], metrics: [403] }],
+      ['GET', '/v1/snapshots/latest', undefined, { none: [401], PI0001: [200], ICBC: [200], ops: [200], metrics: [403] }],
+      ['POST', '/v1/reconciliation', { batch, count: 1, amount: '10', digest: '0000000000000000' }, { none: [401], PI0001: [200], ICBC: [403], ops: [403], metrics: [403] }],
+      ['GET', `/v1/reconciliation/${batch}/buckets`, undefined, { none: [401], PI0001: [200], ICBC: [403], ops: [400], metrics: [403] }],
+      ['GET', '/v1/operator-actions', undefined, { none: [401], PI0001: [403], ICBC: [403], ops: [200], metrics: [403] }],
+      ['POST', '/v1/debug/workers/0/crash', {}, { none: [404], PI0001: [404], ICBC: [404], ops: [404], metrics: [404] }],
+      ['GET', '/metrics', undefined, { none: [401], PI0001: [403], ICBC: [403], ops: [200], metrics: [200] }],
+      // Last, since the operator's try closes the batch.
+      ['POST', '/v1/batches/close', undefined, { none: [401], PI0001: [403], ICBC: [403], metrics: [403], ops: [200] }],
     ];
     for (const [method, path, body, expected] of table) {
       for (const who of Object.keys(expected) as Who[]) {
@@ -123,6 +133,8 @@ describe('tokens, roles and the audit trail', () => {
       expect(await c.request({ op: 'receipt', receipts: [{ institution: 'PI0001', id: 'r-1', outcome: 'confirm' }] })).toMatchObject({ op: 'error', code: 'FORBIDDEN' });
       c.close();
     }
+    // A metrics token opens no stream at all.
+    await expect(StreamClient.connect(engine.base, METRICS_TOKEN, 'json')).rejects.toThrow(/403/);
     expect(await engine.stop()).toBe(0);
   });
 
@@ -212,7 +224,7 @@ describe('stopping and connection limits', () => {
         }),
       );
     }
-    const metrics = await (await fetch(`${engine.base}/metrics`)).text();
+    const metrics = (await http(engine.base, 'GET', '/metrics', { token: TOKENS.ops })).body as string;
     expect(metrics).toMatch(new RegExp(`netting_ws_connections\\{role="bank"\\} ${N}`));
     const fresh = await StreamClient.connect(engine.base, TOKENS.PI0001, 'json');
     expect(await fresh.request({ op: 'ping' })).toMatchObject({ op: 'pong' });

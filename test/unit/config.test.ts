@@ -37,8 +37,10 @@ describe('parseConfig: the demo configuration', () => {
     const cfg = parseConfig(demo());
     expect(cfg.banks).toHaveLength(14);
     expect(cfg.banks[0]).toEqual({ code: 'ICBC', name: 'Industrial and Commercial Bank of China', debitCapCents: 50_000_000_000_000 });
-    expect(cfg.principals).toHaveLength(6);
+    expect(cfg.principals).toHaveLength(7);
     expect(cfg.principals[3]).toEqual({ token: 'demo-bank-ICBC-not-secret', role: 'bank', id: 'ICBC' });
+    // The demo metrics token is the one grafana/prometheus.yml sends.
+    expect(cfg.principals.filter((p) => p.role === 'metrics')).toEqual([{ token: 'demo-metrics-prometheus-not-secret', role: 'metrics', id: 'prometheus' }]);
     expect(cfg.listen).toEqual({ host: '127.0.0.1', port: 8080 });
     expect(cfg.shards).toBe(2);
     expect(cfg.workers).toBe(2);
@@ -245,6 +247,13 @@ describe('parseConfig: errors name the key', () => {
     const raw = demo();
     const i = principalsOf(raw).findIndex((p) => p['role'] === 'operator');
     principalsOf(raw)[i]!['id'] = 'ops team';
+    expectKey(raw, `principals[${i}].id`);
+  });
+
+  it('metrics id with a space', () => {
+    const raw = demo();
+    const i = principalsOf(raw).findIndex((p) => p['role'] === 'metrics');
+    principalsOf(raw)[i]!['id'] = 'prom server';
     expectKey(raw, `principals[${i}].id`);
   });
 

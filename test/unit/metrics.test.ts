@@ -86,7 +86,40 @@ describe('EngineMetrics scrape', () => {
     expect(samples(body, 'netting_conservation_imbalance_cents').get('')).toBe('0');
     expect(samples(body, 'netting_position_net_cents').get('{bank="BOC"}')).toBe('500');
     expect(samples(body, 'netting_gross_cents').get('')).toBe('900');
-    expect(samples(body, 'netting_metrics_collect_failures_total').size).toBe(0);
+    // Every guarded metric has its failure count, at 0.
+    const failures = samples(body, 'netting_metrics_collect_failures_total');
+    expect(failures.get('{metric="netting_position_net_cents"}')).toBe('0');
+    expect([...failures.values()].every((v) => v === '0')).toBe(true);
+  });
+
+  it('exports every label value known at start from 0 on a fresh engine', async () => {
+    const { body } = await new EngineMetrics(sourceOver(new LiveView(BANKS, BATCH))).text();
+    const cutoffs = samples(body, 'netting_batch_cutoffs_total');
+    expect(cutoffs.get('{trigger="operator"}')).toBe('0');
+    expect(cutoffs.get('{trigger="schedule"}')).toBe('0');
+    const instructions = samples(body, 'netting_instructions_total');
+    expect(instructions.size).toBe(5 * 6);
+    expect(instructions.get('{type="payout",status="cleared"}')).toBe('0');
+    expect(instructions.get('{type="agreement",status="expired"}')).toBe('0');
+    expect(samples(body, 'netting_rejections_total').get('{code="DEBIT_CAP_EXCEEDED"}')).toBe('0');
+    expect(samples(body, 'netting_shard_resyncs_total')).toEqual(new Map([['{shard="0"}', '0'], ['{shard="1"}', '0']]));
+    expect(samples(body, 'netting_ack_latency_seconds_count')).toEqual(new Map([['{transport="http"}', '0'], ['{transport="ws"}', '0']]));
+    expect(samples(body, 'netting_shard_task_seconds_count').get('{shard="1"}')).toBe('0');
+    expect(samples(body, 'netting_settlement_unsettled_batches').get('')).toBe('0');
+  });
+
+  it('adds to the zeros what the engine counted, an unforeseen label value included', async () => {
+    const source = sourceOver(new LiveView(BANKS, BATCH));
+    const counters = source.counters as EngineCounters;
+    counters.cutoffs.add('operator');
+    counters.instructions.add('payout|cleared', 3);
+    counters.instructions.add('unknown|reversed');
+    const { body } = await new EngineMetrics(source).text();
+    expect(samples(body, 'netting_batch_cutoffs_total')).toEqual(new Map([['{trigger="operator"}', '1'], ['{trigger="schedule"}', '0']]));
+    const instructions = samples(body, 'netting_instructions_total');
+    expect(instructions.get('{type="payout",status="cleared"}')).toBe('3');
+    expect(instructions.get('{type="unknown",status="reversed"}')).toBe('1');
+    expect(instructions.size).toBe(5 * 6 + 1);
   });
 
   it('succeeds with an imbalance, shows it on the gauge, and leaves the failing gauges without a value', async () => {
