@@ -10,9 +10,10 @@
 import { ConfigError, loadConfigFile, parseConfig, type EngineConfig } from './config/config.js';
 import { DEMO_CONFIG } from './config/demo.js';
 import { setVerify } from './core/assert.js';
+import { DataLockedError } from './engine/data-lock.js';
 import { Engine } from './engine/engine.js';
 import { createLogger } from './engine/log.js';
-import { Gateway } from './gateway/server.js';
+import { Gateway, ListenError } from './gateway/server.js';
 import { LayoutError } from './store/engine-store.js';
 
 
@@ -68,13 +69,25 @@ async function main(): Promise<void> {
   try {
     engine = await Engine.start(config, log);
   } catch (err) {
-    if (err instanceof LayoutError) {
+    if (err instanceof LayoutError || err instanceof DataLockedError) {
+      log.error({ dataDir: config.dataDir, holder: err instanceof DataLockedError ? err.holder : undefined }, err.message);
       process.stderr.write(`netting-engine: ${err.message}\n`);
       process.exit(2);
     }
     throw err;
   }
-  const gateway = await Gateway.listen(engine);
+  let gateway: Gateway;
+  try {
+    gateway = await Gateway.listen(engine);
+  } catch (err) {
+    if (!(err instanceof ListenError)) throw err;
+    // The port belongs to someone else: give the data folder back in order before refusing.
+    log.error({ host: config.listen.host, port: config.listen.port }, err.message);
+    process.stderr.write(`netting-engine: ${err.message}\n`);
+    setTimeout(() => process.exit(2), config.limits.shutdownMs).unref();
+    await engine.stop(config.limits.shutdownDrainMs).catch((stopErr: unknown) => log.error({ err: stopErr }, 'stop failed'));
+    process.exit(2);
+  }
   log.info({ tls: config.tls !== undefined, host: config.listen.host, port: gateway.port }, 'listening');
 
   let stopping = false;

@@ -26,6 +26,7 @@ import { EngineStore, type BatchRecord, type OperatorAction } from '../store/eng
 import { ShardReaders, type BucketEntry, type BucketSums } from '../store/shard-readers.js';
 import type { BankDetail, PositionsOverview } from '../view/live-view.js';
 import { nodeClock } from './clock.js';
+import { DataLock } from './data-lock.js';
 import type { Logger } from './log.js';
 
 export interface AuditReport {
@@ -64,6 +65,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     private readonly pools: ShardPools,
     private readonly readers: ShardReaders,
     private readonly clearing: Clearing,
+    private readonly dataLock: DataLock,
   ) {
     super();
     this.metrics = new EngineMetrics(this, (metric, err) => log.error({ err, metric }, 'a metric could not be collected; it has no value until it can'));
@@ -72,8 +74,17 @@ export class Engine extends EventEmitter<EngineEvents> {
   static async start(config: EngineConfig, log: Logger): Promise<Engine> {
     const started = Date.now();
     mkdirSync(config.dataDir, { recursive: true });
-    const store = new EngineStore(config.dataDir);
-    await store.checkLayout(config.shards);
+    // Before LMDB opens anything: a second engine on this folder stops here, naming the first (src/engine/data-lock.ts).
+    const dataLock = await DataLock.acquire(config.dataDir);
+    let store: EngineStore | undefined;
+    try {
+      store = new EngineStore(config.dataDir);
+      await store.checkLayout(config.shards);
+    } catch (err) {
+      await store?.close();
+      dataLock.release();
+      throw err;
+    }
     const pools = new ShardPools(
       { dataDir: config.dataDir, shards: config.shards, mapSizeBytes: config.limits.shardMapBytes, faultInjection: config.faultInjection, shardBytesMax: config.limits.shardBytesMax },
       config.workers,
@@ -116,9 +127,10 @@ export class Engine extends EventEmitter<EngineEvents> {
       await pools.close();
       await readers.close();
       await store.close();
+      dataLock.release();
       throw err;
     }
-    engine = new Engine(config, log, store, pools, readers, clearing);
+    engine = new Engine(config, log, store, pools, readers, clearing, dataLock);
     engine.state = 'ready';
     clearing.snapshots.start(config.snapshotIntervalMs);
     if (config.batchSchedule !== undefined) {
@@ -349,6 +361,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     await this.pools.close();
     await this.readers.close();
     await this.store.close();
+    this.dataLock.release();
     this.state = 'stopped';
     this.log.info('engine stopped');
   }

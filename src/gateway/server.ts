@@ -4,12 +4,43 @@
  * process down when that thread ends).
  */
 
-import { App, SSLApp, us_listen_socket_close, us_socket_local_port, type TemplatedApp, type us_listen_socket, type us_socket, type WebSocket } from 'uWebSockets.js';
+import {
+  App,
+  SSLApp,
+  us_listen_socket_close,
+  us_socket_local_port,
+  type ListenOptions,
+  type RecognizedString,
+  type TemplatedApp,
+  type us_listen_socket,
+  type us_socket,
+  type WebSocket,
+} from 'uWebSockets.js';
 import type { Engine } from '../engine/engine.js';
 import { Codec } from '../protocol/codec.js';
 import { Authenticator } from './auth.js';
 import { registerHttpRoutes } from './http-routes.js';
 import { registerStream, registerStreamMetrics, type Connection } from './ws-stream.js';
+
+/**
+ * uWebSockets.js sets SO_REUSEPORT on its listen sockets unless told
+ * otherwise, so a second engine on the same port would listen too and the
+ * kernel would split the connections between the two. LIBUS_LISTEN_EXCLUSIVE_PORT
+ * leaves it off: the second one's listen fails. uws-pack 20.0.8 declares the
+ * ListenOptions enum only as a type (its module exports no such value) and
+ * types the options only for `listen(port, options, cb)`; the native binding
+ * takes them after a host too, which this interface states.
+ */
+const LIBUS_LISTEN_EXCLUSIVE_PORT: ListenOptions = 1;
+
+interface ListenWithOptions {
+  listen(host: RecognizedString, port: number, options: ListenOptions, cb: (listenSocket: us_listen_socket | false) => void): unknown;
+}
+
+/** The engine could not take its port: another process has it, or the address is not this host's. */
+export class ListenError extends Error {
+  override name = 'ListenError';
+}
 
 export class Gateway {
   private constructor(
@@ -35,9 +66,13 @@ export class Gateway {
     registerHttpRoutes(app, { engine, codec, auth });
     const { host, port } = engine.config.listen;
     return new Promise((resolve, reject) => {
-      app.listen(host, port, (socket: us_listen_socket | false) => {
+      (app as unknown as ListenWithOptions).listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, (socket) => {
         if (socket === false) {
-          reject(new Error(`cannot listen on ${host}:${port}`));
+          reject(
+            new ListenError(
+              `cannot listen on ${host}:${port}: the port is in use by another process (the engine takes it exclusively; \`ss -ltnp 'sport = :${port}'\` names it) or ${host} is not an address of this host`,
+            ),
+          );
           return;
         }
         resolve(new Gateway(app, socket, connections, us_socket_local_port(socket as unknown as us_socket)));
