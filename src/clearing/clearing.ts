@@ -51,6 +51,12 @@ export interface ClearingPorts {
   onSnapshot: (s: Snapshot) => void;
   /** Metrics hooks; optional so the simulator needs none. */
   onTaskTimed?: RouterDeps['onTaskTimed'];
+  /**
+   * Closed batches not yet marked settled, as the store holds them: read
+   * once at start (it may read every closed batch), after which the core
+   * keeps the count itself. Absent, the count starts at 0.
+   */
+  countUnsettledBatches?: () => number;
 }
 
 export class Clearing {
@@ -66,6 +72,10 @@ export class Clearing {
   private unfinished: { closing: Closing; state: BatchState } | undefined;
   /** The most recently closed batch, for the settlement metrics. */
   lastClosed: BatchRecord | undefined;
+  /** Closed batches not marked settled: kept here as batches close and settle, so reading it never scans the store. */
+  private unsettled: number;
+  /** Settlements being recorded, by batch: a second request for the same batch waits for the first, so it counts once. */
+  private readonly settling = new Map<string, Promise<BatchRecord | 'open' | undefined>>();
 
   private constructor(
     readonly config: ClearingConfig,
@@ -101,6 +111,8 @@ export class Clearing {
     this.lifecycle = new Lifecycle(this.router, ports.lookup, ports.clock, shardMap, view, ports.log, config.receiptQueryScheduleMs, ports.pushes, this.counters);
     this.snapshots = new SnapshotTaker({ view, store: ports.store, clock: ports.clock, log: ports.log, retention: config.snapshotRetention, onSnapshot: ports.onSnapshot }, ports.store.lastSnapshotSeq());
     this.lastClosed = ports.store.lastClosed();
+    // Counted before an interrupted cut-off is finished (its report is not stored yet): finishClose counts that one.
+    this.unsettled = ports.countUnsettledBatches?.() ?? 0;
   }
 
   /**
@@ -200,7 +212,13 @@ export class Clearing {
     const record = batchRecord(state, this.banks, closing.openedAt, closing.closedAt);
     await this.ports.store.finishCut(record);
     this.lastClosed = record;
+    this.unsettled++;
     return record;
+  }
+
+  /** Closed batches not yet marked settled. */
+  get unsettledBatches(): number {
+    return this.unsettled;
   }
 
   /** The closed batch whose report is not stored yet, if a cut-off's last write failed. */
@@ -229,13 +247,22 @@ export class Clearing {
   }
 
   /** Record that the central-bank transfers of a closed batch were made (资金划拨). */
-  async markSettled(batch: string, by: string): Promise<BatchRecord | 'open' | undefined> {
+  markSettled(batch: string, by: string): Promise<BatchRecord | 'open' | undefined> {
+    const running = this.settling.get(batch);
+    if (running !== undefined) return running;
+    const run = this.settleNow(batch, by).finally(() => this.settling.delete(batch));
+    this.settling.set(batch, run);
+    return run;
+  }
+
+  private async settleNow(batch: string, by: string): Promise<BatchRecord | 'open' | undefined> {
     if (batch === this.router.batch || batch === this.unfinished?.closing.batch) return 'open';
     const record = this.ports.store.batch(batch);
     if (record === undefined) return undefined;
     if (record.settled) return record;
     const settled: BatchRecord = { ...record, settled: true, settledAt: this.ports.clock.now(), settledBy: by };
     await this.ports.store.putBatch(settled);
+    this.unsettled--;
     this.ports.log.info({ batch, by }, 'batch marked settled');
     return settled;
   }

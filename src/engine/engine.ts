@@ -121,6 +121,7 @@ export class Engine extends EventEmitter<EngineEvents> {
           },
           onSnapshot: (s) => engine?.emit('snapshot', s),
           onTaskTimed: (task, result, ms) => engine?.metrics.observeTask(task, result, ms),
+          countUnsettledBatches: () => store.closedBatches().filter((b) => !b.settled).length,
         },
       );
     } catch (err) {
@@ -157,6 +158,11 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   get lastClosed(): BatchRecord | undefined {
     return this.clearing.lastClosed;
+  }
+
+  /** Closed batches not yet marked settled: a count the core keeps, so a scrape never reads the stored batches. */
+  get unsettledBatches(): number {
+    return this.clearing.unsettledBatches;
   }
 
   get openBatchId(): string {

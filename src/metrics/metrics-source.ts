@@ -4,6 +4,9 @@
  * nothing from the engine and a test can hand them a small fake.
  *
  * It is a read-only view: the metrics never change the engine's state.
+ * Everything here costs the same whatever the history holds (it reads
+ * in-memory state of the open batch, the pending instructions, the queues
+ * and kept counts), so a scrape does not grow slower as batches pile up.
  */
 
 import type { EngineCounters } from '../core/counters.js';
@@ -55,6 +58,7 @@ export interface MetricsSource {
   /** Pending instructions whose deadline is before `before` (ms since the epoch). */
   overdueInstructions(before: number): number;
   latestSnapshot(): { readonly seq: number; readonly takenAt: string } | undefined;
-  closedBatches(): readonly BatchRecord[];
+  /** Closed batches not yet marked settled: a kept count, so a scrape never reads the batch history. */
+  readonly unsettledBatches: number;
   workerStats(worker: number): Promise<WorkerStats>;
 }

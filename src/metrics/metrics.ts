@@ -365,7 +365,7 @@ export class EngineMetrics {
       help: 'Closed batches not yet marked settled',
       registers: [r],
       collect() {
-        this.set(source.closedBatches().filter((b) => !b.settled).length);
+        this.set(source.unsettledBatches);
       },
     });
     this.counter({

@@ -585,3 +585,38 @@ describe('observability', () => {
     expect(metricNames('time() - process_start_time_seconds')).toEqual(['process_start_time_seconds']);
   });
 });
+
+describe('the unsettled-batch gauge', () => {
+  it('is a count kept as batches close and are settled, recounted from the store at start', async () => {
+    const t = tempDir('netting-unsettled-');
+    const config = testConfig(t.dir);
+    let e = await startEngine(t.dir, config);
+    try {
+      const unsettled = async (): Promise<string | undefined> =>
+        /^netting_settlement_unsettled_batches (\S+)$/m.exec(await scrape(e.base, TOKENS.ops))?.[1];
+      expect(await unsettled()).toBe('0');
+      await ok(http(e.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: { id: 'u-1', type: 'payout', payer: 'ICBC', payee: 'CMB', amount: 10 } }), 'submit');
+      const closed: string[] = [];
+      for (let i = 0; i < 3; i++) closed.push((await ok(http(e.base, 'POST', '/v1/batches/close', { token: TOKENS.ops }), 'close')).batch);
+      expect(await unsettled()).toBe('3');
+      // Settling the same batch twice at once, and once more after, counts it once.
+      const settle = (batch: string) => ok(http(e.base, 'POST', `/v1/batches/${batch}/settled`, { token: TOKENS.ops }), 'settle');
+      await Promise.all([settle(closed[0]!), settle(closed[0]!)]);
+      await settle(closed[0]!);
+      expect(await unsettled()).toBe('2');
+      // The open batch is not counted, and settling it is refused.
+      expect((await http(e.base, 'POST', `/v1/batches/${(await http(e.base, 'GET', '/readyz')).body.batch}/settled`, { token: TOKENS.ops })).body.code).toBe('BATCH_OPEN');
+      expect(await unsettled()).toBe('2');
+      await e.kill9();
+      e = await startEngine(t.dir, config);
+      expect(await unsettled()).toBe('2');
+      await settle(closed[2]!);
+      expect(await unsettled()).toBe('1');
+      await ok(http(e.base, 'POST', '/v1/batches/close', { token: TOKENS.ops }), 'close');
+      expect(await unsettled()).toBe('2');
+    } finally {
+      await e.stop();
+      t.cleanup();
+    }
+  }, 60_000);
+});

@@ -26,7 +26,7 @@ function sourceOver(view: LiveView): MetricsSource {
     pendingInstructions: () => 0,
     overdueInstructions: () => 0,
     latestSnapshot: () => undefined,
-    closedBatches: () => [],
+    unsettledBatches: 0,
     workerStats: () => Promise.resolve({ eventLoopLagMeanSeconds: 0, eventLoopLagP99Seconds: 0, heapUsedBytes: 0, shardBytes: {} }),
   };
 }
