@@ -53,7 +53,7 @@ describe('a shard at its storage limit', () => {
     model.clear({ id: 'SL-2p', type: 'payout', payer: 'ICBC', payee: 'CMB', amount: 77 });
     // The operator sees it.
     expect(engine.output()).toMatch(/storage limit/);
-    const metrics = await (await fetch(`${engine.base}/metrics`)).text();
+    const metrics = await (await fetch(`${engine.base}/metrics`, { headers: { authorization: `Bearer ${TOKENS.ops}` } })).text();
     expect(metrics).toMatch(/netting_rejections_total\{code="STORAGE_FULL"\} [1-9]/);
     const used = /netting_storage_used_bytes\{shard="0"\} (\d+)/.exec(metrics);
     expect(Number(used?.[1])).toBeGreaterThanOrEqual(1024 * 1024);
