@@ -41,6 +41,9 @@ export interface Limits {
   shardTasksInflightMax: number;
   wsBackpressureBytesMax: number;
   wsIdleTimeoutS: number;
+  wsConnectionsMax: number;
+  wsConnectionsPerPrincipalMax: number;
+  wsForwardFrameItemsMax: number;
   shardMapBytes: number;
   shardBytesMax: number;
   idFilterBytes: number;
@@ -273,6 +276,9 @@ export function parseConfig(raw: unknown): EngineConfig {
     shardTasksInflightMax: [1, 64],
     wsBackpressureBytesMax: [1024, 1024 * 1024 * 1024],
     wsIdleTimeoutS: [0, 3600],
+    wsConnectionsMax: [1, 1_000_000],
+    wsConnectionsPerPrincipalMax: [1, 1_000_000],
+    wsForwardFrameItemsMax: [1, 100_000],
     shardMapBytes: [1024 * 1024, 2 ** 40],
     shardBytesMax: [1024 * 1024, 2 ** 50],
     idFilterBytes: [128, 512 * 1024 * 1024],

@@ -37,6 +37,12 @@ export const DEFAULTS = {
     wsBackpressureBytesMax: 16_777_216,
     /** Seconds without traffic before a WebSocket is closed (uWS rounds to 4 s). */
     wsIdleTimeoutS: 120,
+    /** WebSocket connections open at once over all principals; an upgrade past it is refused OVERLOADED. Keep it under the process's open-file limit. */
+    wsConnectionsMax: 10_000,
+    /** WebSocket connections one principal may hold at once, so that one client cannot take them all. */
+    wsConnectionsPerPrincipalMax: 4_096,
+    /** Forwards in one catch-up frame to a bank that subscribes to `forwards` (fewer when wsBackpressureBytesMax is small). */
+    wsForwardFrameItemsMax: 1_000,
     /** Initial LMDB map size per shard environment (lmdb-js grows it as needed). */
     shardMapBytes: 8 * 1024 * 1024 * 1024,
     /** Storage one shard may use; past it, new instructions are refused with STORAGE_FULL. */

@@ -204,9 +204,13 @@ export class Engine extends EventEmitter<EngineEvents> {
     return this.clearing.lifecycle.overdueCount(before);
   }
 
-  /** The instructions a payer bank has not answered yet, for a bank that (re)subscribes to forwards. */
-  forwardsFor(bank: string): ForwardItem[] {
-    return this.clearing.lifecycle.forwardsFor(bank);
+  /**
+   * The instructions a payer bank has not answered yet, for a bank that
+   * (re)subscribes to forwards: read lazily from the pending instructions
+   * as the caller pulls, never copied whole.
+   */
+  pendingForwards(bank: string): Iterator<ForwardItem> {
+    return this.clearing.lifecycle.pendingForwards(bank);
   }
 
   shardLoad(shard: number): ShardLoad {
@@ -217,6 +221,33 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Closed batches, oldest first. */
   closedBatches(): BatchRecord[] {
     return this.store.closedBatches();
+  }
+
+  /**
+   * One page of the batches, oldest first, the open batch last when the
+   * page reaches it: at most `limit` after `cursor.after` ('' for the
+   * first), the newest `limit` before `cursor.before`, or the newest
+   * `limit` of all. `earlier` and `later` say whether batches lie before
+   * and after the page. The store reads its closed batches whole for now;
+   * a range read there would make a page cost only its own records.
+   */
+  batchPage(cursor: { after?: string; before?: string }, limit: number): { records: BatchRecord[]; earlier: boolean; later: boolean } {
+    const all = this.store.closedBatches();
+    all.push(this.openBatchRecord());
+    let from = 0;
+    let to = all.length;
+    if (cursor.after !== undefined) {
+      const after = cursor.after;
+      while (from < to && all[from]!.batch <= after) from++;
+      to = Math.min(to, from + limit);
+    } else {
+      if (cursor.before !== undefined) {
+        const before = cursor.before;
+        while (to > from && all[to - 1]!.batch >= before) to--;
+      }
+      from = Math.max(from, to - limit);
+    }
+    return { records: all.slice(from, to), earlier: from > 0, later: to < all.length };
   }
 
   /** A closed batch's record; the open batch is `openBatchRecord()`. */
@@ -261,6 +292,21 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** The latest `limit` entries of the audit trail, oldest first. */
   operatorActions(limit: number): OperatorAction[] {
     return this.store.operatorActions(limit);
+  }
+
+  /**
+   * The newest `limit` entries of the audit trail with `seq` below
+   * `before`, oldest first, and whether older ones exist. Sequence numbers
+   * are given one by one, so at most `newest - before + 1` entries lie at
+   * or above `before`: reading that many more than the page covers it. The
+   * store reads the trail from its newest end only; a range read there
+   * would make a deep page as cheap as the first.
+   */
+  operatorActionsBefore(before: number, limit: number): { actions: OperatorAction[]; earlier: boolean } {
+    const newest = this.store.operatorActions(1)[0]?.seq ?? 0;
+    const above = Math.max(0, newest - before + 1);
+    const older = this.store.operatorActions(above + limit + 1).filter((a) => a.seq < before);
+    return { actions: older.slice(-limit), earlier: older.length > limit };
   }
 
   workerStats(worker: number): Promise<WorkerStats> {

@@ -72,19 +72,55 @@ function closeBatch(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest
   );
 }
 
+/** Batches in one page of `GET /v1/batches` when `?limit=` is not given, and at most. */
+export const BATCH_PAGE_ITEMS_DEFAULT = 100;
+export const BATCH_PAGE_ITEMS_MAX = 10_000;
+
+/**
+ * `GET /v1/batches`: a page of batch reports, oldest first. With no cursor,
+ * the newest `limit` (the open batch last), as before paging existed. With
+ * `?after=<batch>` (empty for the first batch) the `limit` batches after it;
+ * with `?before=<batch>` the newest `limit` before it. `next` is the cursor
+ * for `?after=` when batches follow the page, `previous` the one for
+ * `?before=` when batches precede it; each is null otherwise.
+ */
 function listBatches(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
   const ex = beginExchange(res, acceptEncoding(req));
   const p = authorize(ctx.auth, ctx.codec, ex, req, ['bank', 'operator']);
   if (p === undefined) return;
   const limitText = req.getQuery('limit');
-  const limit = limitText === undefined ? 100 : Number(limitText);
-  if (!Number.isSafeInteger(limit) || limit < 1 || limit > 10_000) {
-    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'limit must be an integer from 1 to 10000', 'limit');
+  const limit = limitText === undefined ? BATCH_PAGE_ITEMS_DEFAULT : Number(limitText);
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > BATCH_PAGE_ITEMS_MAX) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', `limit must be an integer from 1 to ${BATCH_PAGE_ITEMS_MAX}`, 'limit');
     return;
   }
-  const closed = ctx.engine.closedBatches().map((r) => reportWire(r, r.settled ? 'settled' : 'closed', onlyBank(p)));
-  const open = reportWire(ctx.engine.openBatchRecord(), 'open', onlyBank(p));
-  reply(ex, ctx.codec, 200, { batches: [...closed, open].slice(-limit) });
+  const after = req.getQuery('after');
+  const before = req.getQuery('before');
+  if (after !== undefined && before !== undefined) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'give one cursor: after or before', 'before');
+    return;
+  }
+  if (after !== undefined && after !== '' && !BATCH_ID.test(after)) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'after must be a batch id such as 20261122-001, or empty for the first batch', 'after');
+    return;
+  }
+  if (before !== undefined && !BATCH_ID.test(before)) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'before must be a batch id such as 20261122-001', 'before');
+    return;
+  }
+  const cursor: { after?: string; before?: string } = {};
+  if (after !== undefined) cursor.after = after;
+  if (before !== undefined) cursor.before = before;
+  const page = ctx.engine.batchPage(cursor, limit);
+  const openId = ctx.engine.openBatchId;
+  const batches = page.records.map((r) => reportWire(r, r.batch === openId ? 'open' : r.settled ? 'settled' : 'closed', onlyBank(p)));
+  const first = page.records[0];
+  const last = page.records.at(-1);
+  reply(ex, ctx.codec, 200, {
+    batches,
+    next: page.later && last !== undefined ? last.batch : null,
+    previous: page.earlier && first !== undefined ? first.batch : null,
+  });
 }
 
 function getBatch(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {

@@ -230,17 +230,41 @@ function postReverse(ctx: HttpContext, res: HttpResponse, req: HttpRequest): voi
   }, {});
 }
 
+/** Entries in one page of the audit trail when `?limit=` is not given, and at most. */
+const ACTION_PAGE_ITEMS_DEFAULT = 100;
+const ACTION_PAGE_ITEMS_MAX = 10_000;
+
+/**
+ * `GET /v1/operator-actions`: the newest `limit` entries of the audit trail,
+ * oldest first, or with `?before=<seq>` the newest `limit` below that seq.
+ * `previous` is the cursor for `?before=` when older entries exist, else null.
+ */
 function getOperatorActions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
   const ex = beginExchange(res, acceptEncoding(req));
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
   if (principal === undefined) return;
   const limitText = req.getQuery('limit');
-  const limit = limitText === undefined ? 100 : Number(limitText);
-  if (!Number.isSafeInteger(limit) || limit < 1 || limit > 10_000) {
-    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'limit must be an integer from 1 to 10000', 'limit');
+  const limit = limitText === undefined ? ACTION_PAGE_ITEMS_DEFAULT : Number(limitText);
+  if (!Number.isSafeInteger(limit) || limit < 1 || limit > ACTION_PAGE_ITEMS_MAX) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', `limit must be an integer from 1 to ${ACTION_PAGE_ITEMS_MAX}`, 'limit');
     return;
   }
-  reply(ex, ctx.codec, 200, { actions: ctx.engine.operatorActions(limit) });
+  const beforeText = req.getQuery('before');
+  if (beforeText === undefined) {
+    // One more than the page tells whether older entries exist.
+    const newest = ctx.engine.operatorActions(limit + 1);
+    const earlier = newest.length > limit;
+    const page = earlier ? newest.slice(1) : newest;
+    reply(ex, ctx.codec, 200, { actions: page, previous: earlier ? page[0]!.seq : null });
+    return;
+  }
+  const before = Number(beforeText);
+  if (!/^[1-9][0-9]{0,15}$/.test(beforeText) || !Number.isSafeInteger(before)) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'before must be the seq of an entry, a positive integer', 'before');
+    return;
+  }
+  const { actions, earlier } = ctx.engine.operatorActionsBefore(before, limit);
+  reply(ex, ctx.codec, 200, { actions, previous: earlier && actions.length > 0 ? actions[0]!.seq : null });
 }
 
 function crashWorker(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {

@@ -6,6 +6,12 @@
  * answered PAYLOAD_TOO_LARGE; uWS itself closes the connection at twice
  * that. A connection that does not read its replies is closed once its send
  * buffer passes `wsBackpressureBytesMax` (closeOnBackpressureLimit).
+ *
+ * Connections are bounded in all (`wsConnectionsMax`) and per principal
+ * (`wsConnectionsPerPrincipalMax`): an upgrade past either bound is refused
+ * with 503 OVERLOADED naming the bound. A bank's backlog of forwards is read
+ * lazily from the lifecycle's pending instructions, a bounded frame at a
+ * time as its send buffer drains, never copied whole.
  */
 
 import { Counter, Gauge, type Registry } from 'prom-client';
@@ -19,12 +25,12 @@ import type { Authenticator, Principal } from './auth.js';
 import { itemsFromList } from './intake.js';
 import { snapshotFor } from '../snapshots/snapshots.js';
 import type { ForwardItem } from '../lifecycle/lifecycle.js';
+import type { Limits } from '../config/config.js';
 
 export const TOPICS = ['notifications', 'snapshots', 'forwards'] as const;
 /** Ops counted by name in the metrics; anything else is 'unknown', keeping label values bounded. */
 const KNOWN_OPS: ReadonlySet<string> = new Set(['submit', 'receipt', 'subscribe', 'ping']);
-/** Forwards per catch-up frame, at most; fewer when the send-buffer bound is small (about 400 bytes each). */
-const FORWARD_FRAME_ITEMS = 1000;
+/** About what one forward takes on the wire, to keep catch-up frames well under the send-buffer bound. */
 const FORWARD_ITEM_BYTES_ESTIMATE = 400;
 export type Topic = (typeof TOPICS)[number];
 
@@ -36,8 +42,12 @@ export interface Connection {
   /** Encoding of the last frame received; pushes use it. */
   encoding: Encoding;
   topics: Set<Topic>;
-  /** Catch-up forwards not yet sent: sent as the send buffer drains, so a long backlog never trips the bound. */
-  backlog?: ForwardItem[];
+  /**
+   * Catch-up forwards not yet sent, pulled from the lifecycle's pending
+   * instructions a frame at a time as the send buffer drains, so a long
+   * backlog neither trips the bound nor is copied per subscription.
+   */
+  backlog?: Iterator<ForwardItem>;
 }
 
 export interface WsContext {
@@ -45,8 +55,14 @@ export interface WsContext {
   codec: Codec;
   auth: Authenticator;
   connections: Set<WebSocket<Connection>>;
-  /** The same connections by principal ('bank:ICBC'), so pushes to one party do not scan them all. */
+  /**
+   * The same connections by principal ('bank:ICBC'), so pushes to one party
+   * do not scan them all. The sizes of these sets are the counts the
+   * connection bounds are checked against.
+   */
   byPrincipal: Map<string, Set<WebSocket<Connection>>>;
+  /** Upgrades refused at a connection bound, by the bound: read by the metrics. */
+  refused?: { total: number; principal: number };
 }
 
 function principalKey(p: Principal): string {
@@ -81,6 +97,26 @@ function sendError(ctx: WsContext, ws: WebSocket<Connection>, encoding: Encoding
   send(ctx, ws, msg, encoding);
 }
 
+/**
+ * The bound an upgrade by `key` would pass, as a failure to answer with, or
+ * undefined when it may open. uWS calls `open` synchronously inside
+ * `res.upgrade`, so the sets already count every connection that passed
+ * this check: there is no window in which two upgrades see the same count.
+ */
+function connectionBound(ctx: WsContext, key: string, limits: Limits): Failure | undefined {
+  const refused = (ctx.refused ??= { total: 0, principal: 0 });
+  if (ctx.connections.size >= limits.wsConnectionsMax) {
+    refused.total++;
+    return failure('OVERLOADED', `the engine holds ${limits.wsConnectionsMax} WebSocket connections, its limit (limits.wsConnectionsMax); retry later`);
+  }
+  const own = ctx.byPrincipal.get(key)?.size ?? 0;
+  if (own >= limits.wsConnectionsPerPrincipalMax) {
+    refused.principal++;
+    return failure('OVERLOADED', `${key} holds ${limits.wsConnectionsPerPrincipalMax} WebSocket connections, the limit per principal (limits.wsConnectionsPerPrincipalMax); close one or retry later`);
+  }
+  return undefined;
+}
+
 function upgrade(ctx: WsContext, res: HttpResponse, req: HttpRequest, context: us_socket_context_t): void {
   const header = req.getHeader('authorization');
   const principal = header !== '' ? ctx.auth.fromAuthorization(header) : ctx.auth.fromToken(req.getQuery('token'));
@@ -95,6 +131,11 @@ function upgrade(ctx: WsContext, res: HttpResponse, req: HttpRequest, context: u
   }
   if (!ctx.engine.ready) {
     res.writeStatus(statusLine(503)).writeHeader('content-type', 'application/json').end(JSON.stringify(failure('NOT_READY')), true);
+    return;
+  }
+  const bound = connectionBound(ctx, principalKey(principal), ctx.engine.config.limits);
+  if (bound !== undefined) {
+    res.writeStatus(statusLine(503)).writeHeader('content-type', 'application/json').writeHeader('retry-after', '1').end(JSON.stringify(bound), true);
     return;
   }
   const conn: Connection = { principal, closed: false, inflight: 0, encoding: 'json', topics: new Set() };
@@ -163,19 +204,33 @@ function onReceipt(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string
 
 /** Send a bank the instructions it has not answered, in frames of a bounded size. */
 function sendPendingForwards(ctx: WsContext, ws: WebSocket<Connection>, conn: Connection): void {
-  conn.backlog = ctx.engine.forwardsFor(conn.principal.id);
+  conn.backlog = ctx.engine.pendingForwards(conn.principal.id);
   pumpBacklog(ctx, ws, conn);
 }
 
-/** Send catch-up frames while the send buffer is under half its bound; `drain` calls this again. */
+/**
+ * Send catch-up frames while the send buffer is under half its bound;
+ * `drain` calls this again. A frame holds at most `wsForwardFrameItemsMax`
+ * forwards, fewer when the send-buffer bound is small; only that frame's
+ * items are ever held here.
+ */
 function pumpBacklog(ctx: WsContext, ws: WebSocket<Connection>, conn: Connection): void {
-  const bound = ctx.engine.config.limits.wsBackpressureBytesMax;
-  const perFrame = Math.max(1, Math.min(FORWARD_FRAME_ITEMS, Math.floor(bound / 4 / FORWARD_ITEM_BYTES_ESTIMATE)));
+  const { wsBackpressureBytesMax: bound, wsForwardFrameItemsMax } = ctx.engine.config.limits;
+  const perFrame = Math.max(1, Math.min(wsForwardFrameItemsMax, Math.floor(bound / 4 / FORWARD_ITEM_BYTES_ESTIMATE)));
   const backlog = conn.backlog;
-  while (backlog !== undefined && backlog.length > 0 && !conn.closed && ws.getBufferedAmount() < bound / 2) {
-    send(ctx, ws, { op: 'forward', instructions: backlog.splice(0, perFrame) }, conn.encoding, conn);
+  if (backlog === undefined) return;
+  while (!conn.closed && ws.getBufferedAmount() < bound / 2) {
+    const items: ForwardItem[] = [];
+    for (let next = backlog.next(); next.done !== true; next = backlog.next()) {
+      items.push(next.value);
+      if (items.length === perFrame) break;
+    }
+    if (items.length > 0) send(ctx, ws, { op: 'forward', instructions: items }, conn.encoding, conn);
+    if (items.length < perFrame) {
+      delete conn.backlog;
+      return;
+    }
   }
-  if (backlog !== undefined && backlog.length === 0) delete conn.backlog;
 }
 
 function onSubscribe(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string, unknown>, seq: number | undefined, encoding: Encoding): void {
@@ -312,7 +367,13 @@ function fanOut(ctx: WsContext, topic: Topic, principal: string, message: unknow
 
 /** Forwards and queries go to the payer bank's connections; notifications to the submitting institution's. */
 function pushLifecycle(ctx: WsContext): void {
-  ctx.engine.on('forward', (code, items) => fanOut(ctx, 'forwards', `bank:${code}`, { op: 'forward', instructions: items }));
+  const perFrame = ctx.engine.config.limits.wsForwardFrameItemsMax;
+  ctx.engine.on('forward', (code, items) => {
+    // What one turn committed can be more than a frame holds: it goes out in frames of the same bound as a backlog's.
+    for (let at = 0; at < items.length; at += perFrame) {
+      fanOut(ctx, 'forwards', `bank:${code}`, { op: 'forward', instructions: items.length <= perFrame ? items : items.slice(at, at + perFrame) });
+    }
+  });
   ctx.engine.on('query', (code, institution, id) => fanOut(ctx, 'forwards', `bank:${code}`, { op: 'query', institution, id }));
   ctx.engine.on('notify', (n) => fanOut(ctx, 'notifications', `institution:${n.institution}`, n));
 }
@@ -354,7 +415,10 @@ export function registerStream(app: TemplatedApp, ctx: WsContext): void {
     close: (ws) => {
       const conn = ws.getUserData();
       conn.closed = true;
-      if (conn.topics.has('notifications')) listen(ctx, conn, -1);
+      delete conn.backlog;
+      // Leave the listener count once, whatever closes the connection.
+      if (conn.topics.delete('notifications')) listen(ctx, conn, -1);
+      // Set deletes are idempotent, so the counts the bounds read stay right however often this runs.
       ctx.connections.delete(ws);
       const key = principalKey(conn.principal);
       const set = ctx.byPrincipal.get(key);
@@ -386,6 +450,17 @@ export function registerStreamMetrics(registry: Registry, ctx: WsContext): void 
     collect() {
       this.reset();
       for (const [role, n] of counters.wsConnectionsOpened.entries()) this.inc({ role }, n);
+    },
+  });
+  new Counter({
+    name: 'netting_ws_connections_refused_total',
+    help: 'WebSocket upgrades refused OVERLOADED at a connection bound: limits.wsConnectionsMax (total) or limits.wsConnectionsPerPrincipalMax (principal)',
+    labelNames: ['limit'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc({ limit: 'total' }, ctx.refused?.total ?? 0);
+      this.inc({ limit: 'principal' }, ctx.refused?.principal ?? 0);
     },
   });
   new Counter({

@@ -72,6 +72,8 @@ interface Pending {
   armed: number;
   /** No longer pending: its events in the heap are dead and are dropped. */
   final: boolean;
+  /** When it began to be tracked, counted: a backlog read leaves out what the forward push has yet to carry. */
+  order: number;
 }
 
 interface TimerEvent {
@@ -105,6 +107,14 @@ function forwardOf(e: PendingEntry): ForwardItem {
   };
   if (e.reference !== undefined) f.reference = e.reference;
   return f;
+}
+
+/** The forwards of `bank` among `pending` tracked up to `orderMax`, made as they are pulled. */
+function* forwardsOf(pending: Iterator<Pending>, bank: string, orderMax: number): Generator<ForwardItem, void, undefined> {
+  for (let next = pending.next(); next.done !== true; next = pending.next()) {
+    const p = next.value;
+    if (p.entry.payer === bank && p.order <= orderMax) yield forwardOf(p.entry);
+  }
 }
 
 /** A receipt item that passed its shape checks. */
@@ -192,6 +202,9 @@ class OneShot implements OutcomeTarget {
 
 export class Lifecycle {
   private readonly pending = new Map<string, Pending>();
+  private tracked = 0;
+  /** Every instruction tracked up to this `order` was loaded at start or has had its forward pushed. */
+  private forwardedThrough = 0;
   private readonly heap = new MinHeap<TimerEvent>();
   /** Events in the heap whose instruction is final. */
   private deadEvents = 0;
@@ -227,6 +240,7 @@ export class Lifecycle {
   /** Rebuild the timers of the pending instructions the shards recovered. */
   load(entries: PendingEntry[]): void {
     for (const e of entries) this.track(e, this.clock.now());
+    this.forwardedThrough = this.tracked;
   }
 
   /**
@@ -238,7 +252,7 @@ export class Lifecycle {
    */
   private track(e: PendingEntry, now: number): void {
     const key = `${e.institution}/${e.id}`;
-    const pending: Pending = { entry: e, shard: this.shardMap.shardOf(e.payer, e.payee), armed: 0, final: false };
+    const pending: Pending = { entry: e, shard: this.shardMap.shardOf(e.payer, e.payee), armed: 0, final: false, order: ++this.tracked };
     this.pending.set(key, pending);
     let queries = 0;
     let lastQueryAt = Number.NEGATIVE_INFINITY;
@@ -301,11 +315,16 @@ export class Lifecycle {
     }
   }
 
-  /** Pending instructions of one payer bank: what it is sent when it subscribes to forwards. */
-  forwardsFor(bank: string): ForwardItem[] {
-    const out: ForwardItem[] = [];
-    for (const p of this.pending.values()) if (p.entry.payer === bank) out.push(forwardOf(p.entry));
-    return out;
+  /**
+   * Pending instructions of one payer bank, as forwards made one at a time
+   * while the caller pulls them: what it is sent when it subscribes to
+   * forwards, read from the pending map itself rather than a copy. The
+   * map is iterated live, so an instruction that becomes final before the
+   * caller reaches it is left out; so is one whose forward push has not
+   * gone out at this call, since that push reaches the new subscriber too.
+   */
+  pendingForwards(bank: string): Iterator<ForwardItem> {
+    return forwardsOf(this.pending.values(), bank, this.forwardedThrough);
   }
 
   /** React to a committed task: the router calls this before it answers anyone. */
@@ -369,6 +388,7 @@ export class Lifecycle {
         this.forwardsScheduled = false;
         for (const [bank, items] of this.forwards) this.pushes.forward(bank, items);
         this.forwards.clear();
+        this.forwardedThrough = this.tracked;
       });
     }
   }
