@@ -228,26 +228,26 @@ export class Engine extends EventEmitter<EngineEvents> {
    * page reaches it: at most `limit` after `cursor.after` ('' for the
    * first), the newest `limit` before `cursor.before`, or the newest
    * `limit` of all. `earlier` and `later` say whether batches lie before
-   * and after the page. The store reads its closed batches whole for now;
-   * a range read there would make a page cost only its own records.
+   * and after the page. Range reads: a page costs its own records, however
+   * long the history.
    */
   batchPage(cursor: { after?: string; before?: string }, limit: number): { records: BatchRecord[]; earlier: boolean; later: boolean } {
-    const all = this.store.closedBatches();
-    all.push(this.openBatchRecord());
-    let from = 0;
-    let to = all.length;
+    const open = this.openBatchRecord();
     if (cursor.after !== undefined) {
       const after = cursor.after;
-      while (from < to && all[from]!.batch <= after) from++;
-      to = Math.min(to, from + limit);
-    } else {
-      if (cursor.before !== undefined) {
-        const before = cursor.before;
-        while (to > from && all[to - 1]!.batch >= before) to--;
-      }
-      from = Math.max(from, to - limit);
+      const list = this.store.closedAfter(after, limit + 1);
+      if (open.batch > after) list.push(open);
+      const records = list.slice(0, limit);
+      // Ids are printable, so '\u0000' sorts right after `after`: is anything at or before it?
+      const earlier = after !== '' && this.store.closedBefore(`${after}\u0000`, 1).length > 0;
+      return { records, earlier, later: list.length > limit };
     }
-    return { records: all.slice(from, to), earlier: from > 0, later: to < all.length };
+    const before = cursor.before;
+    const newestFirst: BatchRecord[] = before === undefined || open.batch < before ? [open] : [];
+    newestFirst.push(...this.store.closedBefore(before, limit + 1 - newestFirst.length));
+    const records = newestFirst.slice(0, limit).reverse();
+    const later = before !== undefined && (open.batch >= before || this.store.batch(before) !== undefined || this.store.closedAfter(before, 1).length > 0);
+    return { records, earlier: newestFirst.length > limit, later };
   }
 
   /** A closed batch's record; the open batch is `openBatchRecord()`. */
@@ -294,19 +294,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     return this.store.operatorActions(limit);
   }
 
-  /**
-   * The newest `limit` entries of the audit trail with `seq` below
-   * `before`, oldest first, and whether older ones exist. Sequence numbers
-   * are given one by one, so at most `newest - before + 1` entries lie at
-   * or above `before`: reading that many more than the page covers it. The
-   * store reads the trail from its newest end only; a range read there
-   * would make a deep page as cheap as the first.
-   */
+  /** The newest `limit` entries of the audit trail with `seq` below `before`, oldest first, and whether older ones exist: one range read. */
   operatorActionsBefore(before: number, limit: number): { actions: OperatorAction[]; earlier: boolean } {
-    const newest = this.store.operatorActions(1)[0]?.seq ?? 0;
-    const above = Math.max(0, newest - before + 1);
-    const older = this.store.operatorActions(above + limit + 1).filter((a) => a.seq < before);
-    return { actions: older.slice(-limit), earlier: older.length > limit };
+    const newestFirst = this.store.actionsBefore(before, limit + 1);
+    return { actions: newestFirst.slice(0, limit).reverse(), earlier: newestFirst.length > limit };
   }
 
   workerStats(worker: number): Promise<WorkerStats> {

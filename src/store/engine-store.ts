@@ -114,6 +114,36 @@ export class EngineStore implements BatchStore {
     return undefined;
   }
 
+  /** Up to `limit` closed batches with ids after `after` ('' for the first), oldest first: a range read. */
+  closedAfter(after: string, limit: number): BatchRecord[] {
+    const out: BatchRecord[] = [];
+    for (const { key, value } of this.batches.getRange({ start: after, limit: limit + 1 })) {
+      if (key === after) continue;
+      out.push(value);
+      if (out.length === limit) break;
+    }
+    return out;
+  }
+
+  /** Up to `limit` closed batches with ids before `before` (undefined: from the newest), newest first: a range read. */
+  closedBefore(before: string | undefined, limit: number): BatchRecord[] {
+    const out: BatchRecord[] = [];
+    const range = before === undefined ? { reverse: true, limit } : { start: before, reverse: true, limit: limit + 1 };
+    for (const { key, value } of this.batches.getRange(range)) {
+      if (key === before) continue;
+      out.push(value);
+      if (out.length === limit) break;
+    }
+    return out;
+  }
+
+  /** Up to `limit` audit-trail entries with `seq` below `before`, newest first: a range read. */
+  actionsBefore(before: number, limit: number): OperatorAction[] {
+    const out: OperatorAction[] = [];
+    for (const { value } of this.trail.getRange({ start: before - 1, reverse: true, limit })) out.push(value);
+    return out;
+  }
+
   /** Closed batches, oldest first. */
   closedBatches(): BatchRecord[] {
     return [...this.batches.getRange({})].map((e) => e.value);
