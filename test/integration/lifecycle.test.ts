@@ -127,6 +127,21 @@ describe('two-phase instructions', () => {
     expect((await query('TP-3')).status).toBe('pending');
   });
 
+  it('are queried before they expire even when the timeout is shorter than the query schedule', async () => {
+    const inst = await StreamClient.connect(engine.base, TOKENS.PI0001, 'json');
+    await inst.request({ op: 'subscribe', topics: ['notifications'] });
+    const bank = await StreamClient.connect(engine.base, TOKENS.ICBC, 'json');
+    await bank.request({ op: 'subscribe', topics: ['forwards'] });
+    // The schedule's first query is at 300 ms; the deadline comes at 200 ms.
+    expect((await inst.submit([twoPhase('TP-SHORT', { timeoutMs: 200 })])).results![0].status).toBe('pending');
+    const q = await waitFor(bank, (m) => m.op === 'query' && m['id'] === 'TP-SHORT');
+    expect(q).toEqual({ op: 'query', institution: 'PI0001', id: 'TP-SHORT' });
+    const note = await waitFor(inst, (m) => m.op === 'notify' && m['id'] === 'TP-SHORT');
+    expect(note).toMatchObject({ status: 'expired' });
+    inst.close();
+    bank.close();
+  });
+
   it('are queried when the receipt is late, then expire and are notified', async () => {
     const inst = await StreamClient.connect(engine.base, TOKENS.PI0001, 'json');
     await inst.request({ op: 'subscribe', topics: ['notifications'] });
