@@ -199,6 +199,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     return this.clearing.lifecycle.pendingCount;
   }
 
+  timerEvents(): number {
+    return this.clearing.lifecycle.timerEvents;
+  }
+
   /** Pending instructions whose deadline is before `before` (ms since the epoch). */
   overdueInstructions(before: number): number {
     return this.clearing.lifecycle.overdueCount(before);

@@ -55,6 +55,8 @@ export interface MetricsSource {
   conservationImbalance(): bigint;
   pendingDebit(bank: string): bigint;
   pendingInstructions(): number;
+  /** Events in the lifecycle's timer heap. */
+  timerEvents(): number;
   /** Pending instructions whose deadline is before `before` (ms since the epoch). */
   overdueInstructions(before: number): number;
   latestSnapshot(): { readonly seq: number; readonly takenAt: string } | undefined;

@@ -269,6 +269,14 @@ export class EngineMetrics {
       },
     });
     this.gauge({
+      name: 'netting_lifecycle_timer_events',
+      help: 'Query and expiry events in the timer heap, live and dead; bounded by about twice the live ones',
+      registers: [r],
+      collect() {
+        this.set(source.timerEvents());
+      },
+    });
+    this.gauge({
       name: 'netting_pending_overdue_instructions',
       help: 'Pending instructions past their deadline (expiry should follow within a second)',
       registers: [r],
