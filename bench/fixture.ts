@@ -3,9 +3,14 @@
  * their tokens, the engine's configuration, and a deterministic pool of
  * instructions from which the generators draw, so that the auditor can
  * recompute what an acknowledged instruction did from its id alone.
+ *
+ * A run's fixture is set by four numbers: the seed, how many banks and
+ * institutions, and how payer and payee are drawn. Banks beyond the 14
+ * real codes get generated ones (B0015, B0016, ...); amounts are skewed as
+ * real payments are; pairs are uniform or concentrated on a few large banks.
  */
 
-/** The 14 participant banks of the demo configuration: a realistic NetsUnion-like set. */
+/** The 14 participant banks of the demo configuration: a realistic NetsUnion-like set, always the first banks. */
 export const BANKS = [
   { code: 'ICBC', name: 'Industrial and Commercial Bank of China' },
   { code: 'ABC', name: 'Agricultural Bank of China' },
@@ -25,8 +30,56 @@ export const BANKS = [
 
 export const BANK_CODES: readonly string[] = BANKS.map((b) => b.code);
 
-/** Institutions that submit; WebSocket connections take them in turn. */
-export const INSTITUTIONS = ['PI0001', 'PI0002', 'PI0003', 'PI0004'] as const;
+/** Bounds of the generated names: four digits after the prefix. */
+export const BANKS_MAX = 9999;
+export const INSTITUTIONS_MAX = 9999;
+
+export type PairsMode = 'uniform' | 'skewed';
+
+/** What decides a run's banks, institutions and instructions; every generator thread and the auditor derive the same from it. */
+export interface FixtureSpec {
+  seed: number;
+  banks: number;
+  institutions: number;
+  pairs: PairsMode;
+}
+
+/** The demo-sized fixture the restart and ledger benches use: the 14 real banks, 4 institutions. */
+export const DEFAULT_FIXTURE: FixtureSpec = { seed: 1, banks: BANKS.length, institutions: 4, pairs: 'uniform' };
+
+/** Bank `i` (from 0): the real ones first, then B0015, B0016, ... (codes match ^[A-Z0-9]{2,16}$). */
+export function bankCodes(count: number): string[] {
+  if (!Number.isInteger(count) || count < 2 || count > BANKS_MAX) throw new Error(`banks: from 2 to ${BANKS_MAX}`);
+  return Array.from({ length: count }, (_, i) => (i < BANKS.length ? BANKS[i]!.code : `B${String(i + 1).padStart(4, '0')}`));
+}
+
+export function bankList(count: number): { code: string; name: string }[] {
+  return bankCodes(count).map((code, i) => ({ code, name: i < BANKS.length ? BANKS[i]!.name : `Bench Bank ${code.slice(1)}` }));
+}
+
+/** Institutions that submit: PI0001, PI0002, ... */
+export function institutionIds(count: number): string[] {
+  if (!Number.isInteger(count) || count < 1 || count > INSTITUTIONS_MAX) throw new Error(`institutions: from 1 to ${INSTITUTIONS_MAX}`);
+  return Array.from({ length: count }, (_, i) => `PI${String(i + 1).padStart(4, '0')}`);
+}
+
+/** The demo-sized institutions, for the benches that do not take a fixture. */
+export const INSTITUTIONS: readonly string[] = institutionIds(DEFAULT_FIXTURE.institutions);
+
+/**
+ * Which institution WebSocket connection `k` of `connections` speaks for:
+ * with as many connections as institutions or more they take them in turn;
+ * with fewer, they are spread evenly over the whole list, so that the
+ * sample of submitting institutions spans it.
+ */
+export function connectionInstitution(k: number, connections: number, institutions: number): number {
+  return connections >= institutions ? k % institutions : Math.floor((k * institutions) / connections);
+}
+
+/** Which institution the HTTP request with index `r` (counted per generator) speaks for: all of them in turn. */
+export function requestInstitution(r: number, institutions: number): number {
+  return r % institutions;
+}
 
 /** Bench-only tokens, for loopback runs on throw-away data folders. */
 export function institutionToken(institution: string): string {
@@ -41,25 +94,31 @@ export interface Principal {
   id: string;
 }
 
-export const PRINCIPALS: readonly Principal[] = [
-  ...INSTITUTIONS.map((id) => ({ token: institutionToken(id), role: 'institution' as const, id })),
-  { token: BANK_TOKEN, role: 'bank', id: 'ICBC' },
-  { token: OPERATOR_TOKEN, role: 'operator', id: 'ops' },
-];
+export function principals(institutions: number): Principal[] {
+  return [
+    ...institutionIds(institutions).map((id) => ({ token: institutionToken(id), role: 'institution' as const, id })),
+    { token: BANK_TOKEN, role: 'bank', id: BANKS[0].code },
+    { token: OPERATOR_TOKEN, role: 'operator', id: 'ops' },
+  ];
+}
+
+/** The demo-sized principals. */
+export const PRINCIPALS: readonly Principal[] = principals(DEFAULT_FIXTURE.institutions);
 
 /**
  * The engine's configuration for one run: a fresh data folder, a port
- * picked by the system. BENCH_ENGINE_CONFIG (a JSON object) overrides keys,
- * e.g. '{"snapshotIntervalMs":100}' to measure snapshots at ten times the
+ * picked by the system, the fixture's banks and principals.
+ * BENCH_ENGINE_CONFIG (a JSON object) overrides keys, e.g.
+ * '{"snapshotIntervalMs":100}' to measure snapshots at ten times the
  * default rate.
  */
-export function engineConfig(dataDir: string, shards: number, workers: number): Record<string, unknown> {
+export function engineConfig(dataDir: string, shards: number, workers: number, fixture: FixtureSpec = DEFAULT_FIXTURE): Record<string, unknown> {
   const extra = process.env['BENCH_ENGINE_CONFIG'];
   return {
     listen: { host: '127.0.0.1', port: 0 },
     dataDir,
-    banks: BANKS.map((b) => ({ code: b.code, name: b.name })),
-    principals: PRINCIPALS,
+    banks: bankList(fixture.banks),
+    principals: principals(fixture.institutions),
     shards,
     workers,
     logLevel: 'info',
@@ -67,9 +126,9 @@ export function engineConfig(dataDir: string, shards: number, workers: number): 
   };
 }
 
-/** The bare server reads the same keys it needs from a file of the same shape. */
-export function bareConfig(dataDir: string): Record<string, unknown> {
-  return { listen: { host: '127.0.0.1', port: 0 }, dataDir, principals: PRINCIPALS };
+/** The bare server reads the keys it needs (listen, dataDir, principals) from a file of the same shape, with the same banks. */
+export function bareConfig(dataDir: string, fixture: FixtureSpec = DEFAULT_FIXTURE): Record<string, unknown> {
+  return { listen: { host: '127.0.0.1', port: 0 }, dataDir, banks: bankList(fixture.banks), principals: principals(fixture.institutions) };
 }
 
 const TYPES = ['agreement', 'entrusted', 'gateway', 'authenticated', 'payout'] as const;
@@ -84,8 +143,12 @@ export interface PoolEntry {
   reference?: string;
 }
 
-/** A power of two, so that `n & POOL_MASK` picks the entry of instruction number n. */
-export const POOL_SIZE = 4096;
+/**
+ * A power of two, so that `n & POOL_MASK` picks the entry of instruction
+ * number n; large enough that with 2,000 banks each still appears in many
+ * entries (about 65 each when uniform).
+ */
+export const POOL_SIZE = 65_536;
 const POOL_MASK = POOL_SIZE - 1;
 
 /** mulberry32: small, fast and deterministic, so a run can be replayed from its seed. */
@@ -101,24 +164,80 @@ export function rng(seed: number): () => number {
 }
 
 /**
- * Instruction contents drawn once; instruction number n uses entry n mod
- * POOL_SIZE. Amounts go up to 10,000 yuan, a quarter carry a reference, as
- * retail payments through the platform do.
+ * Amounts, in integer cents, as payments through a retail clearing
+ * platform are: most are small (log-normal around 100 yuan), a few are
+ * large (2%, log-normal around 50,000 yuan), none above 10 million yuan,
+ * far below the engine's default maxAmountCents (10^12).
  */
-export function instructionPool(seed: number): PoolEntry[] {
-  const rand = rng(seed);
+const RETAIL_MEDIAN_CENTS = 10_000;
+const RETAIL_SIGMA = 1.4;
+const LARGE_SHARE = 0.02;
+const LARGE_MEDIAN_CENTS = 5_000_000;
+const LARGE_SIGMA = 1.2;
+export const AMOUNT_CENTS_MAX = 1_000_000_000;
+
+/** A standard normal draw (Box–Muller) from the seeded generator. */
+function normal(rand: () => number): number {
+  const u1 = 1 - rand(); // in (0, 1], so the log is finite
+  const u2 = rand();
+  return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
+}
+
+function amountCents(rand: () => number): number {
+  const large = rand() < LARGE_SHARE;
+  const cents = Math.exp(Math.log(large ? LARGE_MEDIAN_CENTS : RETAIL_MEDIAN_CENTS) + (large ? LARGE_SIGMA : RETAIL_SIGMA) * normal(rand));
+  return Math.min(AMOUNT_CENTS_MAX, Math.max(1, Math.round(cents)));
+}
+
+/**
+ * Draws a bank index. Uniform: every bank alike. Skewed: Zipf-like
+ * weights 1/(rank+1) over the banks in their order, so the large real
+ * banks first carry much of the traffic (with 500 banks the first 14 take
+ * about half of it, the first one 15%), as on a national platform.
+ */
+function bankPicker(banks: number, pairs: PairsMode, rand: () => number): () => number {
+  if (pairs === 'uniform') return () => Math.floor(rand() * banks);
+  const cumulative = new Float64Array(banks);
+  let total = 0;
+  for (let i = 0; i < banks; i++) {
+    total += 1 / (i + 1);
+    cumulative[i] = total;
+  }
+  return () => {
+    const x = rand() * total;
+    let lo = 0;
+    let hi = banks - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (cumulative[mid]! > x) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  };
+}
+
+/**
+ * Instruction contents drawn once; instruction number n uses entry n mod
+ * POOL_SIZE. A quarter carry a reference, as retail payments through the
+ * platform do. Everything follows from the spec, so each thread and the
+ * auditor build the same pool.
+ */
+export function instructionPool(spec: FixtureSpec = DEFAULT_FIXTURE): PoolEntry[] {
+  const codes = bankCodes(spec.banks);
+  const rand = rng(spec.seed);
+  const pick = bankPicker(codes.length, spec.pairs, rand);
   const pool: PoolEntry[] = [];
   for (let i = 0; i < POOL_SIZE; i++) {
-    const payerIndex = Math.floor(rand() * BANK_CODES.length);
+    const payerIndex = pick();
     let payeeIndex = payerIndex;
-    while (payeeIndex === payerIndex) payeeIndex = Math.floor(rand() * BANK_CODES.length);
+    while (payeeIndex === payerIndex) payeeIndex = pick();
     const entry: PoolEntry = {
       type: TYPES[Math.floor(rand() * TYPES.length)]!,
-      payer: BANK_CODES[payerIndex]!,
-      payee: BANK_CODES[payeeIndex]!,
+      payer: codes[payerIndex]!,
+      payee: codes[payeeIndex]!,
       payerIndex,
       payeeIndex,
-      amount: 1 + Math.floor(rand() * 1_000_000),
+      amount: amountCents(rand),
     };
     if (rand() < 0.25) entry.reference = `order ${i} 订单`;
     pool.push(entry);
@@ -149,11 +268,16 @@ export function wireInstruction(pool: readonly PoolEntry[], id: string, n: numbe
 
 /**
  * The auditor's model of the positions: each bank's net (received − paid)
- * over the acknowledged instructions. Amounts are below 10^6 and runs below
- * 10^9 instructions, so every sum stays an exact integer in a double.
+ * over the acknowledged instructions. Amounts are at most 10^9 cents and
+ * the pool's mean is near 2.5 × 10^5, so a bank's net stays an exact
+ * integer in a double (below 2^53) for runs of up to 10^10 instructions.
  */
 export class NetTally {
-  readonly nets = new Float64Array(BANK_CODES.length);
+  readonly nets: Float64Array;
+
+  constructor(readonly codes: readonly string[] = BANK_CODES) {
+    this.nets = new Float64Array(codes.length);
+  }
 
   add(e: PoolEntry): void {
     this.nets[e.payeeIndex]! += e.amount;
@@ -165,6 +289,6 @@ export class NetTally {
   }
 
   byBank(): Map<string, number> {
-    return new Map(BANK_CODES.map((code, i) => [code, this.nets[i]!]));
+    return new Map(this.codes.map((code, i) => [code, this.nets[i]!]));
   }
 }

@@ -1,9 +1,10 @@
 /**
- * The HTTP load: autocannon against `POST /v1/instructions`, either one
- * instruction per request or a batch per request. Every request gets fresh
- * ids from `setupRequest` (nothing is replayed, so the engine does real
- * work rather than answering duplicates), and every response is checked
- * against the ids that request carried.
+ * The HTTP load against `POST /v1/instructions`, either one instruction
+ * per request or a batch per request, driven by autocannon (here, in this
+ * process) or by wrk (http-wrk.ts, when installed). Every request gets
+ * fresh ids (nothing is replayed, so the engine does real work rather than
+ * answering duplicates) and speaks for the next institution in turn, and
+ * every response is checked against the ids that request carried.
  *
  * autocannon destroys its connections when the time is up, with requests
  * still in flight; those are kept as "unanswered" so that the auditor can
@@ -12,9 +13,10 @@
 
 import { performance } from 'node:perf_hooks';
 import autocannon from 'autocannon';
-import { INSTITUTIONS, institutionToken, instructionPool, NetTally, poolEntry, wireInstruction, type PoolEntry } from './fixture.js';
+import { bankCodes, institutionIds, institutionToken, instructionPool, NetTally, poolEntry, requestInstitution, wireInstruction, type PoolEntry } from './fixture.js';
+import { runWrkLoad, wrkAvailable, WRK_MISSING_NOTE } from './http-wrk.js';
 import type { LatencyMs } from './latency.js';
-import type { BenchParams, HttpVariant } from './params.js';
+import { fixtureOf, type BenchParams, type HttpDriver, type HttpVariant } from './params.js';
 import type { Unanswered } from './ws-load-protocol.js';
 
 /** Problems kept verbatim; past this they are only counted. */
@@ -24,12 +26,16 @@ const REQUEST_TIMEOUT_S = 30;
 
 export interface HttpLoadOutcome {
   variant: HttpVariant;
+  /** The generator that drove this load (autocannon when wrk was asked for and is not installed). */
+  driver: HttpDriver;
   instructionsPerRequest: number;
   measureWindowS: number;
   throughputPerS: number;
   requestsPerS: number;
-  /** From autocannon's histogram, which has a resolution of 1 ms. */
+  /** Per request: autocannon's histogram has a resolution of 1 ms, wrk's 1 µs. */
   latency: LatencyMs;
+  /** Distinct institutions the requests spoke for. */
+  institutionsUsed: number;
   sentInstructions: number;
   answeredInstructions: number;
   clearedInstructions: number;
@@ -39,8 +45,10 @@ export interface HttpLoadOutcome {
   non2xx: number;
   errors: number;
   timeouts: number;
-  /** Of the generator's thread (autocannon runs in this one) over the measured run: near 1, autocannon set the pace. */
+  /** Of the generator's thread (autocannon runs in this one) over the measured run: near 1, autocannon set the pace. Empty for wrk. */
   generatorEventLoopUtilization: number[];
+  /** wrk: cores the wrk process used over the measured run (CPU seconds ÷ wall seconds). */
+  generatorCpuCores?: number;
   codes: Record<string, number>;
   problems: string[];
   nets: Float64Array;
@@ -58,9 +66,11 @@ interface ResultBody {
 class HttpTracker {
   private readonly pool: readonly PoolEntry[];
   private next = 0;
-  /** First instruction number of each request sent and not yet answered, with its instruction count. */
-  readonly pending = new Map<number, number>();
-  readonly tally = new NetTally();
+  private requests = 0;
+  /** First instruction number of each request sent and not yet answered, with its instruction count and institution. */
+  readonly pending = new Map<number, { count: number; institution: string }>();
+  readonly tally: NetTally;
+  readonly used = new Set<string>();
   sent = 0;
   answered = 0;
   cleared = 0;
@@ -71,11 +81,12 @@ class HttpTracker {
   readonly problems: string[] = [];
 
   constructor(
-    seed: number,
-    readonly institution: string,
+    p: BenchParams,
+    readonly institutions: readonly string[],
     readonly batchSize: number | undefined,
   ) {
-    this.pool = instructionPool(seed);
+    this.pool = instructionPool(fixtureOf(p));
+    this.tally = new NetTally(bankCodes(p.banks));
   }
 
   private problem(text: string): void {
@@ -86,16 +97,19 @@ class HttpTracker {
     return `h${n}`;
   }
 
-  body(): string {
+  /** The next request: its body and the institution it speaks for. */
+  request(): { body: string; institution: string } {
     const count = this.batchSize ?? 1;
     const first = this.next;
     this.next += count;
-    this.pending.set(first, count);
+    const institution = this.institutions[requestInstitution(this.requests++, this.institutions.length)]!;
+    this.used.add(institution);
+    this.pending.set(first, { count, institution });
     this.sent += count;
-    if (this.batchSize === undefined) return JSON.stringify(wireInstruction(this.pool, this.id(first), first));
+    if (this.batchSize === undefined) return { body: JSON.stringify(wireInstruction(this.pool, this.id(first), first)), institution };
     const instructions = [];
     for (let i = 0; i < count; i++) instructions.push(wireInstruction(this.pool, this.id(first + i), first + i));
-    return JSON.stringify({ instructions });
+    return { body: JSON.stringify({ instructions }), institution };
   }
 
   private check(r: ResultBody, expected: number): void {
@@ -127,7 +141,7 @@ class HttpTracker {
     const results = this.batchSize === undefined ? [body] : Array.isArray(body.results) ? body.results : undefined;
     const firstId = results?.[0]?.id;
     const first = typeof firstId === 'string' && firstId.startsWith('h') ? Number(firstId.slice(1)) : NaN;
-    const count = this.pending.get(first);
+    const count = this.pending.get(first)?.count;
     if (results === undefined || count === undefined) {
       // A whole-request failure (e.g. 503 OVERLOADED) names no instruction; it is counted but cannot be matched.
       const code = typeof body.code === 'string' ? body.code : `HTTP ${status}`;
@@ -145,8 +159,8 @@ class HttpTracker {
 
   unanswered(): Unanswered[] {
     const out: Unanswered[] = [];
-    for (const [first, count] of this.pending) {
-      for (let i = 0; i < count; i++) out.push({ institution: this.institution, id: this.id(first + i), n: first + i });
+    for (const [first, { count, institution }] of this.pending) {
+      for (let i = 0; i < count; i++) out.push({ institution, id: this.id(first + i), n: first + i });
     }
     return out;
   }
@@ -163,16 +177,33 @@ async function cannon(base: string, tracker: HttpTracker, p: BenchParams, durati
       {
         method: 'POST',
         path: '/v1/instructions',
-        headers: { authorization: `Bearer ${institutionToken(tracker.institution)}`, 'content-type': 'application/json' },
-        setupRequest: (req) => ({ ...req, body: tracker.body() }),
+        headers: { 'content-type': 'application/json' },
+        setupRequest: (req) => {
+          const { body, institution } = tracker.request();
+          return { ...req, body, headers: { ...req.headers, authorization: `Bearer ${institutionToken(institution)}` } };
+        },
         onResponse: (status, body) => tracker.response(status, body),
       },
     ],
   });
 }
 
-export async function runHttpLoad(base: string, variant: HttpVariant, p: BenchParams): Promise<HttpLoadOutcome> {
-  const tracker = new HttpTracker(p.seed, INSTITUTIONS[0], variant === 'batch' ? p.httpBatchSize : undefined);
+/** Whether the run asked for wrk and will get autocannon instead; the note says why. */
+export function httpDriverFallback(p: BenchParams): string | undefined {
+  return p.httpDriver === 'wrk' && !wrkAvailable() ? WRK_MISSING_NOTE : undefined;
+}
+
+/** The driver that will actually run: wrk when asked for and installed, autocannon otherwise. */
+export function effectiveHttpDriver(p: BenchParams): HttpDriver {
+  return p.httpDriver === 'wrk' && wrkAvailable() ? 'wrk' : 'autocannon';
+}
+
+export function runHttpLoad(base: string, variant: HttpVariant, p: BenchParams): Promise<HttpLoadOutcome> {
+  return effectiveHttpDriver(p) === 'wrk' ? runWrkLoad(base, variant, p) : runAutocannonLoad(base, variant, p);
+}
+
+async function runAutocannonLoad(base: string, variant: HttpVariant, p: BenchParams): Promise<HttpLoadOutcome> {
+  const tracker = new HttpTracker(p, institutionIds(p.institutions), variant === 'batch' ? p.httpBatchSize : undefined);
   // A warm-up run with the same tracker: its instructions are audited, its figures dropped.
   const warm = p.warmupS > 0 ? await cannon(base, tracker, p, p.warmupS) : undefined;
   const clearedBefore = tracker.cleared;
@@ -183,11 +214,13 @@ export async function runHttpLoad(base: string, variant: HttpVariant, p: BenchPa
   const clearedMeasured = tracker.cleared - clearedBefore;
   return {
     variant,
+    driver: 'autocannon',
     instructionsPerRequest: tracker.batchSize ?? 1,
     measureWindowS: r.duration,
     throughputPerS: clearedMeasured / r.duration,
     requestsPerS: r.requests.total / r.duration,
     latency: { p50: r.latency.p50, p99: r.latency.p99, p999: r.latency.p99_9, max: r.latency.max, count: r.latency.total ?? r.requests.total },
+    institutionsUsed: tracker.used.size,
     sentInstructions: tracker.sent,
     answeredInstructions: tracker.answered,
     clearedInstructions: tracker.cleared,

@@ -33,7 +33,7 @@ interface Figures {
   systemUs: number;
 }
 
-const pool = instructionPool(1);
+const pool = instructionPool();
 let next = 0;
 
 /** A task's worth of new instructions, spread over the institutions as the benches send them. */

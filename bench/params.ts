@@ -5,10 +5,12 @@
  * the run with a message that names the flag, before anything is started.
  */
 
+import { BANKS_MAX, INSTITUTIONS_MAX, type FixtureSpec, type PairsMode } from './fixture.js';
 import { DEFAULT_RESULTS_DIR } from './paths.js';
 
 export type BenchSize = 'small' | 'large';
 export type HttpVariant = 'single' | 'batch';
+export type HttpDriver = 'autocannon' | 'wrk';
 export type WsMode = 'closed' | 'open';
 
 export interface BenchParams {
@@ -20,6 +22,10 @@ export interface BenchParams {
   /** Longest wait for outstanding acks once the load phase is over. */
   drainS: number;
   httpVariants: HttpVariant[];
+  /** What drives the HTTP load: autocannon (in this process) or wrk (Debian's C generator, when installed). */
+  httpDriver: HttpDriver;
+  /** wrk threads (wrk only). */
+  httpThreads: number;
   httpConnections: number;
   httpPipelining: number;
   /** Instructions per POST in the batched HTTP variant. */
@@ -39,6 +45,16 @@ export interface BenchParams {
   workers: number;
   /** Seed of the instruction generator, so a run can be replayed. */
   seed: number;
+  /** Participant banks: the 14 real codes first, then B0015, B0016, ... */
+  banks: number;
+  /** Submitting institutions (principals PI0001, ...), spread over the connections and requests. */
+  institutions: number;
+  /** How payer and payee are drawn: uniformly, or Zipf-like so a few large banks carry much of the traffic. */
+  pairs: PairsMode;
+  /** bench:scale: the numbers of banks swept. */
+  scaleSizes: number[];
+  /** bench:scale: requests per read endpoint whose latency is taken after each load. */
+  probes: number;
   resultsDir: string;
 }
 
@@ -60,6 +76,13 @@ const SIZES: Record<BenchSize, Omit<BenchParams, 'size' | 'resultsDir'>> = {
     shards: 2,
     workers: 2,
     seed: 1,
+    banks: 14,
+    institutions: 4,
+    pairs: 'skewed',
+    httpDriver: 'autocannon',
+    httpThreads: 1,
+    scaleSizes: [4, 30],
+    probes: 5,
   },
   large: {
     durationS: 20,
@@ -78,6 +101,13 @@ const SIZES: Record<BenchSize, Omit<BenchParams, 'size' | 'resultsDir'>> = {
     shards: 2,
     workers: 2,
     seed: 1,
+    banks: 500,
+    institutions: 100,
+    pairs: 'skewed',
+    httpDriver: 'autocannon',
+    httpThreads: 1,
+    scaleSizes: [20, 100, 500, 2000],
+    probes: 50,
   },
 };
 
@@ -123,6 +153,10 @@ const NUMERIC_OPTIONS: readonly NumericOption[] = [
   { flag: 'shards', key: 'shards', min: 1, max: 64, integer: true, help: 'engine shards' },
   { flag: 'workers', key: 'workers', min: 1, max: 64, integer: true, help: 'engine worker threads' },
   { flag: 'seed', key: 'seed', min: 0, max: 2 ** 31 - 1, integer: true, help: 'generator seed' },
+  { flag: 'banks', key: 'banks', min: 2, max: BANKS_MAX, integer: true, help: 'participant banks (14 real codes, then B0015, ...)' },
+  { flag: 'institutions', key: 'institutions', min: 1, max: INSTITUTIONS_MAX, integer: true, help: 'submitting institutions' },
+  { flag: 'http-threads', key: 'httpThreads', min: 1, max: 16, integer: true, help: 'wrk threads (--http-driver wrk)' },
+  { flag: 'probes', key: 'probes', min: 1, max: 10_000, integer: true, help: 'scale: requests per read endpoint timed after each load' },
 ];
 
 export function envName(flag: string): string {
@@ -131,11 +165,14 @@ export function envName(flag: string): string {
 
 export function usage(): string {
   const lines = [
-    'usage: node dist/bench/run.js <all|http|ws> [--flag value ...]',
+    'usage: node dist/bench/run.js <all|http|ws|scale> [--flag value ...]',
     'Every flag can also be given as an environment variable, e.g. --ws-connections as BENCH_WS_CONNECTIONS.',
     '  --size small|large      defaults to start from (large)',
     '  --http single,batch     HTTP variants to run',
+    '  --http-driver autocannon|wrk  HTTP load generator (wrk falls back to autocannon when not installed)',
     '  --ws closed,open        WebSocket modes to run',
+    '  --pairs uniform|skewed  payer/payee draw: uniform, or Zipf-like over the banks (skewed)',
+    '  --sizes 20,100,500,2000 scale: numbers of banks to sweep',
     '  --out DIR               where the reports go (bench/results)',
     ...NUMERIC_OPTIONS.map((o) => `  --${o.flag.padEnd(22)}${o.help} (${o.min}..${o.max})`),
   ];
@@ -157,6 +194,24 @@ function parseList<T extends string>(flag: string, raw: string, allowed: readonl
     if (!(allowed as readonly string[]).includes(item)) throw new ParamError(`--${flag}: '${item}' is not one of ${allowed.join(', ')}`);
   }
   return [...new Set(items)] as T[];
+}
+
+function parseOne<T extends string>(flag: string, raw: string, allowed: readonly T[]): T {
+  const v = raw.trim();
+  if (!(allowed as readonly string[]).includes(v)) throw new ParamError(`--${flag}: '${raw}' is not one of ${allowed.join(', ')}`);
+  return v as T;
+}
+
+/** `--sizes 20,100,500`: distinct bank counts, each a valid --banks, in increasing order. */
+function parseSizes(raw: string): number[] {
+  const items = raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (items.length === 0) throw new ParamError('--sizes: give numbers of banks, e.g. 20,100,500,2000');
+  const out = items.map((item) => {
+    const v = Number(item);
+    if (!Number.isInteger(v) || v < 2 || v > BANKS_MAX) throw new ParamError(`--sizes: '${item}' is not a number of banks from 2 to ${BANKS_MAX}`);
+    return v;
+  });
+  return [...new Set(out)].sort((a, b) => a - b);
 }
 
 /** Collect `--flag value` and `--flag=value` pairs; the first bare word is the bench kind. */
@@ -189,21 +244,28 @@ export function splitArgs(argv: readonly string[]): { positional: string[]; flag
  * flags, then `overrides` (how the test suite sets them without a command line).
  */
 export function resolveParams(flags: ReadonlyMap<string, string>, env: NodeJS.ProcessEnv, overrides: Partial<BenchParams> = {}): BenchParams {
-  const known = new Set(['size', 'http', 'ws', 'out', 'help', ...NUMERIC_OPTIONS.map((o) => o.flag)]);
+  const known = new Set(['size', 'http', 'http-driver', 'ws', 'pairs', 'sizes', 'out', 'help', ...NUMERIC_OPTIONS.map((o) => o.flag)]);
   for (const flag of flags.keys()) if (!known.has(flag)) throw new ParamError(`--${flag}: unknown flag\n${usage()}`);
   const lookup = (flag: string): string | undefined => flags.get(flag) ?? env[envName(flag)];
 
   const sizeRaw = overrides.size ?? lookup('size') ?? 'large';
   if (sizeRaw !== 'small' && sizeRaw !== 'large') throw new ParamError(`--size: must be small or large`);
-  const params: BenchParams = { size: sizeRaw, ...SIZES[sizeRaw], resultsDir: DEFAULT_RESULTS_DIR };
+  const defaults = SIZES[sizeRaw];
+  const params: BenchParams = { size: sizeRaw, ...defaults, httpVariants: [...defaults.httpVariants], wsModes: [...defaults.wsModes], scaleSizes: [...defaults.scaleSizes], resultsDir: DEFAULT_RESULTS_DIR };
   for (const o of NUMERIC_OPTIONS) {
     const raw = lookup(o.flag);
     if (raw !== undefined) params[o.key] = parseNumber(o, raw);
   }
   const http = lookup('http');
   if (http !== undefined) params.httpVariants = parseList('http', http, ['single', 'batch'] as const);
+  const driver = lookup('http-driver');
+  if (driver !== undefined) params.httpDriver = parseOne('http-driver', driver, ['autocannon', 'wrk'] as const);
   const ws = lookup('ws');
   if (ws !== undefined) params.wsModes = parseList('ws', ws, ['closed', 'open'] as const);
+  const pairs = lookup('pairs');
+  if (pairs !== undefined) params.pairs = parseOne('pairs', pairs, ['uniform', 'skewed'] as const);
+  const sizes = lookup('sizes');
+  if (sizes !== undefined) params.scaleSizes = parseSizes(sizes);
   const out = lookup('out');
   if (out !== undefined && out !== '') params.resultsDir = out;
   Object.assign(params, overrides);
@@ -216,4 +278,10 @@ function check(p: BenchParams): void {
   if (p.warmupS >= p.durationS) throw new ParamError('--warmup: must be shorter than --duration');
   if (p.wsThreads > p.wsConnections) throw new ParamError('--threads: more generator threads than connections would leave some idle');
   if (p.workers > p.shards) throw new ParamError('--workers: at most one worker per shard');
+  if (p.httpThreads > p.httpConnections) throw new ParamError('--http-threads: wrk needs at least one connection per thread');
+}
+
+/** The fixture of a run: what the generators, the servers' configurations and the auditor derive the same instructions from. */
+export function fixtureOf(p: BenchParams): FixtureSpec {
+  return { seed: p.seed, banks: p.banks, institutions: p.institutions, pairs: p.pairs };
 }

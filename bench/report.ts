@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { CeilingCheck, EngineAudit } from './audit.js';
 import type { LatencyMs } from './latency.js';
 import type { BenchParams } from './params.js';
+import type { EndpointLatency } from './probes.js';
 
 export interface Machine {
   cpuModel: string;
@@ -46,6 +47,12 @@ export interface SideFigures {
    * acknowledged in that time: what each instruction costs the machine.
    */
   cpuUsPerInstruction: number | undefined;
+  /** The same for the main thread alone (/proc/<pid>/task/<pid>/stat): the engine's event loop, which decodes, routes and answers. */
+  mainThreadCpuUsPerInstruction?: number | undefined;
+  /** Disk space of the data folder once the server has stopped (allocated blocks). */
+  dataBytes?: number | undefined;
+  /** dataBytes per million stored instructions (the engine's audited count; the ceiling's records). */
+  dataBytesPerMillion?: number | undefined;
 }
 
 /** engine ÷ ceiling for each figure: above 1 is better for throughput, worse for latency and memory. */
@@ -57,6 +64,8 @@ export interface Ratios {
   max: number | null;
   rss: number | null;
   cpu: number | null;
+  mainThreadCpu: number | null;
+  dataPerMillion: number | null;
 }
 
 export interface SideReport<Check> {
@@ -77,6 +86,8 @@ export interface ScenarioReport {
   problems: string[];
   /** What a reader must know to read the figures, e.g. a parameter that makes them meaningless. */
   notes: string[];
+  /** Latency of the engine's read endpoints after the load (bench:scale). */
+  reads?: EndpointLatency[];
 }
 
 export interface BenchReport {
@@ -111,15 +122,17 @@ export function ratios(engine: SideFigures, ceiling: SideFigures): Ratios {
     max: ratioOf(engine.latencyMs.max, ceiling.latencyMs.max),
     rss: ratioOf(engine.rssBytes, ceiling.rssBytes),
     cpu: ratioOf(engine.cpuUsPerInstruction, ceiling.cpuUsPerInstruction),
+    mainThreadCpu: ratioOf(engine.mainThreadCpuUsPerInstruction, ceiling.mainThreadCpuUsPerInstruction),
+    dataPerMillion: ratioOf(engine.dataBytesPerMillion, ceiling.dataBytesPerMillion),
   };
 }
 
-function n(v: number | null | undefined, digits = 0): string {
+export function n(v: number | null | undefined, digits = 0): string {
   if (v === null || v === undefined) return '—';
   return v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 }
 
-function mib(bytes: number | undefined): string {
+export function mib(bytes: number | undefined): string {
   return bytes === undefined ? '—' : n(bytes / (1024 * 1024), 0);
 }
 
@@ -127,12 +140,15 @@ function mib(bytes: number | undefined): string {
 function loadLine(side: string, load: Record<string, unknown>): string {
   const num = (k: string): number => (typeof load[k] === 'number' ? (load[k] as number) : 0);
   const parts = [`sent ${n(num('sentInstructions'))}`, `cleared ${n(num('clearedInstructions'))}`];
+  if (typeof load['driver'] === 'string') parts.unshift(`driver ${load['driver']}`);
+  if (num('institutionsUsed') > 0) parts.push(`from ${n(num('institutionsUsed'))} institutions`);
   if (num('shedInstructions') > 0) parts.push(`shed by the generator ${n(num('shedInstructions'))}`);
   if (num('notCleared') > 0) parts.push(`not cleared ${n(num('notCleared'))} ${JSON.stringify(load['codes'])}`);
   if (num('unanswered') > 0) parts.push(`unanswered at the end ${n(num('unanswered'))}`);
   if (num('sendLagMsMax') > 0) parts.push(`generator behind schedule by ${n(num('sendLagMsMax'), 1)} ms at worst`);
   const elu = load['generatorEventLoopUtilization'];
-  if (Array.isArray(elu)) parts.push(`generator thread utilisation ${elu.map((x: number) => n(x, 2)).join(', ')}`);
+  if (Array.isArray(elu) && elu.length > 0) parts.push(`generator thread utilisation ${elu.map((x: number) => n(x, 2)).join(', ')}`);
+  if (typeof load['generatorCpuCores'] === 'number') parts.push(`wrk used ${n(load['generatorCpuCores'], 2)} cores`);
   return `${side}: ${parts.join('; ')}.`;
 }
 
@@ -161,7 +177,8 @@ export function markdown(r: BenchReport): string {
       `HTTP ${p.httpConnections} connections × pipelining ${p.httpPipelining}, batch ${p.httpBatchSize}; ` +
       `WebSocket ${p.wsConnections} connections on ${p.wsThreads} generator threads, ${p.wsBatchSize} instructions per frame, ` +
       `window ${p.wsWindowFrames} frames (closed loop), ${n(p.wsOfferedPerS)} instructions/s offered (open loop); ` +
-      `engine ${p.shards} shards, ${p.workers} workers; seed ${p.seed}.`,
+      `engine ${p.shards} shards, ${p.workers} workers; ${n(p.banks)} banks, ${n(p.institutions)} institutions, ${p.pairs} pairs; ` +
+      `HTTP driver ${p.httpDriver}; seed ${p.seed}.`,
     '',
     `Ceiling: ${r.ceiling}`,
     '',
@@ -181,6 +198,8 @@ export function markdown(r: BenchReport): string {
       `| ack latency max (ms) | ${n(e.latencyMs.max, 2)} | ${n(c.latencyMs.max, 2)} | ${n(s.ratio.max, 2)} |`,
       `| resident memory at the end (MiB) | ${mib(e.rssBytes)} | ${mib(c.rssBytes)} | ${n(s.ratio.rss, 2)} |`,
       `| server CPU per instruction (µs) | ${n(e.cpuUsPerInstruction, 1)} | ${n(c.cpuUsPerInstruction, 1)} | ${n(s.ratio.cpu, 2)} |`,
+      `| main-thread CPU per instruction (µs) | ${n(e.mainThreadCpuUsPerInstruction, 1)} | ${n(c.mainThreadCpuUsPerInstruction, 1)} | ${n(s.ratio.mainThreadCpu, 2)} |`,
+      `| data folder per million instructions (MiB) | ${mib(e.dataBytesPerMillion)} | ${mib(c.dataBytesPerMillion)} | ${n(s.ratio.dataPerMillion, 2)} |`,
       '',
       loadLine('Load on the engine', s.engine.load),
       loadLine('Load on the ceiling', s.ceiling.load),
@@ -196,7 +215,7 @@ export function markdown(r: BenchReport): string {
   return lines.join('\n');
 }
 
-function stamp(iso: string): string {
+export function stamp(iso: string): string {
   return iso.replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z').replace('T', '-');
 }
 

@@ -96,7 +96,7 @@ async function load(port: number, total: number): Promise<number> {
     waiting.get(m.seq)?.();
     waiting.delete(m.seq);
   });
-  const pool = instructionPool(1);
+  const pool = instructionPool();
   let sent = 0;
   let seq = 0;
   const pump = async (): Promise<void> => {

@@ -1,19 +1,21 @@
 /**
- * Command line of the benches: `node dist/bench/run.js <all|http|ws>
- * [--flag value ...]` (npm run bench, bench:http, bench:ws). It prints a
- * line per scenario and the report's Markdown, writes the report files, and
- * exits non-zero when an audit or a check fails, so that a broken engine
- * cannot pass for a fast one.
+ * Command line of the benches: `node dist/bench/run.js <all|http|ws|scale>
+ * [--flag value ...]` (npm run bench, bench:http, bench:ws, bench:scale).
+ * It prints a line per scenario (per size for scale) and the report's
+ * Markdown (the table for scale), writes the report files, and exits
+ * non-zero when an audit or a check fails, so that a broken engine cannot
+ * pass for a fast one.
  */
 
 import { readFileSync } from 'node:fs';
 import { ParamError, resolveParams, splitArgs, usage, type BenchParams } from './params.js';
+import { runScaleBench, scaleTable } from './scale.js';
 import { runBench, type BenchKind } from './suite.js';
 
-const KINDS: readonly BenchKind[] = ['all', 'http', 'ws'];
+const KINDS: readonly (BenchKind | 'scale')[] = ['all', 'http', 'ws', 'scale'];
 
 async function main(): Promise<number> {
-  let kind: BenchKind;
+  let kind: BenchKind | 'scale';
   let params: BenchParams;
   try {
     const { positional, flags } = splitArgs(process.argv.slice(2));
@@ -23,7 +25,7 @@ async function main(): Promise<number> {
     }
     const k = positional[0] ?? 'all';
     if (!(KINDS as readonly string[]).includes(k) || positional.length > 1) throw new ParamError(`the bench is one of ${KINDS.join(', ')}\n${usage()}`);
-    kind = k as BenchKind;
+    kind = k as BenchKind | 'scale';
     params = resolveParams(flags, process.env);
   } catch (err) {
     if (err instanceof ParamError) {
@@ -33,7 +35,14 @@ async function main(): Promise<number> {
     throw err;
   }
   process.stdout.write(`bench ${kind}, size ${params.size}: ${JSON.stringify(params)}\n`);
-  const { report, files } = await runBench(kind, params, (line) => process.stdout.write(`${line}\n`));
+  const progress = (line: string): void => void process.stdout.write(`${line}\n`);
+  if (kind === 'scale') {
+    const { report, files } = await runScaleBench(params, progress);
+    process.stdout.write(`\n${scaleTable(report)}\n\nreport: ${files.markdown}\n        ${files.svg}\n        ${files.json}\n`);
+    if (!report.ok) process.stderr.write('bench: FAILED (see the problems in the report)\n');
+    return report.ok ? 0 : 1;
+  }
+  const { report, files } = await runBench(kind, params, progress);
   process.stdout.write(`\n${readFileSync(files.markdown, 'utf8')}\nreport: ${files.json}\n        ${files.markdown}\n`);
   if (!report.ok) process.stderr.write('bench: FAILED (see the problems in the report)\n');
   return report.ok ? 0 : 1;

@@ -6,7 +6,7 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -27,6 +27,8 @@ export interface TargetProcess {
   rssBytes(): number | undefined;
   /** CPU time the process has used so far, user and system, all threads; undefined where there is no /proc. */
   cpuSeconds(): number | undefined;
+  /** CPU time of the main thread alone (its thread id is the process id): the engine's event loop. */
+  mainThreadCpuSeconds(): number | undefined;
   output(): string;
   /** SIGTERM, then SIGKILL past STOP_MS_MAX; resolves with the exit code (null when killed). */
   stop(): Promise<number | null>;
@@ -53,16 +55,35 @@ export function readRssBytes(pid: number): number | undefined {
 /** Clock ticks per second of /proc/<pid>/stat times: USER_HZ, 100 on Linux. */
 const CLOCK_TICKS_PER_S = 100;
 
-/** utime + stime of a process, all threads, from /proc/<pid>/stat (fields 14 and 15, after the command name). */
-export function readCpuSeconds(pid: number): number | undefined {
+/** utime + stime (fields 14 and 15, after the command name) of a /proc stat file. */
+function statCpuSeconds(path: string): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(path, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // fields[0] is field 3 (state), so utime (14) and stime (15) are at 11 and 12.
     return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
   } catch {
     return undefined;
   }
+}
+
+/** utime + stime of a process, all threads, from /proc/<pid>/stat. */
+export function readCpuSeconds(pid: number): number | undefined {
+  return statCpuSeconds(`/proc/${pid}/stat`);
+}
+
+/** utime + stime of one thread of a process, from /proc/<pid>/task/<tid>/stat; the main thread's tid is the pid. */
+export function readThreadCpuSeconds(pid: number, tid: number = pid): number | undefined {
+  return statCpuSeconds(`/proc/${pid}/task/${tid}/stat`);
+}
+
+/** Disk space the files under a folder take (allocated blocks, so a sparse or pre-sized file counts for what it holds). */
+export function folderBytes(dir: string): number {
+  let bytes = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (entry.isFile()) bytes += statSync(join(entry.parentPath, entry.name)).blocks * 512;
+  }
+  return bytes;
 }
 
 /**
@@ -133,6 +154,7 @@ export async function startTarget(name: string, script: string, makeConfig: (dat
     dataDir,
     rssBytes: () => readRssBytes(pid),
     cpuSeconds: () => readCpuSeconds(pid),
+    mainThreadCpuSeconds: () => readThreadCpuSeconds(pid),
     output: () => out,
     stop: async () => {
       if (exitCode !== undefined) return exitCode;

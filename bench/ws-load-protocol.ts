@@ -3,6 +3,7 @@
  * (ws-load.ts) and its worker threads (ws-load-worker.ts).
  */
 
+import type { FixtureSpec } from './fixture.js';
 import type { WsMode } from './params.js';
 
 export interface WsConnSpec {
@@ -28,7 +29,8 @@ export interface WsWorkerInit {
   durationMs: number;
   warmupMs: number;
   drainMs: number;
-  seed: number;
+  /** The run's banks, institutions and instruction pool. */
+  fixture: FixtureSpec;
 }
 
 /** An instruction that was sent and never answered; the auditor asks the server about it. */

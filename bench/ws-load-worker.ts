@@ -16,7 +16,7 @@ import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import { Decoder, Encoder } from '@msgpack/msgpack';
 import WebSocket from 'ws';
-import { instructionPool, NetTally, poolEntry, wireInstruction, type PoolEntry, type WireInstruction } from './fixture.js';
+import { bankCodes, instructionPool, NetTally, poolEntry, wireInstruction, type PoolEntry, type WireInstruction } from './fixture.js';
 import { encodeHistogram, latencyHistogram, recordLatency } from './latency.js';
 import type { MainToWorker, WorkerToMain, WsConnSpec, WsWorkerInit, WsWorkerResult } from './ws-load-protocol.js';
 
@@ -48,11 +48,11 @@ interface Conn {
 }
 
 const init = workerData as WsWorkerInit;
-const pool: readonly PoolEntry[] = instructionPool(init.seed);
+const pool: readonly PoolEntry[] = instructionPool(init.fixture);
 const encoder = new Encoder({ ignoreUndefined: true });
 const decoder = new Decoder({ maxStrLength: 4096, maxBinLength: 4096, maxArrayLength: 1_000_000, maxMapLength: 64 });
 const histogram = latencyHistogram();
-const tally = new NetTally();
+const tally = new NetTally(bankCodes(init.fixture.banks));
 
 const result: WsWorkerResult = {
   threadIndex: init.threadIndex,

@@ -6,9 +6,9 @@
  */
 
 import { Worker } from 'node:worker_threads';
-import { INSTITUTIONS, institutionToken, NetTally } from './fixture.js';
+import { bankCodes, connectionInstitution, institutionIds, institutionToken, NetTally } from './fixture.js';
 import { latencySummaryMs, mergeHistograms, type LatencyMs } from './latency.js';
-import type { BenchParams, WsMode } from './params.js';
+import { fixtureOf, type BenchParams, type WsMode } from './params.js';
 import { WS_LOAD_WORKER } from './paths.js';
 import type { MainToWorker, Unanswered, WorkerToMain, WsConnSpec, WsWorkerInit, WsWorkerResult } from './ws-load-protocol.js';
 
@@ -31,6 +31,8 @@ export interface WsLoadOutcome {
   measureWindowS: number;
   throughputPerS: number;
   latency: LatencyMs;
+  /** Distinct institutions the connections speak for (one each). */
+  institutionsUsed: number;
   sentInstructions: number;
   shedInstructions: number;
   answeredInstructions: number;
@@ -71,9 +73,13 @@ function runThread(init: WsWorkerInit, ready: () => void, go: Promise<number>): 
 
 export async function runWsLoad(base: string, mode: WsMode, p: BenchParams): Promise<WsLoadOutcome> {
   const url = `${base.replace(/^http/, 'ws')}/v1/stream`;
+  const fixture = fixtureOf(p);
+  const institutions = institutionIds(p.institutions);
+  const used = new Set<string>();
   const specs: WsConnSpec[][] = Array.from({ length: p.wsThreads }, () => []);
   for (let k = 0; k < p.wsConnections; k++) {
-    const institution = INSTITUTIONS[k % INSTITUTIONS.length]!;
+    const institution = institutions[connectionInstitution(k, p.wsConnections, institutions.length)]!;
+    used.add(institution);
     specs[k % p.wsThreads]!.push({ institution, token: institutionToken(institution), connIndex: k });
   }
   const durationMs = p.durationS * 1000;
@@ -99,7 +105,7 @@ export async function runWsLoad(base: string, mode: WsMode, p: BenchParams): Pro
         durationMs,
         warmupMs: p.warmupS * 1000,
         drainMs,
-        seed: p.seed,
+        fixture,
       },
       () => {
         if (++readyCount === specs.length) release(Date.now() + START_LEAD_MS);
@@ -123,7 +129,7 @@ export async function runWsLoad(base: string, mode: WsMode, p: BenchParams): Pro
   const histogram = mergeHistograms(results.map((r) => r.histogram));
   const latency = latencySummaryMs(histogram);
   histogram.destroy();
-  const tally = new NetTally();
+  const tally = new NetTally(bankCodes(p.banks));
   const sum = (f: (r: WsWorkerResult) => number): number => results.reduce((acc, r) => acc + f(r), 0);
   const codes: Record<string, number> = {};
   for (const r of results) {
@@ -138,6 +144,7 @@ export async function runWsLoad(base: string, mode: WsMode, p: BenchParams): Pro
     measureWindowS,
     throughputPerS: measured / measureWindowS,
     latency,
+    institutionsUsed: used.size,
     sentInstructions: sum((r) => r.sentInstructions),
     shedInstructions: sum((r) => r.shedInstructions),
     answeredInstructions: sum((r) => r.answeredInstructions),

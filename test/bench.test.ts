@@ -9,10 +9,13 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { resolveParams } from '../bench/params.js';
+import { AMOUNT_CENTS_MAX, bankCodes, BANK_CODES, connectionInstitution, instructionPool, POOL_SIZE } from '../bench/fixture.js';
+import { wrkAvailable, WRK_MISSING_NOTE } from '../bench/http-wrk.js';
+import { ParamError, resolveParams } from '../bench/params.js';
 import { ratioOf, type BenchReport, type SideFigures } from '../bench/report.js';
 import { runLedgerTaskBench } from '../bench/ledger-tasks.js';
 import { runRestartBench } from '../bench/restart.js';
+import { runScaleBench } from '../bench/scale.js';
 import { runBench } from '../bench/suite.js';
 
 const resultsDir = mkdtempSync(join(tmpdir(), 'netting-bench-test-'));
@@ -50,6 +53,13 @@ function expectSoundReport(report: BenchReport, names: string[]): void {
     expect(s.ratio.max).toBe(ratioOf(e.latencyMs.max, c.latencyMs.max));
     expect(s.ratio.rss).toBe(ratioOf(e.rssBytes, c.rssBytes));
     expect(e.rssBytes).toBeGreaterThan(0);
+    // The engine's main thread is read on its own; the data folder is sized once each server has stopped.
+    expect(e.mainThreadCpuUsPerInstruction).toBeGreaterThan(0);
+    expect(s.ratio.mainThreadCpu).toBe(ratioOf(e.mainThreadCpuUsPerInstruction, c.mainThreadCpuUsPerInstruction));
+    expect(e.dataBytes).toBeGreaterThan(0);
+    expect(c.dataBytes).toBeGreaterThan(0);
+    expect(e.dataBytesPerMillion).toBeCloseTo((e.dataBytes! / s.engine.check.engineAuditCleared) * 1e6);
+    expect(s.ratio.dataPerMillion).toBe(ratioOf(e.dataBytesPerMillion, c.dataBytesPerMillion));
     const audit = s.engine.check;
     expect(audit.ok, audit.problems.join('\n')).toBe(true);
     expect(audit.conservation).toBe(true);
@@ -67,6 +77,44 @@ function expectSoundReport(report: BenchReport, names: string[]): void {
   expect(report.machine.cores).toBeGreaterThan(0);
 }
 
+describe('bench fixture', () => {
+  it('generates valid bank codes after the 14 real ones, and a deterministic pool within the engine\'s amounts', () => {
+    const codes = bankCodes(2000);
+    expect(codes.slice(0, 14)).toEqual(BANK_CODES);
+    expect(codes.slice(14, 16)).toEqual(['B0015', 'B0016']);
+    expect(new Set(codes).size).toBe(2000);
+    expect(codes.filter((c) => !/^[A-Z0-9]{2,16}$/.test(c))).toEqual([]);
+    const spec = { seed: 7, banks: 500, institutions: 100, pairs: 'skewed' as const };
+    const pool = instructionPool(spec);
+    expect(pool).toHaveLength(POOL_SIZE);
+    expect(instructionPool(spec)).toEqual(pool);
+    const amounts = pool.map((e) => e.amount).sort((a, b) => a - b);
+    expect(amounts.every((a) => Number.isInteger(a) && a >= 1 && a <= AMOUNT_CENTS_MAX)).toBe(true);
+    // Many small, few large: the median is far below the mean.
+    const mean = amounts.reduce((x, y) => x + y, 0) / amounts.length;
+    expect(amounts[amounts.length >> 1]! * 5).toBeLessThan(mean);
+    expect(pool.every((e) => e.payer !== e.payee && codes[e.payerIndex] === e.payer && codes[e.payeeIndex] === e.payee)).toBe(true);
+    // Skewed pairs put the first bank in far more instructions than uniform pairs do.
+    const share = (pairs: 'skewed' | 'uniform'): number => instructionPool({ ...spec, pairs }).filter((e) => e.payerIndex === 0 || e.payeeIndex === 0).length / POOL_SIZE;
+    expect(share('skewed')).toBeGreaterThan(0.1);
+    expect(share('uniform')).toBeLessThan(0.02);
+    // Fewer connections than institutions: spread over the whole list.
+    expect([0, 1, 2, 3].map((k) => connectionInstitution(k, 4, 100))).toEqual([0, 25, 50, 75]);
+    expect([0, 1, 2, 3].map((k) => connectionInstitution(k, 4, 2))).toEqual([0, 1, 0, 1]);
+  });
+
+  it('takes the new flags and refuses bad ones', () => {
+    const large = resolveParams(new Map(), {});
+    expect([large.banks, large.institutions, large.pairs, large.httpDriver, large.scaleSizes]).toEqual([500, 100, 'skewed', 'autocannon', [20, 100, 500, 2000]]);
+    const p = resolveParams(new Map([['banks', '40'], ['pairs', 'uniform'], ['sizes', '30,4'], ['http-driver', 'wrk']]), { BENCH_INSTITUTIONS: '7' }, { size: 'small' });
+    expect([p.banks, p.institutions, p.pairs, p.httpDriver, p.scaleSizes]).toEqual([40, 7, 'uniform', 'wrk', [4, 30]]);
+    expect(() => resolveParams(new Map([['banks', '1']]), {})).toThrow(ParamError);
+    expect(() => resolveParams(new Map([['pairs', 'zipf']]), {})).toThrow(ParamError);
+    expect(() => resolveParams(new Map([['sizes', '20,x']]), {})).toThrow(ParamError);
+    expect(() => resolveParams(new Map([['http-driver', 'ab']]), {})).toThrow(ParamError);
+  });
+});
+
 describe('benches at the small size', () => {
   it('http: single and batched POSTs against the engine and the ceiling, audited', async () => {
     const params = resolveParams(new Map(), {}, { size: 'small', resultsDir });
@@ -82,6 +130,52 @@ describe('benches at the small size', () => {
     expectSoundReport(report, ['ws-closed', 'ws-open']);
     expect(report.scenarios[1]!.engine.load['offeredPerS']).toBe(params.wsOfferedPerS);
     expect(readFileSync(files.markdown, 'utf8')).toContain('## ws-open');
+  }, 90_000);
+
+  it('scale: 4 and 30 banks, engine and ceiling at each, read latencies, a table and a chart, audited', async () => {
+    const params = resolveParams(new Map(), {}, { size: 'small', resultsDir, durationS: 1, scaleSizes: [4, 30], institutions: 3, probes: 3 });
+    const lines: string[] = [];
+    const { report, files } = await runScaleBench(params, (l) => lines.push(l));
+    expect(report.rows.map((r) => r.banks)).toEqual([4, 30]);
+    expect(lines).toHaveLength(2);
+    for (const row of report.rows) {
+      expectSoundReport({ ...report, kind: 'ws', scenarios: [row.scenario] } as unknown as BenchReport, ['ws-closed']);
+      const reads = row.scenario.reads!;
+      expect(reads.map((r) => r.name)).toEqual(['GET /v1/positions', 'GET /v1/positions/{bank}', 'GET /v1/snapshots/latest', 'GET /metrics']);
+      for (const r of reads) {
+        expect(r.status, r.name).toBe(200);
+        expect(r.bytes).toBeGreaterThan(0);
+        expect(r.count).toBe(3);
+        expect(r.p50Ms).toBeGreaterThan(0);
+        expect(r.p50Ms).toBeLessThanOrEqual(r.p99Ms);
+        expect(r.p99Ms).toBeLessThanOrEqual(r.maxMs);
+      }
+      // Two connections for three institutions: each speaks for a different one.
+      expect(row.scenario.engine.load['institutionsUsed']).toBe(2);
+    }
+    expect(report.ok).toBe(true);
+    const md = readFileSync(files.markdown, 'utf8');
+    expect(md).toContain('| banks | engine /s | ceiling /s | ratio |');
+    expect(md).toMatch(/\n\| 30 \| [\d,]+ \| [\d,]+ \| [\d.]+ \|/);
+    expect(md).toContain(`](${files.svg.split('/').pop()!})`);
+    const svg = readFileSync(files.svg, 'utf8');
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg.trimEnd().endsWith('</svg>')).toBe(true);
+    expect(svg.match(/<polyline /g)).toHaveLength(3);
+    expect(JSON.parse(readFileSync(files.json, 'utf8')).ok).toBe(true);
+  }, 90_000);
+
+  it('http with wrk: single and batched POSTs from many institutions over 40 uniform banks, audited (autocannon when wrk is absent)', async () => {
+    const params = resolveParams(new Map(), {}, { size: 'small', resultsDir, durationS: 1, httpDriver: 'wrk', banks: 40, institutions: 7, pairs: 'uniform' });
+    const { report } = await runBench('http', params);
+    expectSoundReport(report, ['http-single', 'http-batch']);
+    const driver = wrkAvailable() ? 'wrk' : 'autocannon';
+    for (const s of report.scenarios) {
+      expect(s.description.startsWith(driver)).toBe(true);
+      expect(s.engine.load['driver']).toBe(driver);
+      expect(s.engine.load['institutionsUsed']).toBe(7);
+      expect(s.notes.includes(WRK_MISSING_NOTE)).toBe(driver === 'autocannon');
+    }
   }, 90_000);
 
   it('restart: loads the engine, restarts it on the same data and reports memory and start-up time', async () => {
