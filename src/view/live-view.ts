@@ -7,44 +7,94 @@
  * state: exactly the instructions acknowledged so far.
  */
 
-import { assert } from '../core/assert.js';
+import { assert, AssertionError } from '../core/assert.js';
 import { addInstitutionTotals, subDigest } from '../core/digest.js';
-import { bankPositions, bilateralOf, FlowBook, nettingTotals, type BankPosition, type CounterpartyPosition, type NettingTotals } from '../core/netting.js';
+import { bilateralOf, FlowBook, type BankPosition, type CounterpartyPosition, type NettingTotals, type PairFlow } from '../core/netting.js';
 import type { BatchSummary, InstitutionTotals } from '../shard/tasks.js';
 
-interface Totals {
+/** One shard's share of a batch: the flows of its pairs (no other shard has them) and its institutions' figures. */
+interface ShardPart {
   flows: FlowBook;
   institutions: Map<string, InstitutionTotals>;
-  /** paid − received per bank, kept as deltas arrive so debit-cap checks cost O(1). */
-  netDebit: Map<string, bigint>;
 }
 
-export interface BatchState extends Totals {
+/** A bank's running figures in a batch, kept as deltas arrive so positions and caps cost O(1) per bank. */
+interface BankTotals {
+  paid: bigint;
+  received: bigint;
+  count: number;
+}
+
+export interface BatchState {
   batch: string;
   /** Each shard's share, so one shard can be resynchronised from disk after its worker died. */
-  shards: Map<number, Totals>;
+  shards: Map<number, ShardPart>;
+  /** Running per-bank figures, Σ over the shards' flows. */
+  banks: Map<string, BankTotals>;
+  /** Running per-institution figures, Σ over the shards. */
+  institutions: Map<string, InstitutionTotals>;
+  /** Σ amounts. */
+  gross: bigint;
+  /** Every pair flow of the batch, across the shards (each pair lives in one shard). */
+  flows: { values(): Iterable<PairFlow> };
 }
 
-function emptyTotals(): Totals {
-  return { flows: new FlowBook(), institutions: new Map(), netDebit: new Map() };
+function emptyPart(): ShardPart {
+  return { flows: new FlowBook(), institutions: new Map() };
 }
 
-/** Add a summary into totals (sign 1), or take it out (sign -1). */
-function accumulate(into: Totals, s: BatchSummary, sign: 1 | -1): void {
+function emptyState(batch: string): BatchState {
+  const shards = new Map<number, ShardPart>();
+  return {
+    batch,
+    shards,
+    banks: new Map(),
+    institutions: new Map(),
+    gross: 0n,
+    flows: {
+      *values() {
+        for (const part of shards.values()) yield* part.flows.values();
+      },
+    },
+  };
+}
+
+function bankTotals(state: BatchState, bank: string): BankTotals {
+  let t = state.banks.get(bank);
+  if (t === undefined) {
+    t = { paid: 0n, received: 0n, count: 0 };
+    state.banks.set(bank, t);
+  }
+  return t;
+}
+
+/** Add a summary into a shard's part and the batch's running figures (sign 1), or take it out (sign -1). */
+function accumulate(state: BatchState, part: ShardPart, s: BatchSummary, sign: 1 | -1): void {
   const k = BigInt(sign);
   for (const f of s.flows) {
-    into.flows.add({ a: f.a, b: f.b, aToB: k * f.aToB, bToA: k * f.bToA, countAToB: sign * f.countAToB, countBToA: sign * f.countBToA });
-    const aDebit = k * (f.aToB - f.bToA);
-    into.netDebit.set(f.a, (into.netDebit.get(f.a) ?? 0n) + aDebit);
-    into.netDebit.set(f.b, (into.netDebit.get(f.b) ?? 0n) - aDebit);
+    const aToB = k * f.aToB;
+    const bToA = k * f.bToA;
+    const count = sign * (f.countAToB + f.countBToA);
+    part.flows.add({ a: f.a, b: f.b, aToB, bToA, countAToB: sign * f.countAToB, countBToA: sign * f.countBToA });
+    const ta = bankTotals(state, f.a);
+    ta.paid += aToB;
+    ta.received += bToA;
+    ta.count += count;
+    const tb = bankTotals(state, f.b);
+    tb.paid += bToA;
+    tb.received += aToB;
+    tb.count += count;
+    state.gross += aToB + bToA;
   }
   for (const t of s.institutions) {
-    addInstitutionTotals(into.institutions, t.institution, sign * t.count, k * t.amount, sign === 1 ? t.digest : subDigest(0n, t.digest));
+    const digest = sign === 1 ? t.digest : subDigest(0n, t.digest);
+    addInstitutionTotals(part.institutions, t.institution, sign * t.count, k * t.amount, digest);
+    addInstitutionTotals(state.institutions, t.institution, sign * t.count, k * t.amount, digest);
   }
 }
 
-function asSummary(batch: string, t: Totals): BatchSummary {
-  return { batch, flows: [...t.flows.values()].map((f) => ({ ...f })), institutions: [...t.institutions.values()].map((i) => ({ ...i })) };
+function asSummary(batch: string, part: ShardPart): BatchSummary {
+  return { batch, flows: [...part.flows.values()].map((f) => ({ ...f })), institutions: [...part.institutions.values()].map((i) => ({ ...i })) };
 }
 
 export interface PositionsOverview {
@@ -57,10 +107,6 @@ export interface PositionsOverview {
 export interface BankDetail {
   position: BankPosition;
   counterparties: CounterpartyPosition[];
-}
-
-function emptyState(batch: string): BatchState {
-  return { batch, ...emptyTotals(), shards: new Map() };
 }
 
 export class LiveView {
@@ -108,10 +154,10 @@ export class LiveView {
     return state;
   }
 
-  private partOf(state: BatchState, shard: number): Totals {
+  private partOf(state: BatchState, shard: number): ShardPart {
     let part = state.shards.get(shard);
     if (part === undefined) {
-      part = emptyTotals();
+      part = emptyPart();
       state.shards.set(shard, part);
     }
     return part;
@@ -121,8 +167,7 @@ export class LiveView {
   apply(delta: BatchSummary, shard: number): void {
     if (delta.flows.length === 0 && delta.institutions.length === 0) return;
     const state = this.stateOf(delta.batch);
-    accumulate(state, delta, 1);
-    accumulate(this.partOf(state, shard), delta, 1);
+    accumulate(state, this.partOf(state, shard), delta, 1);
     this.version++;
   }
 
@@ -134,10 +179,9 @@ export class LiveView {
     const state = this.states.get(summary.batch);
     assert(state !== undefined, `batch ${summary.batch} is not in the live view`);
     const part = this.partOf(state, shard);
-    accumulate(state, asSummary(summary.batch, part), -1);
-    const fresh = emptyTotals();
-    accumulate(fresh, summary, 1);
-    accumulate(state, summary, 1);
+    accumulate(state, emptyPart(), asSummary(summary.batch, part), -1);
+    const fresh = emptyPart();
+    accumulate(state, fresh, summary, 1);
     state.shards.set(shard, fresh);
     this.version++;
   }
@@ -163,7 +207,8 @@ export class LiveView {
 
   /** paid − received of `bank` in `batch` (by default the open one), as committed so far. */
   netDebit(bank: string, batch: string = this.openId): bigint {
-    return this.states.get(batch)?.netDebit.get(bank) ?? 0n;
+    const t = this.states.get(batch)?.banks.get(bank);
+    return t === undefined ? 0n : t.paid - t.received;
   }
 
   pendingDebit(bank: string): bigint {
@@ -187,10 +232,30 @@ export class LiveView {
     return state;
   }
 
+  /**
+   * Every participant's position and the batch totals, from the running
+   * figures: O(banks), whatever the number of pairs. Conservation is
+   * asserted, and so is that no flow names a bank that is not a participant.
+   */
   overview(batch: string = this.openId): PositionsOverview {
     const state = this.states.get(batch) ?? emptyState(batch);
-    const banks = bankPositions(this.banks, state.flows.values());
-    return { batch, seq: this.version, banks, totals: nettingTotals(state.flows.values(), banks) };
+    const banks = this.rows(state);
+    let sum = 0n;
+    let net = 0n;
+    for (const r of banks) {
+      sum += r.net;
+      if (r.net > 0n) net += r.net;
+    }
+    assert(sum === 0n, `conservation broken: banks' nets sum to ${sum}`);
+    for (const bank of state.banks.keys()) if (!this.participants.has(bank)) throw new AssertionError(`a flow names an unknown bank ${bank}`);
+    return { batch, seq: this.version, banks, totals: { gross: state.gross, net } };
+  }
+
+  private rows(state: BatchState): BankPosition[] {
+    return this.banks.map((bank) => {
+      const t = state.banks.get(bank);
+      return t === undefined ? { bank, paid: 0n, received: 0n, net: 0n, count: 0 } : { bank, paid: t.paid, received: t.received, net: t.received - t.paid, count: t.count };
+    });
   }
 
   /**
@@ -204,24 +269,22 @@ export class LiveView {
     const state = this.states.get(batch);
     if (state === undefined) return 0n;
     let sum = 0n;
-    for (const f of state.flows.values()) {
-      // net(a) = received − paid = bToA − aToB, and net(b) the opposite.
-      if (this.participants.has(f.a)) sum += f.bToA - f.aToB;
-      if (this.participants.has(f.b)) sum += f.aToB - f.bToA;
-    }
+    for (const [bank, t] of state.banks) if (this.participants.has(bank)) sum += t.received - t.paid;
     return sum;
   }
 
   bank(code: string): BankDetail {
     const state = this.states.get(this.openId)!;
-    const rows = bankPositions(this.banks, state.flows.values());
-    const position = rows.find((r) => r.bank === code);
-    assert(position !== undefined, `unknown bank ${code}`);
+    assert(this.participants.has(code), `unknown bank ${code}`);
+    const t = state.banks.get(code);
+    const position: BankPosition = t === undefined ? { bank: code, paid: 0n, received: 0n, net: 0n, count: 0 } : { bank: code, paid: t.paid, received: t.received, net: t.received - t.paid, count: t.count };
+    const parts = [...state.shards.values()];
     const counterparties: CounterpartyPosition[] = [];
     let sum = 0n;
     for (const other of this.banks) {
       if (other === code) continue;
-      const flow = state.flows.get(code, other);
+      let flow: PairFlow | undefined;
+      for (let i = 0; i < parts.length && flow === undefined; i++) flow = parts[i]!.flows.get(code, other);
       const c = flow === undefined ? { bank: other, paid: 0n, received: 0n, net: 0n } : bilateralOf(flow, code);
       sum += c.net;
       counterparties.push(c);
