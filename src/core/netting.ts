@@ -127,31 +127,39 @@ export function nettingTotals(flows: Iterable<PairFlow>, positions: readonly Ban
 }
 
 /**
- * A book of pair flows: one per shard in the workers, and one combined
- * view on the main thread, fed by the shards' committed deltas.
+ * A book of pair flows: one per shard in the workers, and one per shard's
+ * share on the main thread, fed by the shards' committed deltas. Flows are
+ * kept by the lower code, then the higher one: a look-up builds no string.
  */
 export class FlowBook {
-  private readonly flows = new Map<string, PairFlow>();
+  private readonly flows = new Map<string, Map<string, PairFlow>>();
+  private count = 0;
 
   get size(): number {
-    return this.flows.size;
+    return this.count;
   }
 
-  values(): IterableIterator<PairFlow> {
-    return this.flows.values();
+  *values(): IterableIterator<PairFlow> {
+    for (const row of this.flows.values()) yield* row.values();
   }
 
   get(x: string, y: string): PairFlow | undefined {
-    return this.flows.get(pairKeyOf(x, y));
+    return x < y ? this.flows.get(x)?.get(y) : this.flows.get(y)?.get(x);
   }
 
   /** The flow of a pair, created empty when first touched. */
   touch(x: string, y: string): PairFlow {
-    const key = pairKeyOf(x, y);
-    let flow = this.flows.get(key);
+    const [a, b] = x < y ? [x, y] : [y, x];
+    let row = this.flows.get(a);
+    if (row === undefined) {
+      row = new Map();
+      this.flows.set(a, row);
+    }
+    let flow = row.get(b);
     if (flow === undefined) {
-      flow = emptyFlow(x, y);
-      this.flows.set(key, flow);
+      flow = { a, b, aToB: 0n, bToA: 0n, countAToB: 0, countBToA: 0 };
+      row.set(b, flow);
+      this.count++;
     }
     return flow;
   }
@@ -160,7 +168,21 @@ export class FlowBook {
     addFlow(this.touch(delta.a, delta.b), delta);
   }
 
+  /** Add a delta (sign 1) or take it back (sign -1), without building a signed copy. */
+  addSigned(delta: PairFlow, sign: 1 | -1): void {
+    if (sign === 1) {
+      this.add(delta);
+      return;
+    }
+    const f = this.touch(delta.a, delta.b);
+    f.aToB -= delta.aToB;
+    f.bToA -= delta.bToA;
+    f.countAToB -= delta.countAToB;
+    f.countBToA -= delta.countBToA;
+  }
+
   clear(): void {
     this.flows.clear();
+    this.count = 0;
   }
 }

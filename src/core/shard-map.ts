@@ -24,23 +24,33 @@ export function shardOfPair(x: string, y: string, shards: number): number {
 }
 
 export class ShardMap {
-  /** payer → payee → shard, both directions: a look-up builds no string. */
-  private readonly table = new Map<string, Map<string, number>>();
+  /** Bank code → its index in the configured list. */
+  private readonly index = new Map<string, number>();
+  /** The shard of (payer i, payee j) at i * banks + j: one typed array, no per-pair objects. */
+  private readonly table: Uint16Array;
+  private readonly n: number;
 
   constructor(
     banks: readonly string[],
     readonly shards: number,
   ) {
-    for (const x of banks) {
-      const row = new Map<string, number>();
-      for (const y of banks) if (x !== y) row.set(y, shardOfPair(x, y, shards));
-      this.table.set(x, row);
+    assert(shards <= 0xffff, 'too many shards for the shard table');
+    this.n = banks.length;
+    banks.forEach((b, i) => this.index.set(b, i));
+    this.table = new Uint16Array(this.n * this.n);
+    for (let i = 0; i < this.n; i++) {
+      for (let j = i + 1; j < this.n; j++) {
+        const s = shardOfPair(banks[i]!, banks[j]!, shards);
+        this.table[i * this.n + j] = s;
+        this.table[j * this.n + i] = s;
+      }
     }
   }
 
   shardOf(payer: string, payee: string): number {
-    const s = this.table.get(payer)?.get(payee);
-    assert(s !== undefined, `no shard for pair ${payer}|${payee}`);
-    return s;
+    const i = this.index.get(payer);
+    const j = this.index.get(payee);
+    assert(i !== undefined && j !== undefined && i !== j, `no shard for pair ${payer}|${payee}`);
+    return this.table[i * this.n + j]!;
   }
 }

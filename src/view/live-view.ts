@@ -72,10 +72,10 @@ function bankTotals(state: BatchState, bank: string): BankTotals {
 function accumulate(state: BatchState, part: ShardPart, s: BatchSummary, sign: 1 | -1): void {
   const k = BigInt(sign);
   for (const f of s.flows) {
-    const aToB = k * f.aToB;
-    const bToA = k * f.bToA;
+    const aToB = sign === 1 ? f.aToB : -f.aToB;
+    const bToA = sign === 1 ? f.bToA : -f.bToA;
     const count = sign * (f.countAToB + f.countBToA);
-    part.flows.add({ a: f.a, b: f.b, aToB, bToA, countAToB: sign * f.countAToB, countBToA: sign * f.countBToA });
+    part.flows.addSigned(f, sign);
     const ta = bankTotals(state, f.a);
     ta.paid += aToB;
     ta.received += bToA;
