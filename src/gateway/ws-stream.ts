@@ -30,6 +30,9 @@ import type { Limits } from '../config/config.js';
 export const TOPICS = ['notifications', 'snapshots', 'forwards'] as const;
 /** Ops counted by name in the metrics; anything else is 'unknown', keeping label values bounded. */
 const KNOWN_OPS: ReadonlySet<string> = new Set(['submit', 'receipt', 'subscribe', 'ping']);
+/** What the engine sends, for counters that start at zero. */
+const OUT_OPS = ['ack', 'subscribed', 'pong', 'error', 'forward', 'query', 'notify', 'snapshot'] as const;
+const ROLES = ['institution', 'bank', 'operator'] as const;
 /** About what one forward takes on the wire, to keep catch-up frames well under the send-buffer bound. */
 const FORWARD_ITEM_BYTES_ESTIMATE = 400;
 export type Topic = (typeof TOPICS)[number];
@@ -449,6 +452,8 @@ export function registerStreamMetrics(registry: Registry, ctx: WsContext): void 
     registers: [registry],
     collect() {
       this.reset();
+      // Every role shows from the start, at zero: a panel has a series before the first connection.
+      for (const role of ROLES) this.inc({ role }, 0);
       for (const [role, n] of counters.wsConnectionsOpened.entries()) this.inc({ role }, n);
     },
   });
@@ -470,6 +475,8 @@ export function registerStreamMetrics(registry: Registry, ctx: WsContext): void 
     registers: [registry],
     collect() {
       this.reset();
+      for (const op of KNOWN_OPS) this.inc({ direction: 'in', op }, 0);
+      for (const op of OUT_OPS) this.inc({ direction: 'out', op }, 0);
       for (const [key, n] of counters.wsMessages.entries()) {
         const [direction, op] = key.split('|') as [string, string];
         this.inc({ direction, op }, n);

@@ -64,7 +64,7 @@ describe('a long run of two-phase instructions', () => {
           const events = await metric(engine.base, 'netting_lifecycle_timer_events');
           const pending = await metric(engine.base, 'netting_pending_instructions');
           peakEvents = Math.max(peakEvents, events);
-          samples.push(`${n} sent, ${pending} pending, ${events} timer events, ${rssMiB(engine.proc.pid!).toFixed(0)} MiB`);
+          if (f % 100 === 0) samples.push(`${n} sent, ${pending} pending, ${events} timer events, ${rssMiB(engine.proc.pid!).toFixed(0)} MiB`);
           // Dead events never outnumber the live ones by more than the compaction threshold allows.
           expect(events).toBeLessThanOrEqual(2 * 3 * pending + 2048);
         }

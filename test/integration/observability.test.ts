@@ -498,6 +498,9 @@ describe('observability', () => {
     expect(sample('netting_instructions_total{type="agreement",status="declined"}')).toBe('0');
     expect(sample('netting_rejections_total{code="OVERLOADED"}')).toBe('0');
     expect(sample('netting_shard_resyncs_total{shard="3"}')).toBe('0');
+    expect(sample('netting_ws_connections_opened_total{role="bank"}')).toBe('0');
+    expect(sample('netting_ws_messages_total{direction="in",op="receipt"}')).toBe('0');
+    expect(sample('netting_ws_messages_total{direction="out",op="forward"}')).toBe('0');
     expect(sample('netting_settlement_unsettled_batches')).toBe('0');
   });
 
