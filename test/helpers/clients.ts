@@ -50,6 +50,9 @@ export interface Ack {
   [k: string]: unknown;
 }
 
+/** Messages the engine pushes on its own; none of them answers a request, whatever fields it has. */
+const PUSHED_OPS: ReadonlySet<string> = new Set(['snapshot', 'forward', 'query', 'notify']);
+
 export class StreamClient {
   private nextSeq = 1;
   private readonly waiting = new Map<number, (m: Ack) => void>();
@@ -62,7 +65,8 @@ export class StreamClient {
   ) {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       const msg = (isBinary ? decode(data) : JSON.parse(data.toString())) as Ack;
-      const w = typeof msg.seq === 'number' ? this.waiting.get(msg.seq) : undefined;
+      // A pushed snapshot carries its own `seq` (the snapshot's number): it answers no request.
+      const w = typeof msg.seq === 'number' && !PUSHED_OPS.has(msg.op) ? this.waiting.get(msg.seq) : undefined;
       if (w !== undefined) {
         this.waiting.delete(msg.seq!);
         w(msg);

@@ -314,7 +314,10 @@ async function driveLoad(base: string): Promise<void> {
       const acks = await Promise.all(
         Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? inst2 : inst1).submit(batch(`W${round}-${i}`, 60))),
       );
-      for (const ack of acks) expect(ack.results!.every((r: any) => r.status === 'cleared')).toBe(true);
+      for (const ack of acks) {
+        expect(ack.results, JSON.stringify(ack)).toBeDefined();
+        expect(ack.results!.every((r: any) => r.status === 'cleared')).toBe(true);
+      }
 
       if (round === 0) {
         // Two-phase: ICBC confirms over WebSocket, declines over HTTP; CMB confirms over HTTP; one expires.
