@@ -161,7 +161,9 @@ export interface RouterDeps {
   /**
    * Bring the live state of one shard (its share of the live view, its
    * pending debits and timers) back in line with its disk, after a task of
-   * it failed: its worker may have died after committing.
+   * it failed: its worker may have died after committing. It leaves the
+   * shard's latest commit visible to `lookup`, which the router then reads
+   * to answer the failed task's operations.
    */
   resync: (shard: number) => Promise<void>;
 }
@@ -192,7 +194,6 @@ export class ShardRouter {
   private readonly resyncing = new Set<number>();
   /** Per shard, the operations of its failed tasks: answered from its disk once it is resynchronised. */
   private readonly awaitingTruth: Held[][] = [];
-  private resyncWaiters: (() => void)[] = [];
   private idleWaiters: (() => void)[] = [];
   private currentBatch: string;
   /**
@@ -298,7 +299,7 @@ export class ShardRouter {
       return;
     }
     const debit: Reservation | undefined = this.deps.caps.cap(v.payer) === undefined ? undefined : { bank: v.payer, amount: v.amount, twoPhase: v.twoPhase };
-    this.enqueue(shard, toSubmitOp(v), target(submission, index), unseen, debit);
+    this.enqueue(shard, toSubmitOp(v), submission, index, unseen, debit);
   }
 
   /**
@@ -334,7 +335,7 @@ export class ShardRouter {
       }
       capped = { bank: debit.bank, amount: debit.amount, twoPhase: false };
     }
-    this.enqueue(shard, op, { target, index }, false, capped);
+    this.enqueue(shard, op, target, index, false, capped);
   }
 
   /**
@@ -342,9 +343,9 @@ export class ShardRouter {
    * listed (see InflightIndex). `debit`: already reserved under the batch
    * routed into.
    */
-  private enqueue(shard: number, op: ShardOp, to: Waiter, unseen: boolean, debit: Reservation | undefined): void {
+  private enqueue(shard: number, op: ShardOp, target: OutcomeTarget, index: number, unseen: boolean, debit: Reservation | undefined): void {
     const batch = this.routeBatch;
-    const entry: Inflight = { op, place: 'listed', shard, batch, target: to.target, index: to.index, more: undefined, deferred: undefined, debit, reserved: debit !== undefined };
+    const entry: Inflight = { op, place: 'listed', shard, batch, target, index, more: undefined, deferred: undefined, debit, reserved: debit !== undefined };
     if (unseen) this.inflight.addUnindexed(entry);
     else this.inflight.add(entry);
     this.inflightPerShard[shard]!++;
@@ -473,15 +474,9 @@ export class ShardRouter {
     this.deps.resync(shard).then(
       () => {
         this.resyncing.delete(shard);
-        this.deps.lookup.refresh(shard);
         const held = this.awaitingTruth[shard]!;
         this.awaitingTruth[shard] = [];
         for (const h of held) this.answerFromDisk(h);
-        if (this.resyncWanted.size === 0 && this.resyncing.size === 0) {
-          const waiters = this.resyncWaiters;
-          this.resyncWaiters = [];
-          waiters.forEach((w) => w());
-        }
         this.afterTask();
       },
       (err: unknown) => {
@@ -528,12 +523,6 @@ export class ShardRouter {
     if (result.kind === 'failed') this.deps.counters.rejections.add(result.failure.code);
     this.release(entry);
     this.finish(entry, result);
-  }
-
-  /** Resolves once no shard is waiting to be, or being, resynchronised. */
-  resynced(): Promise<void> {
-    if (this.resyncWanted.size === 0 && this.resyncing.size === 0) return Promise.resolve();
-    return new Promise((resolve) => this.resyncWaiters.push(resolve));
   }
 
   private release(entry: Inflight): void {
@@ -673,11 +662,6 @@ function storedOutcome(record: StoredInstruction, conflict: boolean): OpOutcome 
 function waiters(e: Inflight): number {
   return (e.more?.length ?? 0) + (e.deferred?.length ?? 0);
 }
-
-function target(t: OutcomeTarget, index: number): Waiter {
-  return { target: t, index };
-}
-
 
 /** Counter keys per instruction type, built once. */
 const CLEARED_KEY = Object.fromEntries(INSTRUCTION_TYPES.map((t) => [t, `${t}|cleared`])) as Record<InstructionType, string>;
