@@ -56,6 +56,33 @@ async function withEngine(overrides: Record<string, unknown>, body: (engine: Run
   }
 }
 
+/**
+ * One stream of frames of 100 fresh instructions on `c`, while `more(f)`
+ * holds for frame `f`: a frame answered with anything but one result per
+ * item is an anomaly; each result goes to `onResult` with what was sent.
+ * Answers the number of instructions sent.
+ */
+async function pumpFrames(
+  c: StreamClient,
+  more: (frame: number) => boolean,
+  nextItem: () => Sent,
+  anomalies: string[],
+  onResult: (r: any, s: Sent, i: number) => void,
+): Promise<number> {
+  let sent = 0;
+  for (let f = 0; more(f); f++) {
+    const list: Sent[] = Array.from({ length: 100 }, nextItem);
+    sent += list.length;
+    const ack = await c.submit(list.map((s) => s.item));
+    if (ack.op !== 'ack' || ack.results?.length !== list.length) {
+      anomalies.push(`frame answered ${JSON.stringify(ack).slice(0, 200)}`);
+      continue;
+    }
+    ack.results.forEach((r, i) => onResult(r, list[i]!, i));
+  }
+  return sent;
+}
+
 async function crashWorker(engine: RunningEngine, worker: number): Promise<void> {
   const r = await http(engine.base, 'POST', `/v1/debug/workers/${worker}/crash`, { token: TOKENS.ops });
   expect(r.status).toBe(202);
@@ -130,16 +157,13 @@ describe('answers after shard worker crashes', () => {
       let faulting = true;
 
       const pump = async (c: StreamClient, institution: InstitutionId, tag: string): Promise<void> => {
-        for (let f = 0; f < 300 && (f < 20 || faulting) && Date.now() < deadline; f++) {
-          const list: Sent[] = Array.from({ length: 100 }, () => ({ institution, item: make(`CAPF-${tag}-${n++}`) }));
-          sent += list.length;
-          const ack = await c.submit(list.map((s) => s.item));
-          if (ack.op !== 'ack' || ack.results?.length !== list.length) {
-            anomalies.push(`frame answered ${JSON.stringify(ack).slice(0, 200)}`);
-            continue;
-          }
-          ack.results.forEach((r, i) => {
-            const s = list[i]!;
+        // Added after the await: `sent += await …` would read `sent` before the other pumps add to it.
+        const count = await pumpFrames(
+          c,
+          (f) => f < 300 && (f < 20 || faulting) && Date.now() < deadline,
+          () => ({ institution, item: make(`CAPF-${tag}-${n++}`) }),
+          anomalies,
+          (r, s, i) => {
             if (r.id !== s.item.id) anomalies.push(`result ${i} names ${r.id}, not ${s.item.id}`);
             if (r.duplicate !== undefined) anomalies.push(`fresh id ${s.item.id} answered with duplicate: ${r.duplicate}`);
             if (r.status === 'cleared' && typeof r.batch === 'string') {
@@ -151,8 +175,9 @@ describe('answers after shard worker crashes', () => {
             } else {
               anomalies.push(`${s.item.id} answered ${JSON.stringify(r)}`);
             }
-          });
-        }
+          },
+        );
+        sent += count;
       };
 
       // Sixteen crashes, alternating workers; a cut-off after every third, not awaited, so crashes land while it drains.
@@ -340,16 +365,13 @@ describe('answers after shard worker crashes', () => {
         return i;
       };
       const pump = async (c: StreamClient, institution: InstitutionId, tag: string): Promise<void> => {
-        for (let f = 0; f < 400 && (f < 20 || faulting) && Date.now() < deadline; f++) {
-          const list: Sent[] = Array.from({ length: 100 }, () => ({ institution, item: make(`TF-${tag}-${n++}`) }));
-          sent += list.length;
-          const ack = await c.submit(list.map((s) => s.item));
-          if (ack.op !== 'ack' || ack.results?.length !== list.length) {
-            anomalies.push(`frame answered ${JSON.stringify(ack).slice(0, 200)}`);
-            continue;
-          }
-          ack.results.forEach((r, i) => {
-            const s = list[i]!;
+        // Added after the await: `sent += await …` would read `sent` before the other pumps add to it.
+        const count = await pumpFrames(
+          c,
+          (f) => f < 400 && (f < 20 || faulting) && Date.now() < deadline,
+          () => ({ institution, item: make(`TF-${tag}-${n++}`) }),
+          anomalies,
+          (r, s) => {
             if (r.status === 'cleared' && typeof r.batch === 'string' && r.duplicate === undefined && r.id === s.item.id) {
               cleared++;
               model.clear(s.item);
@@ -358,8 +380,9 @@ describe('answers after shard worker crashes', () => {
             } else {
               anomalies.push(`${s.item.id} answered ${JSON.stringify(r)}`);
             }
-          });
-        }
+          },
+        );
+        sent += count;
       };
       // At least eight crashes, alternating workers, and more (at most twenty) until two of them have caught a task.
       const failedTasks = (): number => engine.output().split('shard task failed').length - 1;
