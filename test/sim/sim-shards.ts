@@ -135,13 +135,13 @@ export class SimShards implements ShardTransport {
         if (generation !== w.generation || this.dead) return;
         w.busy = false;
         this.pump(w);
-        this.clock.schedule(this.prng.between(0, 4), () => this.report(w, job, generation), 'report');
+        this.clock.schedule(this.prng.between(0, 4), () => this.report(w, generation), 'report');
       });
     }, 'work');
   }
 
   /** Reports go out in order: a job is reported once every job before it was. */
-  private report(w: SimWorker, job: Job, generation: number): void {
+  private report(w: SimWorker, generation: number): void {
     if (generation !== w.generation || this.dead) return;
     while (w.queue.length > 0 && w.queue[0]!.outcome !== undefined) {
       const j = w.queue.shift()!;
@@ -156,7 +156,6 @@ export class SimShards implements ShardTransport {
       if (o.ok) j.resolve(o.value);
       else j.reject(o.err);
     }
-    void job;
   }
 
   /** A worker dies: everything at it fails; what it committed stays committed. */
