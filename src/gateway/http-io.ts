@@ -1,12 +1,14 @@
 /**
  * HTTP plumbing for uWebSockets.js: reading a bounded body, choosing the
  * reply encoding, and writing replies the way uWS requires (corked, never
- * after an abort).
+ * after an abort); and the steps the route modules share.
  */
 
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
 import type { Role } from '../config/config.js';
-import { Codec, type Encoding } from '../protocol/codec.js';
+import { ID_PATTERN, PARTY_CODE_PATTERN } from '../core/instruction.js';
+import type { Engine } from '../engine/engine.js';
+import { Codec, DecodeFailure, type Encoding } from '../protocol/codec.js';
 import type { Authenticator, Principal } from './auth.js';
 import { failure, httpStatusOf, statusLine, type ErrorCode, type Failure } from '../protocol/errors.js';
 
@@ -112,3 +114,65 @@ export function param(req: HttpRequest, index: number): string | undefined {
   }
 }
 
+/** What every route handler works with. */
+export interface HttpContext {
+  engine: Engine;
+  codec: Codec;
+  auth: Authenticator;
+}
+
+/** A body handler: authorize, check the media type, read and decode the body, then `handle` it. */
+export function withBody(
+  ctx: HttpContext,
+  res: HttpResponse,
+  req: HttpRequest,
+  roles: readonly ('institution' | 'bank' | 'operator')[],
+  handle: (ex: Exchange, principal: Principal, body: unknown) => void,
+  emptyBody?: unknown,
+): void {
+  const encoding = bodyEncoding(req);
+  const ex = beginExchange(res, encoding ?? acceptEncoding(req));
+  const principal = authorize(ctx.auth, ctx.codec, ex, req, roles);
+  if (principal === undefined) return;
+  if (encoding === undefined) {
+    replyCode(ex, ctx.codec, 'UNSUPPORTED_MEDIA_TYPE');
+    return;
+  }
+  if (!ctx.engine.ready) {
+    replyCode(ex, ctx.codec, 'NOT_READY');
+    return;
+  }
+  readBody(ex, ctx.codec, req, ctx.engine.config.limits.bodyBytesMax, (bytes) => {
+    let body: unknown;
+    try {
+      body = bytes.length === 0 && emptyBody !== undefined ? emptyBody : ctx.codec.decode(bytes, encoding);
+    } catch (err) {
+      replyCode(ex, ctx.codec, 'INVALID_MESSAGE', err instanceof DecodeFailure ? err.message : 'the body does not decode');
+      return;
+    }
+    handle(ex, principal, body);
+  });
+}
+
+/** One item answered alone (with its code's HTTP status), or a list answered 200 with `{ results }`. */
+export function replyItems<R extends { code?: string }>(ctx: HttpContext, ex: Exchange, single: boolean, results: R[]): void {
+  if (single) {
+    const r = results[0]!;
+    reply(ex, ctx.codec, r.code === undefined ? 200 : httpStatusOf(r.code as ErrorCode), r);
+  } else {
+    reply(ex, ctx.codec, 200, { results });
+  }
+}
+
+/** Check the institution and id of an instruction or mandate route; answers 400 itself when they are malformed. */
+export function checkIds(ctx: HttpContext, ex: Exchange, institution: string | undefined, id: string | undefined): [string, string] | undefined {
+  if (institution === undefined || !PARTY_CODE_PATTERN.test(institution)) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'institution must match ^[A-Z0-9]{2,16}$', 'institution');
+    return undefined;
+  }
+  if (id === undefined || !ID_PATTERN.test(id)) {
+    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'id must match ^[A-Za-z0-9._:-]{1,64}$', 'id');
+    return undefined;
+  }
+  return [institution, id];
+}

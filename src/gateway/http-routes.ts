@@ -5,65 +5,13 @@
  */
 
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
-import type { Engine } from '../engine/engine.js';
-import { ID_PATTERN, isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
-import { httpStatusOf, statusLine, type ErrorCode, type Failure } from '../protocol/errors.js';
+import { isPlainObject } from '../core/instruction.js';
+import { statusLine, type Failure } from '../protocol/errors.js';
 import { bankRowWire, counterpartyWire, instructionView, totalsWire, type InstructionResult } from '../protocol/messages.js';
-import type { Codec } from '../protocol/codec.js';
-import type { Authenticator, Principal } from './auth.js';
-import { acceptEncoding, authorize, beginExchange, bodyEncoding, param, readBody, reply, replyCode, replyFailure, type Exchange } from './http-io.js';
-import { itemsFromList, submissionItems } from './intake.js';
+import { acceptEncoding, authorize, beginExchange, checkIds, param, reply, replyCode, replyFailure, replyItems, withBody, type Exchange, type HttpContext } from './http-io.js';
+import { receiptItems, submissionItems } from './intake.js';
 import { registerBatchRoutes } from './batch-routes.js';
-import { DecodeFailure } from '../protocol/codec.js';
-
-export interface HttpContext {
-  engine: Engine;
-  codec: Codec;
-  auth: Authenticator;
-}
-
-/** A body handler: authorize, check the media type, read and decode the body, then `handle` it. */
-function withBody(
-  ctx: HttpContext,
-  res: HttpResponse,
-  req: HttpRequest,
-  roles: readonly ('institution' | 'bank' | 'operator')[],
-  handle: (ex: Exchange, principal: Principal, body: unknown) => void,
-  emptyBody?: unknown,
-): void {
-  const encoding = bodyEncoding(req);
-  const ex = beginExchange(res, encoding ?? acceptEncoding(req));
-  const principal = authorize(ctx.auth, ctx.codec, ex, req, roles);
-  if (principal === undefined) return;
-  if (encoding === undefined) {
-    replyCode(ex, ctx.codec, 'UNSUPPORTED_MEDIA_TYPE');
-    return;
-  }
-  if (!ctx.engine.ready) {
-    replyCode(ex, ctx.codec, 'NOT_READY');
-    return;
-  }
-  readBody(ex, ctx.codec, req, ctx.engine.config.limits.bodyBytesMax, (bytes) => {
-    let body: unknown;
-    try {
-      body = bytes.length === 0 && emptyBody !== undefined ? emptyBody : ctx.codec.decode(bytes, encoding);
-    } catch (err) {
-      replyCode(ex, ctx.codec, 'INVALID_MESSAGE', err instanceof DecodeFailure ? err.message : 'the body does not decode');
-      return;
-    }
-    handle(ex, principal, body);
-  });
-}
-
-/** One item answered alone (with its code's HTTP status), or a list answered 200 with `{ results }`. */
-function replyItems<R extends { code?: string }>(ctx: HttpContext, ex: Exchange, single: boolean, results: R[]): void {
-  if (single) {
-    const r = results[0]!;
-    reply(ex, ctx.codec, r.code === undefined ? 200 : httpStatusOf(r.code as ErrorCode), r);
-  } else {
-    reply(ex, ctx.codec, 200, { results });
-  }
-}
+import { registerMandateRoutes } from './mandate-routes.js';
 
 function postInstructions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
   const started = performance.now();
@@ -138,38 +86,13 @@ function getBankPosition(ctx: HttpContext, res: HttpResponse, req: HttpRequest):
 
 function postReceipts(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
   withBody(ctx, res, req, ['bank'], (ex, principal, body) => {
-    let items: unknown[];
-    let single = true;
-    if (isPlainObject(body) && Object.hasOwn(body, 'receipts')) {
-      if (Object.keys(body).length !== 1) {
-        replyCode(ex, ctx.codec, 'INVALID_MESSAGE', 'a batch body holds only "receipts"');
-        return;
-      }
-      const list = itemsFromList(body['receipts'], 'receipts', ctx.engine.config.limits.batchItemsMax);
-      if (!Array.isArray(list)) {
-        replyFailure(ex, ctx.codec, list);
-        return;
-      }
-      items = list;
-      single = false;
-    } else {
-      items = [body];
+    const parsed = receiptItems(body, ctx.engine.config.limits.batchItemsMax);
+    if ('code' in parsed) {
+      replyFailure(ex, ctx.codec, parsed as Failure);
+      return;
     }
-    ctx.engine.receipts(principal.id, items, (results) => replyItems(ctx, ex, single, results));
+    ctx.engine.receipts(principal.id, parsed.items, (results) => replyItems(ctx, ex, parsed.single, results));
   });
-}
-
-/** Check the institution and id of an instruction route; answers 400 itself when they are malformed. */
-function checkIds(ctx: HttpContext, ex: Exchange, institution: string | undefined, id: string | undefined): [string, string] | undefined {
-  if (institution === undefined || !PARTY_CODE_PATTERN.test(institution)) {
-    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'institution must match ^[A-Z0-9]{2,16}$', 'institution');
-    return undefined;
-  }
-  if (id === undefined || !ID_PATTERN.test(id)) {
-    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'id must match ^[A-Za-z0-9._:-]{1,64}$', 'id');
-    return undefined;
-  }
-  return [institution, id];
 }
 
 /** Record an operator's action, then answer it with the instruction as the query route shows it. */
@@ -228,6 +151,34 @@ function postReverse(ctx: HttpContext, res: HttpResponse, req: HttpRequest): voi
     if (ids === undefined) return;
     answerAction(ctx, ex, principal.id, 'reverse', ids[0], ids[1], ctx.engine.reverse(ids[0], ids[1], principal.id));
   }, {});
+}
+
+/**
+ * The payment submission (支付提交) of an authenticated payment: the
+ * institution relays the payer's verification. Its shape is checked here;
+ * the verification itself is the core's to judge.
+ */
+function postSubmission(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
+  const institution = param(req, 0);
+  const id = param(req, 1);
+  withBody(ctx, res, req, ['institution'], (ex, principal, body) => {
+    const ids = checkIds(ctx, ex, institution, id);
+    if (ids === undefined) return;
+    if (principal.id !== ids[0]) {
+      replyCode(ex, ctx.codec, 'FORBIDDEN', 'an institution submits only for its own instructions');
+      return;
+    }
+    if (!isPlainObject(body)) {
+      replyCode(ex, ctx.codec, 'INVALID_MESSAGE', 'the body is { "verification": "…" }');
+      return;
+    }
+    const unknown = Object.keys(body).find((k) => k !== 'verification');
+    if (unknown !== undefined) {
+      replyCode(ex, ctx.codec, 'INVALID_FIELD', `unknown field '${unknown.slice(0, 40)}'`, unknown.slice(0, 40));
+      return;
+    }
+    ctx.engine.submitVerification(ids[0], ids[1], body['verification'], (result) => replyItems(ctx, ex, true, [result]));
+  });
 }
 
 /** Entries in one page of the audit trail when `?limit=` is not given, and at most. */
@@ -349,6 +300,8 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
   }
   app.post('/v1/instructions/:institution/:id/resolve', guard(postResolve));
   app.post('/v1/instructions/:institution/:id/reverse', guard(postReverse));
+  app.post('/v1/instructions/:institution/:id/submit', guard(postSubmission));
+  registerMandateRoutes(app, guard);
   registerBatchRoutes(app, ctx, (h) => guard((_ctx, res, req) => h(res, req)));
   app.any('/*', (res, req) => {
     const ex = beginExchange(res, acceptEncoding(req));

@@ -1,6 +1,6 @@
 /**
- * The shape checks of a submission, shared by HTTP and WebSocket: one
- * instruction object, or a list of them with a bounded length. Field-level
+ * The shape checks of a submission or of receipts, shared by HTTP and
+ * WebSocket: one item, or a list of them with a bounded length. Field-level
  * validation is the domain core's; this only finds the items.
  */
 
@@ -9,7 +9,7 @@ import { failure, type Failure } from '../protocol/errors.js';
 
 export interface Items {
   items: unknown[];
-  /** One bare instruction object (HTTP), answered with one result rather than a list. */
+  /** One bare item (HTTP), answered with one result rather than a list. */
   single: boolean;
 }
 
@@ -27,5 +27,14 @@ export function submissionItems(body: unknown, batchItemsMax: number): Items | F
   const keys = Object.keys(body);
   if (keys.length !== 1) return failure('INVALID_MESSAGE', 'a batch body holds only "instructions"');
   const items = itemsFromList(body['instructions'], 'instructions', batchItemsMax);
+  return Array.isArray(items) ? { items, single: false } : items;
+}
+
+/** `POST /v1/receipts` and `POST /v1/mandates/receipts`: a receipt, or `{ "receipts": [ … ] }`. */
+export function receiptItems(body: unknown, batchItemsMax: number): Items | Failure {
+  // A body that is not an object is one receipt: the core answers it item by item, as INVALID_MESSAGE.
+  if (!isPlainObject(body) || !Object.hasOwn(body, 'receipts')) return { items: [body], single: true };
+  if (Object.keys(body).length !== 1) return failure('INVALID_MESSAGE', 'a batch body holds only "receipts"');
+  const items = itemsFromList(body['receipts'], 'receipts', batchItemsMax);
   return Array.isArray(items) ? { items, single: false } : items;
 }

@@ -1,5 +1,6 @@
 /**
- * WebSocket `/v1/stream`: `submit`/`ack`, `subscribe`, `ping`/`pong`.
+ * WebSocket `/v1/stream`: `submit`, `receipt`, `mandate-receipt` and
+ * `submit-verification` answered by `ack`; `subscribe`; `ping`/`pong`.
  *
  * Binary frames are msgpack and text frames JSON; a reply uses the
  * encoding of the frame it answers. Frames past `frameBytesMax` are
@@ -11,12 +12,13 @@
  * (`wsConnectionsPerPrincipalMax`): an upgrade past either bound is refused
  * with 503 OVERLOADED naming the bound. A bank's backlog of forwards is read
  * lazily from the lifecycle's pending instructions, a bounded frame at a
- * time as its send buffer drains, never copied whole.
+ * time as its send buffer drains, never copied whole; the mandates awaiting
+ * its answer follow them.
  */
 
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { HttpRequest, HttpResponse, TemplatedApp, us_socket_context_t, WebSocket } from 'uWebSockets.js';
-import { isPlainObject } from '../core/instruction.js';
+import { ID_PATTERN, isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
 import type { Engine } from '../engine/engine.js';
 import { DecodeFailure, type Codec, type Encoding } from '../protocol/codec.js';
 import { failure, statusLine, type ErrorCode, type Failure } from '../protocol/errors.js';
@@ -24,12 +26,13 @@ import { rejectedResult, type InstructionResult } from '../protocol/messages.js'
 import type { Authenticator, Principal } from './auth.js';
 import { itemsFromList } from './intake.js';
 import { snapshotFor } from '../snapshots/snapshots.js';
-import type { ForwardItem } from '../lifecycle/lifecycle.js';
+import type { ForwardItem, ReceiptResult } from '../lifecycle/lifecycle.js';
+import type { MandateView } from '../mandates/mandate.js';
 import type { Limits } from '../config/config.js';
 
 export const TOPICS = ['notifications', 'snapshots', 'forwards'] as const;
 /** Ops counted by name in the metrics; anything else is 'unknown', keeping label values bounded. */
-const KNOWN_OPS: ReadonlySet<string> = new Set(['submit', 'receipt', 'subscribe', 'ping']);
+const KNOWN_OPS: ReadonlySet<string> = new Set(['submit', 'receipt', 'mandate-receipt', 'submit-verification', 'subscribe', 'ping']);
 /** What the engine sends, for counters that start at zero. */
 const OUT_OPS = ['ack', 'subscribed', 'pong', 'error', 'forward', 'query', 'notify', 'snapshot'] as const;
 const ROLES = ['institution', 'bank', 'operator'] as const;
@@ -51,6 +54,8 @@ export interface Connection {
    * backlog neither trips the bound nor is copied per subscription.
    */
   backlog?: Iterator<ForwardItem>;
+  /** Mandates awaiting the bank's answer when it subscribed, sent from `at` on once `backlog` is out. */
+  mandateBacklog?: { views: readonly MandateView[]; at: number };
 }
 
 export interface WsContext {
@@ -187,7 +192,10 @@ function onSubmit(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string,
   });
 }
 
-function onReceipt(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string, unknown>, seq: number, encoding: Encoding): void {
+/** Where a bank's receipts go: instruction receipts or mandate receipts, answered alike. */
+type ReceiptSink = (bank: string, items: unknown[], onDone: (results: object[]) => void) => void;
+
+function onReceipt(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string, unknown>, seq: number, encoding: Encoding, sink: ReceiptSink): void {
   const conn = ws.getUserData();
   if (conn.principal.role !== 'bank') {
     sendError(ctx, ws, encoding, seq, failure('FORBIDDEN', 'only banks send receipts'));
@@ -202,12 +210,49 @@ function onReceipt(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string
     sendError(ctx, ws, encoding, seq, items);
     return;
   }
-  ctx.engine.receipts(conn.principal.id, items, (results) => send(ctx, ws, { op: 'ack', seq, results }, encoding, conn));
+  sink(conn.principal.id, items, (results) => send(ctx, ws, { op: 'ack', seq, results }, encoding, conn));
 }
 
-/** Send a bank the instructions it has not answered, in frames of a bounded size. */
+/**
+ * The payment submission (支付提交) of an authenticated payment: one item,
+ * answered as an ack of one result. Only the principal's own institution;
+ * the verification itself is the core's to judge.
+ */
+function onSubmitVerification(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string, unknown>, seq: number, encoding: Encoding): void {
+  const conn = ws.getUserData();
+  if (conn.principal.role !== 'institution') {
+    sendError(ctx, ws, encoding, seq, failure('FORBIDDEN', 'only institutions send payment submissions'));
+    return;
+  }
+  if (!ctx.engine.ready) {
+    sendError(ctx, ws, encoding, seq, failure('NOT_READY'));
+    return;
+  }
+  const institution = conn.principal.id;
+  const id = msg['id'];
+  const named = Object.hasOwn(msg, 'institution') ? msg['institution'] : institution;
+  let refusal: Failure | undefined;
+  if (named !== institution) refusal = failure('FORBIDDEN', 'an institution submits only for its own instructions');
+  else if (typeof id !== 'string' || !ID_PATTERN.test(id)) refusal = failure('INVALID_FIELD', 'id must match ^[A-Za-z0-9._:-]{1,64}$', 'id');
+  if (refusal === undefined) {
+    ctx.engine.submitVerification(institution, id as string, msg['verification'], (result) => send(ctx, ws, { op: 'ack', seq, results: [result] }, encoding, conn));
+    return;
+  }
+  // Refused before the core sees it: the result names what of the item is well formed.
+  const r: ReceiptResult = { status: 'rejected', code: refusal.code, message: refusal.message };
+  if (typeof named === 'string' && PARTY_CODE_PATTERN.test(named)) r.institution = named;
+  if (typeof id === 'string' && ID_PATTERN.test(id)) r.id = id;
+  if (refusal.field !== undefined) r.field = refusal.field;
+  send(ctx, ws, { op: 'ack', seq, results: [r] }, encoding);
+}
+
+/** Send a bank the instructions, then the mandates, it has not answered, in frames of a bounded size. */
 function sendPendingForwards(ctx: WsContext, ws: WebSocket<Connection>, conn: Connection): void {
   conn.backlog = ctx.engine.pendingForwards(conn.principal.id);
+  // Taken now, so a mandate signed after this is forwarded once, live; one answered meanwhile is left out when sent.
+  const views = ctx.engine.pendingMandateForwards(conn.principal.id);
+  if (views.length > 0) conn.mandateBacklog = { views, at: 0 };
+  else delete conn.mandateBacklog;
   pumpBacklog(ctx, ws, conn);
 }
 
@@ -215,24 +260,29 @@ function sendPendingForwards(ctx: WsContext, ws: WebSocket<Connection>, conn: Co
  * Send catch-up frames while the send buffer is under half its bound;
  * `drain` calls this again. A frame holds at most `wsForwardFrameItemsMax`
  * forwards, fewer when the send-buffer bound is small; only that frame's
- * items are ever held here.
+ * instructions are ever held here. The mandates follow the instructions.
  */
 function pumpBacklog(ctx: WsContext, ws: WebSocket<Connection>, conn: Connection): void {
   const { wsBackpressureBytesMax: bound, wsForwardFrameItemsMax } = ctx.engine.config.limits;
   const perFrame = Math.max(1, Math.min(wsForwardFrameItemsMax, Math.floor(bound / 4 / FORWARD_ITEM_BYTES_ESTIMATE)));
-  const backlog = conn.backlog;
-  if (backlog === undefined) return;
   while (!conn.closed && ws.getBufferedAmount() < bound / 2) {
-    const items: ForwardItem[] = [];
-    for (let next = backlog.next(); next.done !== true; next = backlog.next()) {
-      items.push(next.value);
-      if (items.length === perFrame) break;
+    const backlog = conn.backlog;
+    if (backlog !== undefined) {
+      const items: ForwardItem[] = [];
+      for (let next = backlog.next(); next.done !== true; next = backlog.next()) {
+        items.push(next.value);
+        if (items.length === perFrame) break;
+      }
+      if (items.length > 0) send(ctx, ws, { op: 'forward', instructions: items }, conn.encoding, conn);
+      if (items.length < perFrame) delete conn.backlog;
+      continue;
     }
-    if (items.length > 0) send(ctx, ws, { op: 'forward', instructions: items }, conn.encoding, conn);
-    if (items.length < perFrame) {
-      delete conn.backlog;
-      return;
-    }
+    const mandates = conn.mandateBacklog;
+    if (mandates === undefined) return;
+    const views = mandates.views.slice(mandates.at, mandates.at + perFrame).filter((v) => ctx.engine.mandate(v.institution, v.id)?.status === 'pending');
+    mandates.at += perFrame;
+    if (views.length > 0) send(ctx, ws, { op: 'forward', mandates: views }, conn.encoding, conn);
+    if (mandates.at >= mandates.views.length) delete conn.mandateBacklog;
   }
 }
 
@@ -308,11 +358,15 @@ function onMessage(ctx: WsContext, ws: WebSocket<Connection>, data: ArrayBuffer,
       onSubscribe(ctx, ws, msg, seq, encoding);
       return;
     case 'receipt':
+    case 'mandate-receipt':
+    case 'submit-verification':
       if (seq === undefined) {
-        sendError(ctx, ws, encoding, undefined, failure('INVALID_FIELD', 'receipt needs an integer seq', 'seq'));
+        sendError(ctx, ws, encoding, undefined, failure('INVALID_FIELD', `${op} needs an integer seq`, 'seq'));
         return;
       }
-      onReceipt(ctx, ws, msg, seq, encoding);
+      if (op === 'receipt') onReceipt(ctx, ws, msg, seq, encoding, (bank, items, onDone) => ctx.engine.receipts(bank, items, onDone));
+      else if (op === 'mandate-receipt') onReceipt(ctx, ws, msg, seq, encoding, (bank, items, onDone) => ctx.engine.mandateReceipts(bank, items, onDone));
+      else onSubmitVerification(ctx, ws, msg, seq, encoding);
       return;
     default:
       sendError(ctx, ws, encoding, seq, failure('INVALID_MESSAGE', `unknown op '${op.slice(0, 32).replace(/[^\x20-\x7e]/g, '?')}'`));
@@ -368,16 +422,25 @@ function fanOut(ctx: WsContext, topic: Topic, principal: string, message: unknow
   }
 }
 
-/** Forwards and queries go to the payer bank's connections; notifications to the submitting institution's. */
+/**
+ * Forwards go to the connections of the bank whose answer is awaited;
+ * queries too, or to the institution's when its payment submission is
+ * what is awaited; notifications to the institution's.
+ */
 function pushLifecycle(ctx: WsContext): void {
   const perFrame = ctx.engine.config.limits.wsForwardFrameItemsMax;
-  ctx.engine.on('forward', (code, items) => {
-    // What one turn committed can be more than a frame holds: it goes out in frames of the same bound as a backlog's.
+  // What one turn committed can be more than a frame holds: it goes out in frames of the same bound as a backlog's.
+  const forward = (code: string, field: 'instructions' | 'mandates', items: readonly unknown[]): void => {
     for (let at = 0; at < items.length; at += perFrame) {
-      fanOut(ctx, 'forwards', `bank:${code}`, { op: 'forward', instructions: items.length <= perFrame ? items : items.slice(at, at + perFrame) });
+      fanOut(ctx, 'forwards', `bank:${code}`, { op: 'forward', [field]: items.length <= perFrame ? items : items.slice(at, at + perFrame) });
     }
+  };
+  ctx.engine.on('forward', (code, items) => forward(code, 'instructions', items));
+  ctx.engine.on('forward-mandates', (code, views) => forward(code, 'mandates', views));
+  ctx.engine.on('query', (q) => {
+    if (q.bank !== undefined) fanOut(ctx, 'forwards', `bank:${q.bank}`, q.message);
+    else fanOut(ctx, 'notifications', `institution:${q.message.institution}`, q.message);
   });
-  ctx.engine.on('query', (code, institution, id) => fanOut(ctx, 'forwards', `bank:${code}`, { op: 'query', institution, id }));
   ctx.engine.on('notify', (n) => fanOut(ctx, 'notifications', `institution:${n.institution}`, n));
 }
 
@@ -413,12 +476,13 @@ export function registerStream(app: TemplatedApp, ctx: WsContext): void {
     },
     drain: (ws) => {
       const conn = ws.getUserData();
-      if (conn.backlog !== undefined) pumpBacklog(ctx, ws, conn);
+      if (conn.backlog !== undefined || conn.mandateBacklog !== undefined) pumpBacklog(ctx, ws, conn);
     },
     close: (ws) => {
       const conn = ws.getUserData();
       conn.closed = true;
       delete conn.backlog;
+      delete conn.mandateBacklog;
       // Leave the listener count once, whatever closes the connection.
       if (conn.topics.delete('notifications')) listen(ctx, conn, -1);
       // Set deletes are idempotent, so the counts the bounds read stay right however often this runs.
