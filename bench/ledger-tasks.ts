@@ -41,7 +41,7 @@ function ops(size: number): ShardOp[] {
   const out: ShardOp[] = [];
   for (let i = 0; i < size; i++, next++) {
     const e = poolEntry(pool, next);
-    out.push(['S', INSTITUTIONS[next % INSTITUTIONS.length]!, `LT-${next}`, e.type as InstructionType, e.payer, e.payee, e.amount, e.reference ?? null, 0]);
+    out.push(['S', INSTITUTIONS[next % INSTITUTIONS.length]!, `LT-${next}`, e.type as InstructionType, e.payer, e.payee, e.amount, e.reference ?? null, 0, null]);
   }
   return out;
 }

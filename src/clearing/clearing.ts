@@ -17,7 +17,9 @@ import { EngineCounters } from '../core/counters.js';
 import { IdFilter } from '../core/id-filter.js';
 import type { ValidationRules } from '../core/instruction.js';
 import type { Logger } from '../core/log.js';
-import type { BatchRecord, BatchStore, Closing, Clock, InstructionLookup, ShardTransport } from '../core/ports.js';
+import type { BatchRecord, BatchStore, Closing, Clock, InstructionLookup, MandateStore, ShardTransport } from '../core/ports.js';
+import { MandateBook, type MandatePushes } from '../mandates/mandate-book.js';
+import type { MandateTerms } from '../mandates/mandate.js';
 import { ShardMap } from '../core/shard-map.js';
 import { Lifecycle, type LifecyclePushes } from '../lifecycle/lifecycle.js';
 import { DebitCaps } from '../router/debit-caps.js';
@@ -37,6 +39,10 @@ export interface ClearingConfig {
   verifyOnStart: boolean;
   idFilterBits: number;
   limits: RouterDeps['limits'];
+  /** Every `agreement` and `entrusted` instruction needs a mandate. */
+  requireMandates: boolean;
+  /** Mandates made active at start when not yet stored (the demo configuration's). */
+  mandates: readonly MandateTerms[];
 }
 
 export interface ClearingPorts {
@@ -47,6 +53,10 @@ export interface ClearingPorts {
   log: Logger;
   /** Where forwards, queries and notifications go. */
   pushes: LifecyclePushes;
+  /** Where mandates are kept. */
+  mandateStore: MandateStore;
+  /** Where mandate forwards and notifications go. */
+  mandatePushes: MandatePushes;
   /** Called with every stored snapshot, to push it to subscribers. */
   onSnapshot: (s: Snapshot) => void;
   /** Metrics hooks; optional so the simulator needs none. */
@@ -81,6 +91,7 @@ export class Clearing {
     readonly config: ClearingConfig,
     private readonly ports: ClearingPorts,
     readonly view: LiveView,
+    readonly mandates: MandateBook,
     idFilter: IdFilter,
     openBatch: string,
     openedAt: number,
@@ -99,6 +110,7 @@ export class Clearing {
       transport: ports.transport,
       clock: ports.clock,
       caps: this.caps,
+      mandates,
       batch: openBatch,
       onCommitted: (task, result) => this.onCommitted(task, result),
       onRecovered: (op, record) => this.lifecycle.onRecovered(op, record),
@@ -149,7 +161,14 @@ export class Clearing {
       for (const p of o.pending) view.addPending(o.shard, p.payer, BigInt(p.amount));
     }
     view.overview(); // asserts conservation of the recovered state
-    const clearing = new Clearing(config, ports, view, idFilter, open.id, open.openedAt);
+    const mandates = await MandateBook.open(
+      { isBank: (code) => config.banks.some((b) => b.code === code), amountCentsMax: config.maxAmountCents, requireMandates: config.requireMandates, seeds: config.mandates },
+      ports.mandateStore,
+      clock,
+      log,
+      ports.mandatePushes,
+    );
+    const clearing = new Clearing(config, ports, view, mandates, idFilter, open.id, open.openedAt);
     clearing.lifecycle.load(opened.flatMap((o) => o.pending));
     if (closing !== undefined) {
       // A cut-off was interrupted after the next batch became durable: finish it from what the shards hold.

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
 import { AMOUNT_CENTS_LIMIT } from '../core/money.js';
 import { parseTimes, type BatchScheduleConfig } from '../core/business-time.js';
+import { validateMandateTerms, type MandateTerms } from '../mandates/mandate.js';
 import { BATCH_INTERVAL_MS_MIN, DEFAULTS, SHARDS_MAX, SNAPSHOT_INTERVAL_MS_MIN, TOKEN_LENGTH_MIN } from './defaults.js';
 
 /** `metrics` is the monitoring system (Prometheus): it may read `GET /metrics` and nothing else. */
@@ -75,6 +76,10 @@ export interface EngineConfig {
   workers: number;
   maxAmountCents: number;
   verifyOnStart: boolean;
+  /** Every `agreement` and `entrusted` instruction needs an active mandate (MANDATE_INVALID otherwise). */
+  requireMandates: boolean;
+  /** Mandates made active (offline signing) at start when not yet stored. */
+  mandates: MandateTerms[];
   /** Test-only: lets an operator make a worker thread exit (POST /v1/debug/workers/{w}/crash). */
   faultInjection: boolean;
   logLevel: LogLevel;
@@ -140,6 +145,8 @@ export function parseConfig(raw: unknown): EngineConfig {
       'workers',
       'maxAmountCents',
       'verifyOnStart',
+      'requireMandates',
+      'mandates',
       'faultInjection',
       'logLevel',
       'limits',
@@ -252,6 +259,23 @@ export function parseConfig(raw: unknown): EngineConfig {
     if (typeof v !== 'boolean') throw new ConfigError('verifyOnStart', 'must be a boolean');
     return v;
   });
+  const requireMandates = opt(root, 'requireMandates', false, (v) => {
+    if (typeof v !== 'boolean') throw new ConfigError('requireMandates', 'must be a boolean');
+    return v;
+  });
+  const bankCodes = new Set(banks.map((b) => b.code));
+  const mandates = opt(root, 'mandates', [] as MandateTerms[], (v) => {
+    if (!Array.isArray(v)) throw new ConfigError('mandates', 'must be a list');
+    const seen = new Set<string>();
+    return v.map((m, i) => {
+      const terms = validateMandateTerms(m, undefined, { isBank: (code) => bankCodes.has(code), amountCentsMax: maxAmountCents });
+      if ('code' in terms) throw new ConfigError(`mandates[${i}]${terms.field !== undefined ? `.${terms.field}` : ''}`, terms.message);
+      const key = `${terms.institution}/${terms.id}`;
+      if (seen.has(key)) throw new ConfigError(`mandates[${i}].id`, `mandate ${key} is listed twice`);
+      seen.add(key);
+      return terms;
+    });
+  });
   const faultInjection = opt(root, 'faultInjection', false, (v) => {
     if (typeof v !== 'boolean') throw new ConfigError('faultInjection', 'must be a boolean');
     return v;
@@ -291,7 +315,7 @@ export function parseConfig(raw: unknown): EngineConfig {
     limits[key] = opt(limitsRaw, key, DEFAULTS.limits[key] as number, (v) => int(v, `limits.${key}`, min, max));
   }
 
-  const config: EngineConfig = { listen, dataDir, banks, principals, snapshotIntervalMs, snapshotRetention, receiptQueryScheduleMs, shards, workers, maxAmountCents, verifyOnStart, faultInjection, logLevel, limits };
+  const config: EngineConfig = { listen, dataDir, banks, principals, snapshotIntervalMs, snapshotRetention, receiptQueryScheduleMs, shards, workers, maxAmountCents, verifyOnStart, requireMandates, mandates, faultInjection, logLevel, limits };
   if (batchSchedule !== undefined) config.batchSchedule = batchSchedule;
   if (tls !== undefined) config.tls = tls;
   if (!Number.isInteger(Math.log2(limits.idFilterBytes))) throw new ConfigError('limits.idFilterBytes', 'must be a power of two');

@@ -19,7 +19,9 @@ export const ERROR_CATALOG = {
   FORBIDDEN: { status: 403, message: "the token's role may not do this" },
   PAYLOAD_TOO_LARGE: { status: 413, message: 'body or frame over the configured limit' },
   OVERLOADED: { status: 503, message: 'the engine is shedding load; retry later' },
+  MANDATE_INVALID: { status: 422, message: 'the mandate is missing, not active, for another payer bank, or below the amount' },
   INTERNAL: { status: 500, message: 'internal error; the instruction was not accepted' },
+  NOT_LEADER: { status: 503, message: 'this node is a follower; send requests to the leader' },
   // Engine extensions (allowed by PROTOCOL.md: "the engine may add codes").
   NOT_READY: { status: 503, message: 'the engine is starting or shutting down' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'the route does not accept this method' },

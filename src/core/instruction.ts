@@ -11,7 +11,7 @@ import { failure, type Failure } from './failures.js';
 export const INSTRUCTION_TYPES = ['agreement', 'entrusted', 'gateway', 'authenticated', 'payout'] as const;
 export type InstructionType = (typeof INSTRUCTION_TYPES)[number];
 
-export const INSTRUCTION_STATUSES = ['cleared', 'pending', 'declined', 'expired', 'reversed', 'rejected'] as const;
+export const INSTRUCTION_STATUSES = ['cleared', 'pending', 'awaiting-submission', 'declined', 'expired', 'reversed', 'rejected'] as const;
 export type InstructionStatus = (typeof INSTRUCTION_STATUSES)[number];
 
 export const ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
@@ -34,6 +34,8 @@ export interface Instruction {
   timeoutMs?: number;
   /** Absent when not given or empty. */
   reference?: string;
+  /** The mandate of an `agreement` or `entrusted` instruction. */
+  mandate?: string;
 }
 
 export interface ValidationRules {
@@ -43,7 +45,12 @@ export interface ValidationRules {
   twoPhaseEnabled: boolean;
 }
 
-const ALLOWED_KEYS = new Set(['id', 'type', 'payer', 'payee', 'amount', 'twoPhase', 'timeoutMs', 'reference']);
+/** The kinds that debit a payer's account under a standing mandate (委托, 协议). */
+export function isMandateKind(type: InstructionType): boolean {
+  return type === 'agreement' || type === 'entrusted';
+}
+
+const ALLOWED_KEYS = new Set(['id', 'type', 'payer', 'payee', 'amount', 'twoPhase', 'timeoutMs', 'reference', 'mandate']);
 const TYPE_SET: ReadonlySet<string> = new Set(INSTRUCTION_TYPES);
 // Control characters (C0, DEL, C1), and lone surrogates (which cannot be written as UTF-8).
 const BAD_TEXT = /\p{Cc}|\p{Cs}/u;
@@ -80,7 +87,7 @@ export function validateInstruction(raw: unknown, institution: string, rules: Va
     if (!ALLOWED_KEYS.has(key)) return failure('INVALID_FIELD', `unknown field '${printable(key)}'`, printable(key));
   }
   // Every key read below is allowed above and none exists on Object.prototype, so a missing one reads undefined.
-  const fields = raw as Partial<Record<'id' | 'type' | 'payer' | 'payee' | 'amount' | 'twoPhase' | 'timeoutMs' | 'reference', unknown>>;
+  const fields = raw as Partial<Record<'id' | 'type' | 'payer' | 'payee' | 'amount' | 'twoPhase' | 'timeoutMs' | 'reference' | 'mandate', unknown>>;
 
   const id = fields.id;
   if (typeof id !== 'string') return failure('INVALID_FIELD', 'id must be a string', 'id');
@@ -140,9 +147,16 @@ export function validateInstruction(raw: unknown, institution: string, rules: Va
     if (referenceRaw.length > 0) reference = referenceRaw;
   }
 
+  const mandateRaw = fields.mandate;
+  if (mandateRaw !== undefined) {
+    if (!isMandateKind(type as InstructionType)) return failure('INVALID_FIELD', 'mandate applies to agreement and entrusted instructions only', 'mandate');
+    if (typeof mandateRaw !== 'string' || !ID_PATTERN.test(mandateRaw)) return failure('INVALID_FIELD', 'mandate must match ^[A-Za-z0-9._:-]{1,64}$', 'mandate');
+  }
+
   const instruction: Instruction = { institution, id, type: type as InstructionType, payer, payee, amount, twoPhase };
   if (timeoutMs !== undefined) instruction.timeoutMs = timeoutMs;
   if (reference !== undefined) instruction.reference = reference;
+  if (mandateRaw !== undefined) instruction.mandate = mandateRaw;
   return instruction;
 }
 
@@ -162,8 +176,9 @@ export function contentKey(i: {
   twoPhase: boolean;
   timeoutMs?: number | undefined;
   reference?: string | undefined;
+  mandate?: string | undefined;
 }): string {
-  return `${i.type}\u0001${i.payer}\u0001${i.payee}\u0001${i.amount}\u0001${i.twoPhase ? 1 : 0}\u0001${i.timeoutMs ?? ''}\u0001${i.reference ?? ''}`;
+  return `${i.type}\u0001${i.payer}\u0001${i.payee}\u0001${i.amount}\u0001${i.twoPhase ? 1 : 0}\u0001${i.timeoutMs ?? ''}\u0001${i.reference ?? ''}\u0001${i.mandate ?? ''}`;
 }
 
 /** Keys and codes are echoed in messages; keep those messages short and printable. */

@@ -9,6 +9,7 @@
 
 import type { ApplyResult, ApplyTask, OpenResult, OpenTask } from '../shard/tasks.js';
 import type { StoredInstruction } from './stored-instruction.js';
+import type { MandateRecord } from '../mandates/mandate.js';
 
 /** An armed timer, to cancel. */
 export interface TimerHandle {
@@ -95,4 +96,11 @@ export interface BatchStore {
   lastSnapshotSeq(): number;
   putSnapshot(seq: number, snapshot: unknown, retention: number): Promise<void>;
   snapshot(seq: number): unknown;
+}
+
+/** Where mandates are kept: read whole at start, each change durable once `putMandate` resolves. */
+export interface MandateStore {
+  /** Every stored mandate, in (institution, id) key order. */
+  loadMandates(): Iterable<MandateRecord>;
+  putMandate(record: MandateRecord): Promise<void>;
 }

@@ -14,7 +14,10 @@ import { Clearing } from '../clearing/clearing.js';
 import type { EngineCounters } from '../core/counters.js';
 import type { Failure } from '../core/failures.js';
 import type { Located } from '../core/ports.js';
-import type { ForwardItem, Notification, ReceiptResult } from '../lifecycle/lifecycle.js';
+import type { ForwardItem, Notification, QueryPush, ReceiptResult } from '../lifecycle/lifecycle.js';
+import type { MandateNotification, MandateReceiptResult, MandateStatus, MandateView } from '../mandates/mandate.js';
+import type { Step } from '../core/stored-instruction.js';
+import type { MandateActor, MandateFilter } from '../mandates/mandate-book.js';
 import { EngineMetrics } from '../metrics/metrics.js';
 import type { ShardLoad } from '../metrics/metrics-source.js';
 import type { InstructionResult } from '../protocol/messages.js';
@@ -46,9 +49,13 @@ export interface BankPositionDetail extends BankDetail {
 export interface EngineEvents {
   snapshot: [Snapshot];
   forward: [string, ForwardItem[]];
-  query: [string, string, string];
-  notify: [Notification];
+  /** Mandates awaiting a payer bank's answer (网关签约), pushed as `{ op: "forward", mandates }`. */
+  'forward-mandates': [string, MandateView[]];
+  query: [QueryPush];
+  notify: [Notification | MandateNotification];
 }
+
+export type { MandateActor, MandateFilter };
 
 export class Engine extends EventEmitter<EngineEvents> {
   private state: 'starting' | 'ready' | 'stopping' | 'stopped' = 'starting';
@@ -106,6 +113,8 @@ export class Engine extends EventEmitter<EngineEvents> {
           verifyOnStart: config.verifyOnStart,
           idFilterBits: config.limits.idFilterBytes * 8,
           limits: config.limits,
+          requireMandates: config.requireMandates,
+          mandates: config.mandates,
         },
         {
           clock: nodeClock,
@@ -115,9 +124,14 @@ export class Engine extends EventEmitter<EngineEvents> {
           log,
           pushes: {
             forward: (bank, items) => engine?.emit('forward', bank, items),
-            query: (bank, institution, id) => engine?.emit('query', bank, institution, id),
+            query: (q) => engine?.emit('query', q),
             notify: (n) => engine?.emit('notify', n),
             listening: (institution) => (engine?.notificationListeners.get(institution) ?? 0) > 0,
+          },
+          mandateStore: store,
+          mandatePushes: {
+            forwardMandates: (bank, views) => engine?.emit('forward-mandates', bank, views),
+            notify: (n) => engine?.emit('notify', n),
           },
           onSnapshot: (s) => engine?.emit('snapshot', s),
           onTaskTimed: (task, result, ms) => engine?.metrics.observeTask(task, result, ms),
@@ -197,6 +211,16 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Two-phase instructions waiting for their receipt. */
   pendingInstructions(): number {
     return this.clearing.lifecycle.pendingCount;
+  }
+
+  /** Two-phase instructions not final, by step. */
+  twoPhaseAtStep(step: Step): number {
+    return this.clearing.lifecycle.countAtStep(step);
+  }
+
+  /** Mandates by status. */
+  mandatesWithStatus(status: MandateStatus): number {
+    return this.clearing.mandates.countBy(status);
   }
 
   timerEvents(): number {
@@ -329,6 +353,45 @@ export class Engine extends EventEmitter<EngineEvents> {
 
   reverse(institution: string, id: string, operator: string): Promise<Failure | undefined> {
     return this.clearing.lifecycle.reverse(institution, id, operator);
+  }
+
+  /**
+   * Sign a mandate: an institution through the bank's gateway (pending
+   * until the payer bank answers), or a bank offline (active at once).
+   * Answers once the mandate is durable.
+   */
+  signMandate(actor: MandateActor, raw: unknown): Promise<{ mandate: MandateView; duplicate: boolean } | Failure> {
+    return this.clearing.mandates.sign(actor, raw);
+  }
+
+  /** Revoke a mandate (机构解约, 银行解约), idempotent; answers once the revocation is durable. */
+  revokeMandate(actor: MandateActor, institution: string, id: string): Promise<MandateView | Failure> {
+    return this.clearing.mandates.revoke(actor, institution, id);
+  }
+
+  /** A mandate, unscoped: the gateway applies the role's scope. */
+  mandate(institution: string, id: string): MandateView | undefined {
+    return this.clearing.mandates.view(institution, id);
+  }
+
+  /** One page of mandates in (institution, id) order after the cursor `after`, and the cursor of the next page. */
+  mandatePage(filter: MandateFilter, after: string | undefined, limit: number): { mandates: MandateView[]; next: string | null } {
+    return this.clearing.mandates.page(filter, after, limit);
+  }
+
+  /** A payer bank's answers to gateway signings. */
+  mandateReceipts(bank: string, raws: readonly unknown[], onDone: (results: MandateReceiptResult[]) => void): void {
+    this.clearing.mandates.receipts(bank, raws, onDone);
+  }
+
+  /** Mandates awaiting a bank's answer, for a bank that (re)subscribes to forwards. */
+  pendingMandateForwards(bank: string): MandateView[] {
+    return this.clearing.mandates.pendingFor(bank);
+  }
+
+  /** The payment submission (支付提交) of an authenticated payment, with the payer's verification. */
+  submitVerification(institution: string, id: string, verification: unknown, onDone: (result: ReceiptResult) => void): void {
+    this.clearing.lifecycle.submitVerification(institution, id, verification, onDone);
   }
 
   /** A stored instruction, wherever its shard. */

@@ -9,6 +9,8 @@
  * and kept counts), so a scrape does not grow slower as batches pile up.
  */
 
+import type { Step } from '../core/stored-instruction.js';
+import type { MandateStatus } from '../mandates/mandate.js';
 import type { EngineCounters } from '../core/counters.js';
 import type { BankPosition, NettingTotals } from '../core/netting.js';
 import type { BatchRecord } from '../core/ports.js';
@@ -55,6 +57,10 @@ export interface MetricsSource {
   conservationImbalance(): bigint;
   pendingDebit(bank: string): bigint;
   pendingInstructions(): number;
+  /** Two-phase instructions not final, at one step. */
+  twoPhaseAtStep(step: Step): number;
+  /** Mandates with one status. */
+  mandatesWithStatus(status: MandateStatus): number;
   /** Events in the lifecycle's timer heap. */
   timerEvents(): number;
   /** Pending instructions whose deadline is before `before` (ms since the epoch). */

@@ -26,6 +26,8 @@
  * so exact only up to 2^53 cents; the API is the exact source.
  */
 
+import { STEPS } from '../core/stored-instruction.js';
+import { MANDATE_STATUSES } from '../mandates/mandate.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type CounterConfiguration, type GaugeConfiguration } from 'prom-client';
 import { INSTRUCTION_TYPES } from '../core/instruction.js';
@@ -256,6 +258,24 @@ export class EngineMetrics {
       registers: [r],
       collect() {
         this.set(source.pendingInstructions());
+      },
+    });
+    this.gauge({
+      name: 'netting_two_phase_instructions',
+      labelNames: ['step'],
+      help: 'Two-phase instructions not final, by the step they await (verify, submission, receipt, payer, payee)',
+      registers: [r],
+      collect() {
+        for (const step of STEPS) this.set({ step }, source.twoPhaseAtStep(step));
+      },
+    });
+    this.gauge({
+      name: 'netting_mandates',
+      labelNames: ['status'],
+      help: 'Mandates (委托协议) by status',
+      registers: [r],
+      collect() {
+        for (const status of MANDATE_STATUSES) this.set({ status }, source.mandatesWithStatus(status));
       },
     });
     this.gauge({

@@ -6,7 +6,7 @@
 import type { BankPosition, CounterpartyPosition, NettingTotals } from '../core/netting.js';
 import type { InstructionStatus } from '../core/instruction.js';
 import { centsToWire } from '../core/money.js';
-import type { StoredInstruction } from '../core/stored-instruction.js';
+import { isOpen, stepOf, type Step, type StoredInstruction } from '../core/stored-instruction.js';
 import type { ErrorCode, Failure } from './errors.js';
 
 export interface InstructionResult {
@@ -57,6 +57,12 @@ export interface InstructionView {
   reversalBatch?: string;
   /** The payer bank's reason for a decline. */
   reason?: string;
+  /** The mandate it was admitted under. */
+  mandate?: string;
+  /** Two-phase, while not final: the step it is at (verify, submission, receipt, payer, payee). */
+  step?: Step;
+  /** A payout declined or expired: the leg it ended on. */
+  leg?: 'payer' | 'payee';
 }
 
 export function instructionView(institution: string, id: string, r: StoredInstruction): InstructionView {
@@ -69,6 +75,9 @@ export function instructionView(institution: string, id: string, r: StoredInstru
   if (r.ft !== undefined) v.finalAt = new Date(r.ft).toISOString();
   if (r.rb !== undefined) v.reversalBatch = r.rb;
   if (r.rs !== undefined) v.reason = r.rs;
+  if (r.m !== undefined) v.mandate = r.m;
+  if (isOpen(r)) v.step = stepOf(r);
+  else if (r.t === 'payout' && (r.s === 'declined' || r.s === 'expired') && (r.st === 'payer' || r.st === 'payee')) v.leg = r.st;
   return v;
 }
 

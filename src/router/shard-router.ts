@@ -25,7 +25,7 @@ import type { ShardMap } from '../core/shard-map.js';
 import type { Logger } from '../core/log.js';
 import { failure, type Failure } from '../core/failures.js';
 import type { Clock, InstructionLookup, ShardTransport } from '../core/ports.js';
-import { storedContentKey, type StoredInstruction } from '../core/stored-instruction.js';
+import { lifecycleApplies, lifecycleLanded, storedContentKey, type StoredInstruction } from '../core/stored-instruction.js';
 import { rejectedResult, storedResult, type InstructionResult } from '../protocol/messages.js';
 import { submittedContentKey, type ApplyResult, type ApplyTask, type LifecycleOp, type OpOutcome, type ShardOp, type SubmitOp } from '../shard/tasks.js';
 import type { EngineCounters } from '../core/counters.js';
@@ -144,6 +144,8 @@ export interface RouterDeps {
   transport: Pick<ShardTransport, 'apply'>;
   clock: Clock;
   caps: DebitCaps;
+  /** The mandate rule of admission (委托, 协议): why an instruction may not be admitted under its mandate, if it may not. */
+  mandates: { refusal(i: Instruction): Failure | undefined };
   batch: string;
   /** Called with every committed task, before any of its answers is delivered. */
   onCommitted: (task: ApplyTask, result: ApplyResult) => void;
@@ -289,6 +291,12 @@ export class ShardRouter {
       assert(pending === undefined, 'a lifecycle operation is in flight for an instruction that is not stored');
     }
 
+    // The mandate is checked here, in the one order of the stream: a revocation splits it into before and after.
+    const refusal = this.deps.mandates.refusal(v);
+    if (refusal !== undefined) {
+      this.reject(submission, index, v.id, refusal);
+      return;
+    }
     const shard = this.deps.shardMap.shardOf(v.payer, v.payee);
     if (this.queues[shard]!.length >= this.deps.limits.shardQueueMax) {
       this.reject(submission, index, v.id, failure('OVERLOADED', `shard ${shard} queue is full; retry later`));
@@ -512,10 +520,10 @@ export class ShardRouter {
       }
     } else if (record === undefined) {
       result = { kind: 'found', outcome: { status: 'missing' } };
-    } else if (record.s === LIFECYCLE_TARGET[op[0]]) {
+    } else if (lifecycleLanded(op[0], op[3], record)) {
       this.deps.onRecovered(op, record);
       result = { kind: 'applied', batch: (op[0] === 'R' ? record.rb : record.b) ?? entry.batch };
-    } else if (record.s === LIFECYCLE_FROM[op[0]]) {
+    } else if (lifecycleApplies(op[0], record)) {
       result = { kind: 'failed', failure: h.failure.code === 'STORAGE_FULL' ? h.failure : failure('INTERNAL', 'the shard failed and this change was not stored; send it again') };
     } else {
       result = { kind: 'found', outcome: storedOutcome(record, false) };
@@ -648,13 +656,11 @@ export class ShardRouter {
   }
 }
 
-/** The status a lifecycle operation leaves its instruction in, and the one it needs. */
-const LIFECYCLE_TARGET = { C: 'cleared', D: 'declined', X: 'expired', R: 'reversed' } as const;
-const LIFECYCLE_FROM = { C: 'pending', D: 'pending', X: 'pending', R: 'cleared' } as const;
-
 function storedOutcome(record: StoredInstruction, conflict: boolean): OpOutcome {
   const o: OpOutcome = { status: record.s };
   if (record.b !== undefined) o.batch = record.b;
+  if (record.st !== undefined) o.step = record.st;
+  if (record.vf !== undefined) o.verification = record.vf;
   if (conflict) o.conflict = true;
   return o;
 }
@@ -675,10 +681,11 @@ function sameContent(op: SubmitOp, i: Instruction): boolean {
     op[5] === i.payee &&
     op[6] === i.amount &&
     op[7] === (i.reference ?? null) &&
-    op[8] === (i.twoPhase ? i.timeoutMs! : 0)
+    op[8] === (i.twoPhase ? i.timeoutMs! : 0) &&
+    op[9] === (i.mandate ?? null)
   );
 }
 
 function toSubmitOp(i: Instruction): SubmitOp {
-  return ['S', i.institution, i.id, i.type, i.payer, i.payee, i.amount, i.reference ?? null, i.twoPhase ? i.timeoutMs! : 0];
+  return ['S', i.institution, i.id, i.type, i.payer, i.payee, i.amount, i.reference ?? null, i.twoPhase ? i.timeoutMs! : 0, i.mandate ?? null];
 }

@@ -38,6 +38,7 @@ import {
   type ShardDbs,
   type StoredInstruction,
 } from '../store/schema.js';
+import { firstStep, isOpen, lifecycleApplies, stepOf } from '../core/stored-instruction.js';
 import { S, type ApplyResult, type ApplyTask, type BatchSummary, type InstitutionTotals, type OpenResult, type OpenTask, type OpOutcome, type PendingEntry, submittedContentKey, type VerifyReport } from './tasks.js';
 
 /** How often a shard reads its size for the storage quota. */
@@ -65,6 +66,14 @@ function institutionTotals(buckets: Iterable<[string, BucketFigures]>): Institut
   const byInstitution = new Map<string, InstitutionTotals>();
   for (const [key, b] of buckets) addInstitutionTotals(byInstitution, key.slice(0, key.indexOf('|')), b.count, b.amount, b.digest);
   return [...byInstitution.values()];
+}
+
+/** A two-phase instruction as the lifecycle tracks it, from its stored record. */
+export function pendingEntryOf(institution: string, id: string, rec: StoredInstruction): PendingEntry {
+  const p: PendingEntry = { institution, id, type: rec.t, payer: rec.p, payee: rec.q, amount: rec.a, acceptedAt: rec.at, deadline: rec.dl!, step: stepOf(rec), stepAt: rec.sa ?? rec.at, timeoutMs: rec.to! };
+  if (rec.r !== undefined) p.reference = rec.r;
+  if (rec.vf !== undefined) p.verification = rec.vf;
+  return p;
 }
 
 export class ShardLedger {
@@ -122,11 +131,9 @@ export class ShardLedger {
     const out: PendingEntry[] = [];
     for (const key of this.dbs.pnd.getKeys({})) {
       const rec = checkStoredInstruction(this.dbs.ins.get(key), key);
-      assert(rec.s === 'pending', `pending index names ${key} which is ${rec.s}`);
+      assert(isOpen(rec), `pending index names ${key} which is ${rec.s}`);
       const [institution, id] = splitInstructionKey(key);
-      const p: PendingEntry = { institution, id, type: rec.t, payer: rec.p, payee: rec.q, amount: rec.a, acceptedAt: rec.at, deadline: rec.dl! };
-      if (rec.r !== undefined) p.reference = rec.r;
-      out.push(p);
+      out.push(pendingEntryOf(institution, id, rec));
     }
     return out;
   }
@@ -234,12 +241,15 @@ export class ShardLedger {
         const created: StoredInstruction = { t: op[S.Type], p: op[S.Payer], q: op[S.Payee], a: op[S.Amount], s: 'cleared', at: now };
         const reference = op[S.Reference];
         if (reference !== null) created.r = reference;
+        const mandate = op[S.Mandate];
+        if (mandate !== null) created.m = mandate;
         const timeoutMs = op[S.TimeoutMs];
         if (timeoutMs > 0) {
           created.s = 'pending';
           created.tp = 1;
           created.to = timeoutMs;
           created.dl = now + timeoutMs;
+          created.st = firstStep(created.t);
         } else {
           created.b = batch;
           created.ct = now;
@@ -267,15 +277,23 @@ export class ShardLedger {
         continue;
       }
       const kind = op[0];
-      const applicable = kind === 'R' ? rec.s === 'cleared' : rec.s === 'pending';
-      if (!applicable) {
+      if (!lifecycleApplies(kind, rec)) {
         const o: OpOutcome = { status: rec.s };
         if (rec.b !== undefined) o.batch = rec.b;
+        if (rec.st !== undefined) o.step = rec.st;
+        if (rec.vf !== undefined) o.verification = rec.vf;
         outcomes[i] = o;
         continue;
       }
       const next: StoredInstruction = { ...rec };
-      if (kind === 'C') {
+      if (kind === 'V' || kind === 'U' || kind === 'P') {
+        // The next step of a two-step or two-leg flow: its own deadline, counted from now.
+        next.s = kind === 'V' ? 'awaiting-submission' : 'pending';
+        next.st = kind === 'V' ? 'submission' : kind === 'U' ? 'receipt' : 'payee';
+        next.sa = now;
+        next.dl = now + rec.to!;
+        if (kind === 'U') next.vf = op[3]!;
+      } else if (kind === 'C') {
         next.s = 'cleared';
         next.b = batch;
         next.ct = now;

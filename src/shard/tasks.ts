@@ -9,18 +9,21 @@
 
 import { contentKey, type Instruction, type InstructionStatus, type InstructionType } from '../core/instruction.js';
 import type { PairFlow } from '../core/netting.js';
+import type { LifecycleKind, Step } from '../core/stored-instruction.js';
+export type { LifecycleKind };
 
-/** Submit: [op, institution, id, type, payer, payee, amount, reference or null, timeoutMs (0 = single-phase)] */
-export type SubmitOp = ['S', string, string, InstructionType, string, string, number, string | null, number];
+/** Submit: [op, institution, id, type, payer, payee, amount, reference or null, timeoutMs (0 = single-phase), mandate or null] */
+export type SubmitOp = ['S', string, string, InstructionType, string, string, number, string | null, number, string | null];
 /**
- * Lifecycle of a stored instruction: confirm, decline, expire (two-phase),
- * reverse (cleared): [op, institution, id, reason or null].
+ * Lifecycle of a stored instruction (see LifecycleKind): [op, institution,
+ * id, text or null]; the text is a decline's reason or a submission's
+ * verification.
  */
-export type LifecycleOp = ['C' | 'D' | 'X' | 'R', string, string, string | null];
+export type LifecycleOp = [LifecycleKind, string, string, string | null];
 export type ShardOp = SubmitOp | LifecycleOp;
 
 /** Positions in a SubmitOp. */
-export const S = { Op: 0, Institution: 1, Id: 2, Type: 3, Payer: 4, Payee: 5, Amount: 6, Reference: 7, TimeoutMs: 8 } as const;
+export const S = { Op: 0, Institution: 1, Id: 2, Type: 3, Payer: 4, Payee: 5, Amount: 6, Reference: 7, TimeoutMs: 8, Mandate: 9 } as const;
 
 /** The content a submission would store, as the duplicate rules compare it (see contentKey). */
 export function submittedContentKey(op: SubmitOp): string {
@@ -33,6 +36,7 @@ export function submittedContentKey(op: SubmitOp): string {
     twoPhase: timeoutMs > 0,
     timeoutMs: timeoutMs > 0 ? timeoutMs : undefined,
     reference: op[S.Reference] ?? undefined,
+    mandate: op[S.Mandate] ?? undefined,
   });
 }
 
@@ -56,10 +60,16 @@ export interface BatchSummary {
   institutions: InstitutionTotals[];
 }
 
-/** A two-phase instruction awaiting its payer bank's receipt. */
+/** A two-phase instruction awaiting an answer: the payer bank's, the payee bank's (payout) or the institution's submission. */
 export interface PendingEntry extends Pick<Instruction, 'institution' | 'id' | 'type' | 'payer' | 'payee' | 'amount' | 'reference'> {
   acceptedAt: number;
+  /** The deadline of the current step. */
   deadline: number;
+  step: Step;
+  /** When the current step began. */
+  stepAt: number;
+  timeoutMs: number;
+  verification?: string;
 }
 
 export interface OpenTask {
@@ -108,6 +118,10 @@ export interface ApplyTaskWire {
 export interface OpOutcome {
   status: InstructionStatus | 'missing';
   batch?: string;
+  /** The step of an instruction still open, or the one it ended on. */
+  step?: Step;
+  /** The verification a submission stored, to tell a repeat from a contradiction. */
+  verification?: string;
   conflict?: boolean;
   /** The shard refused the operation without storing anything. */
   refused?: 'STORAGE_FULL';

@@ -5,7 +5,8 @@
 
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
-import type { BatchRecord, BatchStore, Closing, OpenBatch } from '../core/ports.js';
+import type { BatchRecord, BatchStore, Closing, MandateStore, OpenBatch } from '../core/ports.js';
+import type { MandateRecord } from '../mandates/mandate.js';
 import { enginePath, LAYOUT_VERSION } from './schema.js';
 
 export type { BatchRecord, Closing, OpenBatch };
@@ -31,12 +32,14 @@ export class LayoutError extends Error {
   override name = 'LayoutError';
 }
 
-export class EngineStore implements BatchStore {
+export class EngineStore implements BatchStore, MandateStore {
   private readonly env: RootDatabase;
   private readonly meta: Database<unknown, string>;
   private readonly batches: Database<BatchRecord, string>;
   private readonly snaps: Database<unknown, number>;
   private readonly trail: Database<OperatorAction, number>;
+  /** Mandates, keyed '<institution>/<id>'. */
+  private readonly mandates: Database<MandateRecord, string>;
   private trailSeq: number;
 
   constructor(dataDir: string) {
@@ -46,6 +49,7 @@ export class EngineStore implements BatchStore {
     this.batches = this.env.openDB<BatchRecord, string>({ name: 'batches', encoding: 'msgpack' });
     this.snaps = this.env.openDB<unknown, number>({ name: 'snaps', encoding: 'msgpack' });
     this.trail = this.env.openDB<OperatorAction, number>({ name: 'trail', encoding: 'msgpack' });
+    this.mandates = this.env.openDB<MandateRecord, string>({ name: 'mandates', encoding: 'msgpack' });
     let last = 0;
     for (const key of this.trail.getKeys({ reverse: true, limit: 1 })) last = key;
     this.trailSeq = last;
@@ -145,6 +149,14 @@ export class EngineStore implements BatchStore {
   }
 
   /** Closed batches, oldest first. */
+  loadMandates(): Iterable<MandateRecord> {
+    return this.mandates.getRange({}).map(({ value }) => value);
+  }
+
+  async putMandate(record: MandateRecord): Promise<void> {
+    await this.mandates.put(`${record.institution}/${record.id}`, record);
+  }
+
   closedBatches(): BatchRecord[] {
     return [...this.batches.getRange({})].map((e) => e.value);
   }

@@ -6,6 +6,7 @@
  *              'openBatch'    { id, openedAt }
  *     batches  '<batch>'      BatchRecord (closed batches and their settlement reports)
  *     snaps    <seq>          Snapshot (numeric keys, pruned to the retention)
+ *     mandates '<institution>/<id>' MandateRecord (委托协议)
  *   <dataDir>/shard-<n>/       one environment per shard, one writer (its worker)
  *     ins      '<institution>/<id>'              StoredInstruction
  *     pos      '<batch>|<a>|<b>'                 the pair's flows in a batch, a < b (binary, see flowToStored)

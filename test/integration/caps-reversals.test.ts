@@ -117,7 +117,7 @@ describe('reversals', () => {
     await new Promise((r) => setTimeout(r, 100));
     const notify = inst.unmatched.find((m) => m.op === 'notify' && m['status'] === 'reversed');
     expect(inst.unmatched.filter((m) => m['status'] === 'cleared').map((m) => m['id']).sort()).toEqual(['V-1', 'V-2', 'V-3']);
-    expect(notify).toEqual({ op: 'notify', institution: 'PI0001', id: 'V-1', status: 'reversed', batch: first });
+    expect(notify).toEqual({ op: 'notify', institution: 'PI0001', id: 'V-1', type: 'payout', status: 'reversed', batch: first });
     const again = await http(engine.base, 'POST', '/v1/instructions/PI0001/V-1/reverse', { token: TOKENS.ops });
     expect(again.status).toBe(200);
     expect(again.body.status).toBe('reversed');

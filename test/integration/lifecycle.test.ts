@@ -73,7 +73,7 @@ describe('two-phase instructions', () => {
     const batch = receipt.results![0].batch;
     expect(batch).toMatch(/^\d{8}-\d{3}$/);
     const note = await waitFor(inst, (m) => m.op === 'notify' && m['id'] === 'TP-1');
-    expect(note).toEqual({ op: 'notify', institution: 'PI0001', id: 'TP-1', status: 'cleared', batch });
+    expect(note).toEqual({ op: 'notify', institution: 'PI0001', id: 'TP-1', type: 'agreement', status: 'cleared', batch });
 
     const after = await row('ICBC');
     expect(after.pendingDebit).toBe(before.pendingDebit);
@@ -135,7 +135,7 @@ describe('two-phase instructions', () => {
     // The schedule's first query is at 300 ms; the deadline comes at 200 ms.
     expect((await inst.submit([twoPhase('TP-SHORT', { timeoutMs: 200 })])).results![0].status).toBe('pending');
     const q = await waitFor(bank, (m) => m.op === 'query' && m['id'] === 'TP-SHORT');
-    expect(q).toEqual({ op: 'query', institution: 'PI0001', id: 'TP-SHORT' });
+    expect(q).toEqual({ op: 'query', institution: 'PI0001', id: 'TP-SHORT', type: 'agreement', step: 'receipt' });
     const note = await waitFor(inst, (m) => m.op === 'notify' && m['id'] === 'TP-SHORT');
     expect(note).toMatchObject({ status: 'expired' });
     inst.close();
@@ -150,10 +150,10 @@ describe('two-phase instructions', () => {
     const before = await row('ICBC');
     expect((await inst.submit([twoPhase('TP-4', { timeoutMs: 1200 })])).results![0].status).toBe('pending');
     const q1 = await waitFor(bank, (m) => m.op === 'query' && m['id'] === 'TP-4');
-    expect(q1).toEqual({ op: 'query', institution: 'PI0001', id: 'TP-4' });
+    expect(q1).toEqual({ op: 'query', institution: 'PI0001', id: 'TP-4', type: 'agreement', step: 'receipt' });
     await waitFor(bank, (m) => m.op === 'query' && m['id'] === 'TP-4');
     const note = await waitFor(inst, (m) => m.op === 'notify' && m['id'] === 'TP-4', 5000);
-    expect(note).toEqual({ op: 'notify', institution: 'PI0001', id: 'TP-4', status: 'expired' });
+    expect(note).toEqual({ op: 'notify', institution: 'PI0001', id: 'TP-4', type: 'agreement', status: 'expired' });
     expect(await query('TP-4')).toMatchObject({ status: 'expired' });
     expect((await row('ICBC')).pendingDebit).toBe(before.pendingDebit); // TP-4's reservation is released
     // A receipt after the expiry is refused.

@@ -19,7 +19,7 @@ describe('a shard at its storage limit', () => {
     const config = testConfig(t.dir, { shards: 1, workers: 1, limits: { shardBytesMax: 1024 * 1024 }, receiptQueryScheduleMs: [] });
     let engine = await startEngine(t.dir, config);
     // A two-phase instruction stored before the limit is reached.
-    const tp = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: { id: 'SL-2p', type: 'payout', payer: 'ICBC', payee: 'CMB', amount: 77, twoPhase: true } });
+    const tp = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: { id: 'SL-2p', type: 'gateway', payer: 'ICBC', payee: 'CMB', amount: 77, twoPhase: true } });
     expect(tp.body.status).toBe('pending');
     const client = await StreamClient.connect(engine.base, TOKENS.PI0001, 'msgpack');
     const rand = rng(12);
@@ -50,7 +50,7 @@ describe('a shard at its storage limit', () => {
     // A stored two-phase instruction can still be confirmed.
     const receipt = await http(engine.base, 'POST', '/v1/receipts', { token: TOKENS.ICBC, body: { institution: 'PI0001', id: 'SL-2p', outcome: 'confirm' } });
     expect(receipt.body.status).toBe('cleared');
-    model.clear({ id: 'SL-2p', type: 'payout', payer: 'ICBC', payee: 'CMB', amount: 77 });
+    model.clear({ id: 'SL-2p', type: 'gateway', payer: 'ICBC', payee: 'CMB', amount: 77 });
     // The operator sees it.
     expect(engine.output()).toMatch(/storage limit/);
     const metrics = await (await fetch(`${engine.base}/metrics`, { headers: { authorization: `Bearer ${TOKENS.ops}` } })).text();

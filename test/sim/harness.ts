@@ -46,9 +46,11 @@ export async function startHarness(overrides: Partial<ClearingConfig> = {}): Pro
       verifyOnStart: false,
       idFilterBits: 1 << 16,
       limits: { shardQueueMax: 10_000, shardTaskItemsMax: 500, shardTasksInflightMax: 2 },
+      requireMandates: false,
+      mandates: [],
       ...overrides,
     },
-    { clock, transport: shards, lookup: { find: () => undefined, refresh: () => {} }, store, log: quiet, pushes: { forward: () => {}, query: () => {}, notify: () => {}, listening: () => false }, onSnapshot: () => {} },
+    { clock, transport: shards, lookup: { find: () => undefined, refresh: () => {} }, store, mandateStore: store, mandatePushes: { forwardMandates: () => {}, notify: () => {} }, log: quiet, pushes: { forward: () => {}, query: () => {}, notify: () => {}, listening: () => false }, onSnapshot: () => {} },
   ).then((c) => {
     clearing = c;
   });

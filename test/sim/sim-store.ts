@@ -4,11 +4,13 @@
  * die with a crash half done (each write is atomic: all of it or none).
  */
 
-import type { BatchRecord, BatchStore, Closing, OpenBatch } from '../../src/core/ports.js';
+import type { BatchRecord, BatchStore, Closing, MandateStore, OpenBatch } from '../../src/core/ports.js';
+import type { MandateRecord } from '../../src/mandates/mandate.js';
 import type { Prng } from './prng.js';
 import type { SimClock } from './sim-clock.js';
 
-export class SimStore implements BatchStore {
+export class SimStore implements BatchStore, MandateStore {
+  private readonly mandates = new Map<string, MandateRecord>();
   open: OpenBatch | undefined;
   closingRecord: Closing | undefined;
   readonly batches = new Map<string, BatchRecord>();
@@ -111,5 +113,14 @@ export class SimStore implements BatchStore {
 
   snapshot(seq: number): unknown {
     return this.snapshots.get(seq);
+  }
+
+  loadMandates(): Iterable<MandateRecord> {
+    return [...this.mandates.keys()].sort().map((k) => structuredClone(this.mandates.get(k)!));
+  }
+
+  putMandate(record: MandateRecord): Promise<void> {
+    const copy = structuredClone(record);
+    return this.write(() => this.mandates.set(`${copy.institution}/${copy.id}`, copy));
   }
 }

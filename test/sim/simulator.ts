@@ -153,6 +153,8 @@ export class Simulation {
       verifyOnStart: true,
       idFilterBits: 1 << 14,
       limits: { shardQueueMax: 60, shardTaskItemsMax: 6, shardTasksInflightMax: 2 },
+      requireMandates: false,
+      mandates: [],
     };
     for (let s = 0; s < opts.shards; s++) this.readers.push(new ShardLedger(s, this.disk.dbs[s]!, Number.MAX_SAFE_INTEGER));
     this.report = {
@@ -264,12 +266,14 @@ export class Simulation {
       lookup: this.lookup,
       store: this.store,
       log: this.log,
+      mandateStore: this.store,
+      mandatePushes: { forwardMandates: () => {}, notify: () => {} },
       pushes: {
         forward: (bank, items) => {
           if (live()) this.inbox.set(bank, [...(this.inbox.get(bank) ?? []), ...items]);
         },
-        query: (bank, institution, id) => {
-          if (!live()) return;
+        query: ({ bank, message: { institution, id } }) => {
+          if (!live() || bank === undefined) return;
           const r = this.find(institution, id)?.record;
           if (r !== undefined && r.s === 'pending') this.inbox.set(bank, [...(this.inbox.get(bank) ?? []), { institution, id } as ForwardItem]);
         },

@@ -28,7 +28,7 @@ function ledger(bytesMax = 1 << 30): { ledger: ShardLedger; dbs: ShardDbs } {
 }
 
 function submit(id: string, amount: number, timeoutMs = 0): SubmitOp {
-  return ['S', 'PI0001', id, 'agreement', 'ICBC', 'BOC', amount, null, timeoutMs];
+  return ['S', 'PI0001', id, 'agreement', 'ICBC', 'BOC', amount, null, timeoutMs, null];
 }
 
 /** Σ amounts in both directions of the one pair these tests use. */

@@ -24,6 +24,8 @@ function sourceOver(view: LiveView): MetricsSource {
     conservationImbalance: () => view.conservationImbalance(),
     pendingDebit: (bank) => view.pendingDebit(bank),
     pendingInstructions: () => 0,
+    twoPhaseAtStep: () => 0,
+    mandatesWithStatus: () => 0,
     timerEvents: () => 0,
     overdueInstructions: () => 0,
     latestSnapshot: () => undefined,
