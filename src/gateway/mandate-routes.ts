@@ -62,7 +62,15 @@ function postRevoke(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void
         replyCode(ex, ctx.codec, 'INVALID_MESSAGE', 'a revocation has an empty body or {}');
         return;
       }
-      answerMandate(ctx, ex, ctx.engine.revokeMandate(actorOf(principal), ids[0], ids[1]), (view) => view);
+      let outcome = ctx.engine.revokeMandate(actorOf(principal), ids[0], ids[1]);
+      if (principal.role === 'operator') {
+        // An operator's revocation goes on the audit trail before it is answered, like every operator action.
+        outcome = outcome.then(async (r) => {
+          await ctx.engine.recordAction(principal.id, 'revoke-mandate', `${ids[0]}/${ids[1]}`, 'code' in r ? r.code : r.status);
+          return r;
+        });
+      }
+      answerMandate(ctx, ex, outcome, (view) => view);
     },
     {},
   );

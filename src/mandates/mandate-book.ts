@@ -19,6 +19,7 @@ import type { Logger } from '../core/log.js';
 import type { Clock, MandateStore } from '../core/ports.js';
 import { AnswerList } from '../router/shard-router.js';
 import {
+  checkMandateRecord,
   MANDATE_STATUSES,
   mandateRefusal,
   mandateView,
@@ -96,7 +97,7 @@ export class MandateBook {
   static async open(config: MandateBookConfig, store: MandateStore, clock: Clock, log: Logger, pushes: MandatePushes): Promise<MandateBook> {
     const book = new MandateBook(config, store, clock, log, pushes);
     // Stored in key order, so each insert into the sorted list lands at its end.
-    for (const r of store.loadMandates()) book.set(r);
+    for (const r of store.loadMandates()) book.set(checkMandateRecord(r));
     for (const seed of config.seeds) {
       if (book.byKey.has(keyOf(seed.institution, seed.id))) continue;
       const now = clock.now();

@@ -6,6 +6,7 @@
  * mandate-book.ts.
  */
 
+import { AssertionError } from '../core/assert.js';
 import { failure, type Failure } from '../core/failures.js';
 import { ID_PATTERN, isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
 
@@ -185,4 +186,25 @@ export interface MandateNotification {
   institution: string;
   mandate: string;
   status: MandateStatus;
+}
+
+const STATUS_SET: ReadonlySet<string> = new Set(MANDATE_STATUSES);
+
+/** Check a mandate read back from the store: the pair to the validation before the write. */
+export function checkMandateRecord(r: unknown): MandateRecord {
+  const m = r as MandateRecord;
+  const ok =
+    isPlainObject(m) &&
+    PARTY_CODE_PATTERN.test(String(m.institution)) &&
+    ID_PATTERN.test(String(m.id)) &&
+    (m.kind === 'agreement' || m.kind === 'entrusted') &&
+    typeof m.payer === 'string' &&
+    typeof m.account === 'string' &&
+    STATUS_SET.has(m.status) &&
+    (m.via === 'gateway' || m.via === 'offline') &&
+    Number.isSafeInteger(m.createdAt) &&
+    (m.status !== 'active' || Number.isSafeInteger(m.activatedAt)) &&
+    (m.status !== 'revoked' || typeof m.revokedBy === 'string');
+  if (!ok) throw new AssertionError(`stored mandate ${String(m?.institution)}/${String(m?.id)} is malformed`);
+  return m;
 }

@@ -23,7 +23,7 @@ export interface OperatorAction {
   /** ISO time */
   at: string;
   operator: string;
-  action: 'close-batch' | 'mark-settled' | 'resolve' | 'reverse' | 'audit' | 'crash-worker';
+  action: 'close-batch' | 'mark-settled' | 'resolve' | 'reverse' | 'audit' | 'crash-worker' | 'revoke-mandate';
   target: string;
   outcome: string;
 }
