@@ -179,7 +179,7 @@ function isFailure<T extends object>(x: T | Failure): x is Failure {
 const STATUS_AFTER = { C: 'cleared', D: 'declined', X: 'expired', V: 'awaiting-submission', U: 'pending', P: 'pending', R: 'reversed' } as const;
 
 /** The state of an instruction that a receipt is decided against: tracked, or as stored. */
-interface Held {
+export interface Held {
   type: string;
   payer: string;
   payee: string;
@@ -193,7 +193,7 @@ interface Held {
  * makes none, its answer: a repeat of an answer already taken is a
  * duplicate, an answer out of turn is refused.
  */
-function decide(h: Held, bank: string, outcome: Outcome): { kind: LifecycleKind } | { duplicate: true } | Failure {
+export function decideReceipt(h: Held, bank: string, outcome: Outcome): { kind: LifecycleKind } | { duplicate: true } | Failure {
   if (outcome === 'verify' && h.type !== 'authenticated') return failure('INVALID_FIELD', 'verify answers only authenticated payments', 'outcome');
   const notYours = failure('FORBIDDEN', 'only the bank of the current step answers for an instruction');
   if (h.status === 'pending' || h.status === 'awaiting-submission') {
@@ -278,7 +278,7 @@ class ReceiptBatch extends AnswerList<ReceiptResult> implements OutcomeTarget {
 
   /** The answer for a receipt that makes no change: a duplicate, or a refusal. */
   answer(index: number, item: ReceiptItem, h: Held, batch: string | undefined): void {
-    const d = decide(h, this.bank, item.outcome);
+    const d = decideReceipt(h, this.bank, item.outcome);
     if ('duplicate' in d) {
       const r: ReceiptResult = { institution: item.institution, id: item.id, status: h.status, duplicate: true };
       if (batch !== undefined && (h.status === 'cleared' || h.status === 'reversed')) r.batch = batch;
@@ -653,7 +653,7 @@ export class Lifecycle {
         batch.fail(i, item, failure('NOT_FOUND', `no instruction '${item.id}' of institution '${item.institution}'`));
         continue;
       }
-      const d = decide(held, bank, item.outcome);
+      const d = decideReceipt(held, bank, item.outcome);
       if ('kind' in d) {
         batch.held[i] = held;
         batch.kinds[i] = d.kind;
