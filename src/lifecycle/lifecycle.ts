@@ -220,11 +220,13 @@ export function decideReceipt(h: Held, bank: string, outcome: Outcome): { kind: 
   }
   // Final: a repeat of the outcome it ended with (or of a step it passed) is a duplicate; anything else contradicts it.
   const cleared = h.status === 'cleared' || h.status === 'reversed';
+  // An authenticated payment that ended past its verify step had its verify taken; one confirmed or declined in that step had not.
+  const verifyTaken = h.type === 'authenticated' && h.step !== undefined && h.step !== 'verify';
   const repeat =
-    (cleared && outcome !== 'decline') ||
+    (cleared && outcome === 'confirm') ||
     (h.status === 'declined' && outcome === 'decline') ||
     (h.status === 'declined' && h.type === 'payout' && h.step === 'payee' && bank === h.payer && outcome === 'confirm') ||
-    (h.status === 'declined' && h.type === 'authenticated' && h.step !== 'verify' && outcome === 'verify');
+    (outcome === 'verify' && verifyTaken);
   if (repeat) return { duplicate: true };
   return failure('NOT_PENDING', `the instruction is already ${h.status}`);
 }
@@ -698,7 +700,7 @@ export class Lifecycle {
     const step = p?.entry.step ?? found!.record.st;
     const awaiting = p !== undefined ? p.entry.step === 'submission' : found!.record.s === 'awaiting-submission';
     if (!awaiting) {
-      answerStored(p !== undefined ? 'pending' : found!.record.s, step, p?.entry.verification ?? found!.record.vf, type);
+      answerStored(p !== undefined ? 'pending' : found!.record.s, step, p !== undefined ? p.entry.verification : found!.record.vf, type);
       return;
     }
     this.router.lifecycle(

@@ -60,6 +60,11 @@ describe('decideReceipt: who may answer at each step', () => {
     expect(decideReceipt(held('gateway', 'expired', 'receipt'), 'ICBC', 'confirm')).toEqual(notPending);
     expect(decideReceipt(held('payout', 'declined', 'payee'), 'ICBC', 'confirm')).toEqual(dup);
     expect(decideReceipt(held('payout', 'declined', 'payer'), 'ICBC', 'confirm')).toEqual(notPending);
+    // A verify is a repeat only where one was taken: not after a confirm or decline in the verify step itself.
+    expect(decideReceipt(held('authenticated', 'cleared', 'receipt'), 'ICBC', 'verify')).toEqual(dup);
+    expect(decideReceipt(held('authenticated', 'cleared', 'verify'), 'ICBC', 'verify')).toEqual(notPending);
+    expect(decideReceipt(held('authenticated', 'declined', 'verify'), 'ICBC', 'verify')).toEqual(notPending);
+    expect(decideReceipt(held('authenticated', 'expired', 'submission'), 'ICBC', 'verify')).toEqual(dup);
   });
 });
 
