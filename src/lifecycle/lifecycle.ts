@@ -105,6 +105,9 @@ const HEAP_DEAD_EVENTS_MIN = 1024;
 
 type Outcome = 'confirm' | 'decline' | 'verify';
 
+/** After a restart that missed every query of a step, how long the one query sent then has before the step expires. */
+const QUERY_GRACE_MS = 1000;
+
 /** How soon an expiry that could not be committed is tried again. */
 const EXPIRY_RETRY_MS = 1000;
 
@@ -218,14 +221,16 @@ export function decideReceipt(h: Held, bank: string, outcome: Outcome): { kind: 
         return { kind: outcome === 'confirm' ? 'C' : 'D' };
     }
   }
-  // Final: a repeat of the outcome it ended with (or of a step it passed) is a duplicate; anything else contradicts it.
+  // Final. Only a payout's two banks both answer; for the other kinds an answer from the payee bank is out of turn.
+  if (h.type !== 'payout' && bank !== h.payer) return notYours;
+  // A repeat of the outcome it ended with (or of a step it passed) is a duplicate; anything else contradicts it.
   const cleared = h.status === 'cleared' || h.status === 'reversed';
   // An authenticated payment that ended past its verify step had its verify taken; one confirmed or declined in that step had not.
   const verifyTaken = h.type === 'authenticated' && h.step !== undefined && h.step !== 'verify';
   const repeat =
     (cleared && outcome === 'confirm') ||
     (h.status === 'declined' && outcome === 'decline') ||
-    (h.status === 'declined' && h.type === 'payout' && h.step === 'payee' && bank === h.payer && outcome === 'confirm') ||
+    ((h.status === 'declined' || h.status === 'expired') && h.type === 'payout' && h.step === 'payee' && bank === h.payer && outcome === 'confirm') ||
     (outcome === 'verify' && verifyTaken);
   if (repeat) return { duplicate: true };
   return failure('NOT_PENDING', `the instruction is already ${h.status}`);
@@ -381,6 +386,13 @@ export class Lifecycle {
     if (queries === 0) {
       lastQueryAt = Math.max(now, e.stepAt + Math.floor((e.deadline - e.stepAt) / 2));
       this.schedule(lastQueryAt, { key, pending, kind: 'query' });
+    } else if (lastQueryAt <= now) {
+      // Every query of the schedule fell while the engine was down (queries are not stored): ask once
+      // now, and leave the awaited party a moment to answer before the step expires.
+      lastQueryAt = now;
+      this.schedule(now, { key, pending, kind: 'query' });
+      this.schedule(Math.max(e.deadline, now + QUERY_GRACE_MS), { key, pending, kind: 'expire' });
+      return;
     }
     // A deadline that passed while the engine was down still comes after the query.
     this.schedule(Math.max(e.deadline, lastQueryAt + 1), { key, pending, kind: 'expire' });

@@ -225,11 +225,12 @@ export class MandateBook {
 
   /** Revoke a mandate (机构解约, 银行解约); idempotent. Instructions admitted before stand. */
   revoke(actor: MandateActor, institution: string, id: string): Promise<MandateView | Failure> {
+    // Another institution is refused before anything is looked up, so it learns nothing of which ids exist.
+    if (actor.role === 'institution' && actor.id !== institution) return Promise.resolve(failure('FORBIDDEN', 'an institution may revoke only its own mandates'));
     const key = keyOf(institution, id);
     return this.serial(key, async () => {
       const stored = this.byKey.get(key);
       if (stored === undefined || (actor.role === 'bank' && stored.payer !== actor.id)) return failure('NOT_FOUND', `no mandate '${id}' of institution '${institution}'`);
-      if (actor.role === 'institution' && actor.id !== institution) return failure('FORBIDDEN', 'an institution may revoke only its own mandates');
       if (stored.status === 'revoked') return mandateView(stored);
       if (stored.status === 'declined') return failure('NOT_PENDING', 'the mandate was declined by its payer bank');
       const r: MandateRecord = { ...stored, status: 'revoked', revokedAt: this.clock.now(), revokedBy: actor.role };

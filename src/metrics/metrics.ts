@@ -254,7 +254,7 @@ export class EngineMetrics {
     });
     this.gauge({
       name: 'netting_pending_instructions',
-      help: 'Two-phase instructions waiting for their receipt',
+      help: 'Two-phase instructions not final (pending or awaiting their submission)',
       registers: [r],
       collect() {
         this.set(source.pendingInstructions());
@@ -306,7 +306,7 @@ export class EngineMetrics {
     });
     this.counter({
       name: 'netting_queries_sent_total',
-      help: 'Queries (查询补偿) sent to payer banks for late receipts',
+      help: 'Queries (查询补偿) sent for overdue steps: to the bank the step awaits, or to the institution for a payment submission',
       registers: [r],
       collect() {
         this.reset();

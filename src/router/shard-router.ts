@@ -323,7 +323,8 @@ export class ShardRouter {
       if (waiters(pending) >= WAITERS_PER_ID_MAX) {
         this.deps.counters.rejections.add('OVERLOADED');
         target.deliver(index, { kind: 'failed', failure: failure('OVERLOADED', `too many requests wait on id '${op[2]}'; retry later`) }, true);
-      } else if (pending.op[0] === op[0]) {
+      } else if (pending.op[0] === op[0] && (op[0] !== 'U' || pending.op[3] === op[3])) {
+        // The same change (a submission only with the same verification): it waits for that one's outcome.
         (pending.more ??= []).push({ target, index });
       } else {
         (pending.deferred ??= []).push({ op, shard, target, index, debit });

@@ -55,6 +55,9 @@ describe('decideReceipt: who may answer at each step', () => {
     // Final.
     expect(decideReceipt(held('gateway', 'cleared', 'receipt'), 'ICBC', 'confirm')).toEqual(dup);
     expect(decideReceipt(held('gateway', 'cleared', 'receipt'), 'ICBC', 'decline')).toEqual(notPending);
+    // Final, but still only the bank whose answer the kind takes: the payee of a gateway payment never answers.
+    expect(decideReceipt(held('gateway', 'cleared', 'receipt'), 'CMB', 'confirm')).toEqual(expect.objectContaining({ code: 'FORBIDDEN' }));
+    expect(decideReceipt(held('payout', 'expired', 'payee'), 'ICBC', 'confirm')).toEqual(dup);
     expect(decideReceipt(held('gateway', 'declined', 'receipt'), 'ICBC', 'decline')).toEqual(dup);
     expect(decideReceipt(held('gateway', 'declined', 'receipt'), 'ICBC', 'confirm')).toEqual(notPending);
     expect(decideReceipt(held('gateway', 'expired', 'receipt'), 'ICBC', 'confirm')).toEqual(notPending);
