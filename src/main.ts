@@ -12,7 +12,8 @@ import { DEMO_CONFIG } from './config/demo.js';
 import { setVerify } from './core/assert.js';
 import { DataLockedError } from './engine/data-lock.js';
 import { Engine } from './engine/engine.js';
-import { createLogger } from './engine/log.js';
+import { createLogger, type Logger } from './engine/log.js';
+import { ClusterNode } from './cluster/cluster-node.js';
 import { Gateway, ListenError } from './gateway/server.js';
 import { LayoutError } from './store/engine-store.js';
 
@@ -65,6 +66,10 @@ async function main(): Promise<void> {
 
   const log = createLogger(config.logLevel);
   setVerify(config.verifyOnStart);
+  if (config.cluster !== undefined) {
+    await runClusterNode(config, log);
+    return;
+  }
   let engine: Engine;
   try {
     engine = await Engine.start(config, log);
@@ -110,6 +115,38 @@ async function main(): Promise<void> {
         log.error({ err }, 'stop failed');
         process.exit(1);
       });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/** Cluster mode: the node starts as a follower and leads once it holds the lease (src/cluster/cluster-node.ts). */
+async function runClusterNode(config: EngineConfig, log: Logger): Promise<void> {
+  let node: ClusterNode;
+  try {
+    node = await ClusterNode.start(config, log);
+  } catch (err) {
+    if (err instanceof LayoutError || err instanceof DataLockedError || err instanceof ListenError) {
+      log.error({ dataDir: config.dataDir }, err.message);
+      process.stderr.write(`netting-engine: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  log.info({ node: config.cluster!.node, host: config.listen.host, port: node.port }, 'listening');
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    setTimeout(() => process.exit(1), config.limits.shutdownMs).unref();
+    node.stop(config.limits.shutdownDrainMs).then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'stop failed');
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

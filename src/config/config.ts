@@ -52,6 +52,19 @@ export interface Limits {
   shutdownMs: number;
 }
 
+export interface ClusterConfig {
+  /** This node's name, unique in the cluster. */
+  node: string;
+  /** The URL clients use to reach this node. */
+  advertise: string;
+  /** The NATS servers of the cluster's JetStream. */
+  nats: string[];
+  /** JetStream replicas of the log: 1, 3 or 5. */
+  replicas: number;
+  /** How long a dead leader keeps its role. */
+  leaseMs: number;
+}
+
 export interface TlsConfig {
   certFile: string;
   keyFile: string;
@@ -80,6 +93,8 @@ export interface EngineConfig {
   requireMandates: boolean;
   /** Mandates made active (offline signing) at start when not yet stored. */
   mandates: MandateTerms[];
+  /** Cluster mode (PROTOCOL.md, "Replicated deployment"): absent, the engine runs alone and needs no NATS. */
+  cluster?: ClusterConfig;
   /** Test-only: lets an operator make a worker thread exit (POST /v1/debug/workers/{w}/crash). */
   faultInjection: boolean;
   logLevel: LogLevel;
@@ -147,6 +162,7 @@ export function parseConfig(raw: unknown): EngineConfig {
       'verifyOnStart',
       'requireMandates',
       'mandates',
+      'cluster',
       'faultInjection',
       'logLevel',
       'limits',
@@ -276,6 +292,24 @@ export function parseConfig(raw: unknown): EngineConfig {
       return terms;
     });
   });
+  const cluster = opt(root, 'cluster', undefined as ClusterConfig | undefined, (v) => {
+    const c = object(v, 'cluster');
+    checkKeys(c, ['node', 'advertise', 'nats', 'replicas', 'leaseMs'], 'cluster');
+    const node = str(c['node'], 'cluster.node');
+    if (!/^[A-Za-z0-9_-]{1,32}$/.test(node)) throw new ConfigError('cluster.node', 'must match ^[A-Za-z0-9_-]{1,32}$');
+    const advertise = str(c['advertise'], 'cluster.advertise');
+    if (!/^https?:\/\/[^\s/]+(\/\S*)?$/.test(advertise)) throw new ConfigError('cluster.advertise', 'must be an http:// or https:// URL');
+    const nats = c['nats'];
+    if (!Array.isArray(nats) || nats.length === 0 || !nats.every((u) => typeof u === 'string' && /^(nats|tls):\/\/\S+$/.test(u))) {
+      throw new ConfigError('cluster.nats', 'must be a non-empty list of nats:// URLs');
+    }
+    const replicas = opt(c, 'replicas', 3, (r) => {
+      if (r !== 1 && r !== 3 && r !== 5) throw new ConfigError('cluster.replicas', 'must be 1, 3 or 5');
+      return r;
+    });
+    const leaseMs = opt(c, 'leaseMs', 3000, (l) => int(l, 'cluster.leaseMs', 500, 600_000));
+    return { node, advertise, nats: [...(nats as string[])], replicas, leaseMs };
+  });
   const faultInjection = opt(root, 'faultInjection', false, (v) => {
     if (typeof v !== 'boolean') throw new ConfigError('faultInjection', 'must be a boolean');
     return v;
@@ -318,6 +352,7 @@ export function parseConfig(raw: unknown): EngineConfig {
   const config: EngineConfig = { listen, dataDir, banks, principals, snapshotIntervalMs, snapshotRetention, receiptQueryScheduleMs, shards, workers, maxAmountCents, verifyOnStart, requireMandates, mandates, faultInjection, logLevel, limits };
   if (batchSchedule !== undefined) config.batchSchedule = batchSchedule;
   if (tls !== undefined) config.tls = tls;
+  if (cluster !== undefined) config.cluster = cluster;
   if (!Number.isInteger(Math.log2(limits.idFilterBytes))) throw new ConfigError('limits.idFilterBytes', 'must be a power of two');
   if (limits.shutdownDrainMs >= limits.shutdownMs) throw new ConfigError('limits.shutdownDrainMs', 'must be below limits.shutdownMs');
   return deepFreeze(config);

@@ -13,7 +13,7 @@ import type { EngineConfig } from '../config/config.js';
 import { Clearing } from '../clearing/clearing.js';
 import type { EngineCounters } from '../core/counters.js';
 import type { Failure } from '../core/failures.js';
-import type { Located } from '../core/ports.js';
+import type { Located, ShardTransport } from '../core/ports.js';
 import type { ForwardItem, Notification, QueryPush, ReceiptResult } from '../lifecycle/lifecycle.js';
 import type { MandateNotification, MandateReceiptResult, MandateStatus, MandateView } from '../mandates/mandate.js';
 import type { Step } from '../core/stored-instruction.js';
@@ -25,7 +25,7 @@ import { BatchSchedule } from '../settlement/batch-schedule.js';
 import { ShardPools } from '../shard/shard-pools.js';
 import type { InstitutionTotals, VerifyReport, WorkerStats } from '../shard/tasks.js';
 import type { Snapshot } from '../snapshots/snapshots.js';
-import { EngineStore, type BatchRecord, type OperatorAction } from '../store/engine-store.js';
+import { EngineStore, type BatchRecord, type OperatorAction, type StoreWrite } from '../store/engine-store.js';
 import { ShardReaders, type BucketEntry, type BucketSums } from '../store/shard-readers.js';
 import type { BankDetail, PositionsOverview } from '../view/live-view.js';
 import { nodeClock } from './clock.js';
@@ -57,7 +57,25 @@ export interface EngineEvents {
 
 export type { MandateActor, MandateFilter };
 
+/** Cluster mode: how the leader's engine writes through the replicated log. */
+export interface EngineReplication {
+  /** The node's name, for `GET /readyz`. */
+  node: string;
+  /** The data folder's lock, held by the node across its roles. */
+  dataLock: DataLock;
+  /** The shard transport that appends each task to the log before applying it. */
+  transport(inner: ShardPools): ShardTransport;
+  /** Appends each write of the engine's store to the log; resolves with its sequence. */
+  replicator: (w: StoreWrite) => Promise<number>;
+}
+
+export interface EngineOptions {
+  replication?: EngineReplication;
+}
+
 export class Engine extends EventEmitter<EngineEvents> {
+  /** Cluster mode: this node's name while it leads. */
+  clusterNode: string | undefined;
   private state: 'starting' | 'ready' | 'stopping' | 'stopped' = 'starting';
   private schedule: BatchSchedule | undefined;
   /** Connections subscribed to each institution's notifications, kept by the gateway. */
@@ -72,24 +90,29 @@ export class Engine extends EventEmitter<EngineEvents> {
     private readonly pools: ShardPools,
     private readonly readers: ShardReaders,
     private readonly clearing: Clearing,
-    private readonly dataLock: DataLock,
+    /** Released at stop; in cluster mode the node holds it for its whole life instead. */
+    private readonly dataLock: DataLock | undefined,
   ) {
     super();
     this.metrics = new EngineMetrics(this, (metric, err) => log.error({ err, metric }, 'a metric could not be collected; it has no value until it can'));
   }
 
-  static async start(config: EngineConfig, log: Logger): Promise<Engine> {
+  static async start(config: EngineConfig, log: Logger, options: EngineOptions = {}): Promise<Engine> {
     const started = Date.now();
     mkdirSync(config.dataDir, { recursive: true });
     // Before LMDB opens anything: a second engine on this folder stops here, naming the first (src/engine/data-lock.ts).
-    const dataLock = await DataLock.acquire(config.dataDir);
+    const dataLock = options.replication?.dataLock ?? (await DataLock.acquire(config.dataDir));
+    const releaseLock = (): void => {
+      if (options.replication === undefined) dataLock.release();
+    };
     let store: EngineStore | undefined;
     try {
       store = new EngineStore(config.dataDir);
       await store.checkLayout(config.shards);
+      if (options.replication !== undefined) store.replicator = options.replication.replicator;
     } catch (err) {
       await store?.close();
-      dataLock.release();
+      releaseLock();
       throw err;
     }
     const pools = new ShardPools(
@@ -98,6 +121,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       config.limits.shardTasksInflightMax,
       (err) => log.error({ err }, 'a shard worker failed outside any task; it is replaced'),
     );
+    const transport: ShardTransport = options.replication?.transport(pools) ?? pools;
     const readers = new ShardReaders(config.dataDir, config.shards, config.limits.shardMapBytes);
     // The core's callbacks reach the engine, which is built after it, through this binding.
     let engine: Engine | undefined;
@@ -118,7 +142,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         },
         {
           clock: nodeClock,
-          transport: pools,
+          transport,
           lookup: readers,
           store,
           log,
@@ -142,10 +166,11 @@ export class Engine extends EventEmitter<EngineEvents> {
       await pools.close();
       await readers.close();
       await store.close();
-      dataLock.release();
+      releaseLock();
       throw err;
     }
-    engine = new Engine(config, log, store, pools, readers, clearing, dataLock);
+    engine = new Engine(config, log, store, pools, readers, clearing, options.replication === undefined ? dataLock : undefined);
+    engine.clusterNode = options.replication?.node;
     engine.state = 'ready';
     clearing.snapshots.start(config.snapshotIntervalMs);
     if (config.batchSchedule !== undefined) {
@@ -471,7 +496,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     await this.pools.close();
     await this.readers.close();
     await this.store.close();
-    this.dataLock.release();
+    this.dataLock?.release();
     this.state = 'stopped';
     this.log.info('engine stopped');
   }

@@ -284,7 +284,8 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
   });
   app.get('/readyz', (res) => {
     const ex = beginExchange(res, 'json');
-    if (ctx.engine.ready) reply(ex, ctx.codec, 200, { status: 'ready', batch: ctx.engine.openBatchId });
+    const node = ctx.engine.clusterNode;
+    if (ctx.engine.ready) reply(ex, ctx.codec, 200, node === undefined ? { status: 'ready', batch: ctx.engine.openBatchId } : { status: 'ready', role: 'leader', node, batch: ctx.engine.openBatchId });
     else replyCode(ex, ctx.codec, 'NOT_READY');
   });
   app.post('/v1/instructions', guard(postInstructions));

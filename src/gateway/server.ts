@@ -42,6 +42,23 @@ export class ListenError extends Error {
   override name = 'ListenError';
 }
 
+/** Listen on the port alone: a second process on it fails here instead of sharing it. */
+export function listenExclusive(app: TemplatedApp, host: string, port: number): Promise<us_listen_socket> {
+  return new Promise((resolve, reject) => {
+    (app as unknown as ListenWithOptions).listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, (socket) => {
+      if (socket === false) {
+        reject(
+          new ListenError(
+            `cannot listen on ${host}:${port}: the port is in use by another process (the engine takes it exclusively; \`ss -ltnp 'sport = :${port}'\` names it) or ${host} is not an address of this host`,
+          ),
+        );
+        return;
+      }
+      resolve(socket);
+    });
+  });
+}
+
 export class Gateway {
   private constructor(
     private readonly app: TemplatedApp,
@@ -65,19 +82,7 @@ export class Gateway {
     registerStreamMetrics(engine.metrics.registry, stream);
     registerHttpRoutes(app, { engine, codec, auth });
     const { host, port } = engine.config.listen;
-    return new Promise((resolve, reject) => {
-      (app as unknown as ListenWithOptions).listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, (socket) => {
-        if (socket === false) {
-          reject(
-            new ListenError(
-              `cannot listen on ${host}:${port}: the port is in use by another process (the engine takes it exclusively; \`ss -ltnp 'sport = :${port}'\` names it) or ${host} is not an address of this host`,
-            ),
-          );
-          return;
-        }
-        resolve(new Gateway(app, socket, connections, us_socket_local_port(socket as unknown as us_socket)));
-      });
-    });
+    return listenExclusive(app, host, port).then((socket) => new Gateway(app, socket, connections, us_socket_local_port(socket as unknown as us_socket)));
   }
 
   /** Stop accepting connections; open ones stay until `close`. */

@@ -124,7 +124,12 @@ export class ShardLedger {
       for (const key of this.dbs.ins.getKeys({})) f.add(key);
       filter = f.words;
     }
-    return { shard: this.shard, summaries, pending: this.pending(), verify, filter };
+    return { shard: this.shard, summaries, pending: this.pending(), verify, filter, appliedSeq: this.appliedSeq() };
+  }
+
+  /** Cluster mode: the last log sequence applied to this shard, written in the same transaction as the task it applied. */
+  appliedSeq(): number {
+    return (this.dbs.meta.get('applied') as number | undefined) ?? 0;
   }
 
   pending(): PendingEntry[] {
@@ -161,6 +166,10 @@ export class ShardLedger {
 
   async apply(task: ApplyTask): Promise<ApplyResult> {
     assert(task.shard === this.shard, `task for shard ${task.shard} sent to shard ${this.shard}`);
+    // Cluster mode: a task the shard has applied already (a log replayed after a fault) changes nothing.
+    if (task.logSeq !== undefined && task.logSeq <= this.appliedSeq()) {
+      return { outcomes: [], applyMs: 0, commitMs: 0, delta: { batch: task.batch, flows: [], institutions: [] }, skipped: true };
+    }
     const started = performance.now();
     // Hashes are computed before the transaction, so the write lock is held only for reads and writes.
     const hashes: ([number, number] | undefined)[] = new Array(task.ops.length);
@@ -175,6 +184,7 @@ export class ShardLedger {
     await this.dbs.env.childTransaction(() => {
       issued = performance.now();
       result = this.applyInTransaction(task, hashes, full);
+      if (task.logSeq !== undefined) this.dbs.meta.put('applied', task.logSeq);
     });
     assert(result !== undefined, 'the transaction ran no callback');
     const done = performance.now();

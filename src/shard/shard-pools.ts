@@ -65,6 +65,7 @@ export class ShardPools implements ShardTransport {
    */
   apply(task: ApplyTask): Promise<ApplyResult> {
     const wire: ApplyTaskWire = { kind: 'apply-json', shard: task.shard, batch: task.batch, now: task.now, ops: JSON.stringify(task.ops) };
+    if (task.logSeq !== undefined) wire.logSeq = task.logSeq;
     return this.run(wire);
   }
 

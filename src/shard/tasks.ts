@@ -89,6 +89,8 @@ export interface OpenResult {
   verify: VerifyReport | null;
   /** The shard's instruction keys as IdFilter words, when asked for. */
   filter: Uint32Array | null;
+  /** Cluster mode: the last log sequence the shard has applied (0 for none). */
+  appliedSeq: number;
 }
 
 export interface ApplyTask {
@@ -99,6 +101,8 @@ export interface ApplyTask {
   /** The time the router cut the task, used as the operations' timestamps. */
   now: number;
   ops: ShardOp[];
+  /** Cluster mode: the task's sequence in the replicated log, stored with its commit so it is applied once. */
+  logSeq?: number;
 }
 
 /** An ApplyTask as it crosses to the worker: its operations as one JSON string. */
@@ -108,6 +112,7 @@ export interface ApplyTaskWire {
   batch: string;
   now: number;
   ops: string;
+  logSeq?: number;
 }
 
 /**
@@ -134,6 +139,8 @@ export interface ApplyResult {
   commitMs: number;
   /** What this task added to its batch, applied to the main view after the commit. */
   delta: BatchSummary;
+  /** Cluster mode: the shard had applied this log entry already, and nothing was done. */
+  skipped?: true;
 }
 
 export interface VerifyTask {

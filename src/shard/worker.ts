@@ -81,7 +81,11 @@ function apply(task: ApplyTask): Promise<unknown> {
 export default async function handle(task: ShardTask): Promise<unknown> {
   switch (task.kind) {
     case 'apply-json':
-      return apply({ kind: 'apply', shard: task.shard, batch: task.batch, now: task.now, ops: JSON.parse(task.ops) as ShardOp[] });
+    {
+      const t: ApplyTask = { kind: 'apply', shard: task.shard, batch: task.batch, now: task.now, ops: JSON.parse(task.ops) as ShardOp[] };
+      if (task.logSeq !== undefined) t.logSeq = task.logSeq;
+      return apply(t);
+    }
     case 'open':
       return openShard(task);
     case 'verify':

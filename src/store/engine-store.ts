@@ -28,6 +28,16 @@ export interface OperatorAction {
   outcome: string;
 }
 
+/** A write of the engine's own store, as cluster mode's log carries it. */
+export type StoreWrite =
+  | { m: 'setOpenBatch'; a: [OpenBatch] }
+  | { m: 'beginCut'; a: [Closing, OpenBatch] }
+  | { m: 'finishCut'; a: [BatchRecord] }
+  | { m: 'putBatch'; a: [BatchRecord] }
+  | { m: 'putSnapshot'; a: [number, unknown, number] }
+  | { m: 'putMandate'; a: [MandateRecord] }
+  | { m: 'recordAction'; a: [Omit<OperatorAction, 'seq'>] };
+
 export class LayoutError extends Error {
   override name = 'LayoutError';
 }
@@ -55,11 +65,61 @@ export class EngineStore implements BatchStore, MandateStore {
     this.trailSeq = last;
   }
 
+  /**
+   * Cluster mode: called with every write before it is made; resolves with
+   * the write's log sequence once a majority of the log's replicas holds
+   * it. Absent, the engine runs alone and writes go straight to LMDB.
+   */
+  replicator: ((w: StoreWrite) => Promise<number>) | undefined;
+
+  private async write(w: StoreWrite): Promise<unknown> {
+    if (this.replicator === undefined) return this.applyLocal(w);
+    return this.applyWrite(w, await this.replicator(w));
+  }
+
+  /**
+   * Make a logged write, with its log sequence: both are issued in one
+   * event turn, so lmdb-js commits them in one transaction and a write is
+   * applied exactly once however often the log is replayed.
+   */
+  applyWrite(w: StoreWrite, seq: number): Promise<unknown> {
+    const done = this.applyLocal(w);
+    void this.meta.put('applied', seq);
+    return done;
+  }
+
+  private applyLocal(w: StoreWrite): Promise<unknown> {
+    switch (w.m) {
+      case 'setOpenBatch':
+        return this.meta.put('openBatch', w.a[0]);
+      case 'beginCut':
+        this.meta.put('closing', w.a[0]);
+        return this.meta.put('openBatch', w.a[1]);
+      case 'finishCut':
+        this.batches.put(w.a[0].batch, w.a[0]);
+        return this.meta.remove('closing');
+      case 'putBatch':
+        return this.batches.put(w.a[0].batch, w.a[0]);
+      case 'putSnapshot': {
+        const [seq, snapshot, retention] = w.a;
+        const oldest = seq - retention;
+        if (oldest > 0) {
+          for (const key of this.snaps.getKeys({ end: oldest + 1 })) this.snaps.remove(key);
+        }
+        return this.snaps.put(seq, snapshot);
+      }
+      case 'putMandate':
+        return this.mandates.put(`${w.a[0].institution}/${w.a[0].id}`, w.a[0]);
+      case 'recordAction': {
+        const entry: OperatorAction = { seq: ++this.trailSeq, ...w.a[0] };
+        return this.trail.put(entry.seq, entry).then(() => entry);
+      }
+    }
+  }
+
   /** Append an operator action to the audit trail (durable once the promise resolves). */
   async recordAction(action: Omit<OperatorAction, 'seq'>): Promise<OperatorAction> {
-    const entry: OperatorAction = { seq: ++this.trailSeq, ...action };
-    await this.trail.put(entry.seq, entry);
-    return entry;
+    return (await this.write({ m: 'recordAction', a: [action] })) as OperatorAction;
   }
 
   /** The newest `limit` operator actions, oldest first. */
@@ -90,7 +150,7 @@ export class EngineStore implements BatchStore, MandateStore {
   }
 
   async setOpenBatch(batch: OpenBatch): Promise<void> {
-    await this.meta.put('openBatch', batch);
+    await this.write({ m: 'setOpenBatch', a: [batch] });
   }
 
   closing(): Closing | undefined {
@@ -99,14 +159,12 @@ export class EngineStore implements BatchStore, MandateStore {
 
   /** The cut-off point, durable before anything is written into the next batch. */
   async beginCut(closing: Closing, next: OpenBatch): Promise<void> {
-    this.meta.put('closing', closing);
-    await this.meta.put('openBatch', next);
+    await this.write({ m: 'beginCut', a: [closing, next] });
   }
 
   /** The closed batch's report, recorded together with the end of the cut-off. */
   async finishCut(record: BatchRecord): Promise<void> {
-    this.batches.put(record.batch, record);
-    await this.meta.remove('closing');
+    await this.write({ m: 'finishCut', a: [record] });
   }
 
   batch(id: string): BatchRecord | undefined {
@@ -148,21 +206,21 @@ export class EngineStore implements BatchStore, MandateStore {
     return out;
   }
 
-  /** Closed batches, oldest first. */
   loadMandates(): Iterable<MandateRecord> {
     return this.mandates.getRange({}).map(({ value }) => value);
   }
 
   async putMandate(record: MandateRecord): Promise<void> {
-    await this.mandates.put(`${record.institution}/${record.id}`, record);
+    await this.write({ m: 'putMandate', a: [record] });
   }
 
+  /** Closed batches, oldest first. */
   closedBatches(): BatchRecord[] {
     return [...this.batches.getRange({})].map((e) => e.value);
   }
 
   async putBatch(record: BatchRecord): Promise<void> {
-    await this.batches.put(record.batch, record);
+    await this.write({ m: 'putBatch', a: [record] });
   }
 
   lastSnapshotSeq(): number {
@@ -176,11 +234,14 @@ export class EngineStore implements BatchStore, MandateStore {
 
   /** Store a snapshot and drop the ones that fall out of the retention. */
   async putSnapshot(seq: number, snapshot: unknown, retention: number): Promise<void> {
-    const oldest = seq - retention;
-    if (oldest > 0) {
-      for (const key of this.snaps.getKeys({ end: oldest + 1 })) this.snaps.remove(key);
-    }
-    await this.snaps.put(seq, snapshot);
+    await this.write({ m: 'putSnapshot', a: [seq, snapshot, retention] });
+  }
+
+  /**
+   * Cluster mode: the last log sequence applied to this store (see applyWrite).
+   */
+  appliedSeq(): number {
+    return (this.meta.get('applied') as number | undefined) ?? 0;
   }
 
   async close(): Promise<void> {

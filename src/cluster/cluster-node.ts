@@ -1,0 +1,302 @@
+/**
+ * One engine node of a cluster (PROTOCOL.md, "Replicated deployment"). It
+ * holds its data folder's lock for its whole life and is, at any time:
+ *
+ * - a follower: it applies the replicated log to its own LMDB and answers
+ *   every request but health, readiness and metrics with NOT_LEADER; it
+ *   watches the lease and, once the lease has lapsed, tries to take it;
+ * - a leader: it has taken the lease, applied the whole log, fenced every
+ *   earlier writer out with a term entry, and runs the engine (recovered
+ *   from its LMDB like any restart) with every state change going through
+ *   the log before it is answered. It renews the lease; when a renewal
+ *   fails, or the lease runs out before an answer, or an append is fenced,
+ *   it steps down at once: it closes every connection, answers nothing
+ *   more, and becomes a follower again.
+ *
+ * The leader trusts its lease only until a margin before it would lapse,
+ * counted from before the renewal was sent, so a follower that takes the
+ * lapsed lease never overlaps a leader that still answers.
+ */
+
+import { mkdirSync } from 'node:fs';
+import type { ClusterConfig, EngineConfig } from '../config/config.js';
+import { DataLock } from '../engine/data-lock.js';
+import { Engine } from '../engine/engine.js';
+import type { Logger } from '../engine/log.js';
+import { FollowerGateway } from '../gateway/follower-server.js';
+import { Gateway } from '../gateway/server.js';
+import { ShardPools } from '../shard/shard-pools.js';
+import { EngineStore } from '../store/engine-store.js';
+import { ClusterMetrics } from './cluster-metrics.js';
+import { Follower } from './follower.js';
+import { FencedError, ReplicatedLog, type LeaderInfo } from './replicated-log.js';
+import { ReplicatedTransport } from './replicated-transport.js';
+
+/** The leader answers only while its lease has at least this share of `leaseMs` left. */
+const LEASE_TRUST = 0.75;
+/** How long a new leader may take to apply the rest of the log before it gives the lease back. */
+const CATCH_UP_MS = 60_000;
+
+type Role = 'follower' | 'promoting' | 'leader' | 'demoting' | 'stopped';
+
+export class ClusterNode {
+  private role: Role = 'follower';
+  private leaseRevision: number | undefined;
+  private leaseUntil = 0;
+  private followerParts: { store: EngineStore; pools: ShardPools; follower: Follower; gateway: FollowerGateway } | undefined;
+  private engine: Engine | undefined;
+  private gateway: Gateway | undefined;
+  private leader: LeaderInfo | undefined;
+  private lastSeqSeen = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+  readonly metrics: ClusterMetrics;
+
+  private constructor(
+    private readonly config: EngineConfig,
+    private readonly cluster: ClusterConfig,
+    private readonly logger: Logger,
+    private readonly dataLock: DataLock,
+    private readonly log: ReplicatedLog,
+  ) {
+    this.metrics = new ClusterMetrics({
+      role: () => (this.role === 'leader' ? 'leader' : 'follower'),
+      leaderKnown: () => this.role === 'leader' || this.leader !== undefined,
+      appliedSeq: () => this.followerParts?.follower.readThrough ?? this.lastSeqSeen,
+      logLastSeq: () => this.lastSeqSeen,
+    });
+  }
+
+  static async start(config: EngineConfig, logger: Logger): Promise<ClusterNode> {
+    const cluster = config.cluster;
+    if (cluster === undefined) throw new Error('cluster mode needs the cluster configuration');
+    mkdirSync(config.dataDir, { recursive: true });
+    const dataLock = await DataLock.acquire(config.dataDir);
+    let log: ReplicatedLog;
+    try {
+      log = await ReplicatedLog.open(cluster);
+    } catch (err) {
+      dataLock.release();
+      throw err;
+    }
+    const node = new ClusterNode(config, cluster, logger, dataLock, log);
+    try {
+      await node.becomeFollower();
+    } catch (err) {
+      await log.close();
+      dataLock.release();
+      throw err;
+    }
+    node.schedule();
+    logger.info({ node: cluster.node, nats: cluster.nats, replicas: cluster.replicas, leaseMs: cluster.leaseMs }, 'cluster node started as a follower');
+    return node;
+  }
+
+  get port(): number | undefined {
+    return this.gateway?.port ?? this.followerParts?.gateway.port;
+  }
+
+  get isLeader(): boolean {
+    return this.role === 'leader';
+  }
+
+  /** Whether this node may still answer as leader: it holds the lease with a margin left. */
+  private holds(): boolean {
+    return (this.role === 'leader' || this.role === 'promoting') && Date.now() < this.leaseUntil;
+  }
+
+  private schedule(): void {
+    if (this.role === 'stopped') return;
+    this.timer = setTimeout(() => {
+      void this.tick().finally(() => this.schedule());
+    }, Math.max(50, Math.floor(this.cluster.leaseMs / 5)));
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking) return;
+    this.ticking = true;
+    try {
+      if (this.role === 'leader' || this.role === 'promoting') {
+        await this.renew();
+      } else if (this.role === 'follower') {
+        await this.watch();
+      }
+    } catch (err) {
+      this.logger.error({ err }, 'cluster tick failed');
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  private async renew(): Promise<void> {
+    const sentAt = Date.now();
+    const revision = this.leaseRevision === undefined ? undefined : await this.log.renew(this.leaseRevision);
+    if (revision === undefined) {
+      this.deposed(new FencedError('the lease could not be renewed'));
+      return;
+    }
+    this.leaseRevision = revision;
+    this.leaseUntil = sentAt + Math.floor(this.cluster.leaseMs * LEASE_TRUST);
+    this.metrics.leaseRenewals.inc();
+  }
+
+  private async watch(): Promise<void> {
+    const parts = this.followerParts;
+    if (parts === undefined) return;
+    if (parts.follower.error !== undefined) {
+      // Applying stopped on an error (a worker died mid-entry): read the log again from what is committed.
+      this.logger.warn({ err: parts.follower.error }, 'restarting the log follower');
+      await this.closeFollower();
+      await this.becomeFollower();
+      return;
+    }
+    this.lastSeqSeen = await this.log.lastSeq().catch(() => this.lastSeqSeen);
+    const leader = await this.log.leader();
+    if (leader?.node !== this.leader?.node) {
+      if (leader !== undefined) this.metrics.leaderChanges.inc();
+      this.leader = leader;
+    }
+    if (leader === undefined) await this.promote();
+  }
+
+  private async becomeFollower(): Promise<void> {
+    const store = new EngineStore(this.config.dataDir);
+    let pools: ShardPools | undefined;
+    try {
+      await store.checkLayout(this.config.shards);
+      pools = this.newPools();
+      const follower = new Follower(this.log, pools, store, this.config.shards, this.logger);
+      await follower.start();
+      const gateway = await FollowerGateway.listen(this.config, () => ({ node: this.cluster.node, leader: this.leader }), () => this.metrics.text());
+      this.followerParts = { store, pools, follower, gateway };
+    } catch (err) {
+      await pools?.close();
+      await store.close();
+      throw err;
+    }
+  }
+
+  private async closeFollower(): Promise<void> {
+    const parts = this.followerParts;
+    this.followerParts = undefined;
+    if (parts === undefined) return;
+    parts.gateway.close();
+    await parts.follower.stop();
+    await parts.pools.close();
+    await parts.store.close();
+  }
+
+  private newPools(): ShardPools {
+    const c = this.config;
+    return new ShardPools(
+      { dataDir: c.dataDir, shards: c.shards, mapSizeBytes: c.limits.shardMapBytes, faultInjection: c.faultInjection, shardBytesMax: c.limits.shardBytesMax },
+      c.workers,
+      c.limits.shardTasksInflightMax,
+      (err) => this.logger.error({ err }, 'a shard worker failed outside any task; it is replaced'),
+    );
+  }
+
+  /**
+   * Take the lapsed lease, apply the whole log, fence earlier writers out
+   * with a term entry, and start the engine on what this node's LMDB holds.
+   * Any failure gives the lease back and leaves this node a follower.
+   */
+  private async promote(): Promise<void> {
+    const sentAt = Date.now();
+    const revision = await this.log.acquire();
+    if (revision === undefined) return;
+    this.leaseRevision = revision;
+    this.leaseUntil = sentAt + Math.floor(this.cluster.leaseMs * LEASE_TRUST);
+    this.role = 'promoting';
+    const started = Date.now();
+    try {
+      const last = await this.log.lastSeq();
+      if (!(await this.followerParts!.follower.drainTo(last, CATCH_UP_MS))) throw new Error(`could not apply the log up to ${last}`);
+      await this.closeFollower();
+      const term = await this.log.beginTerm(last);
+      this.lastSeqSeen = term;
+      const engine = await Engine.start(this.config, this.logger, {
+        replication: {
+          node: this.cluster.node,
+          dataLock: this.dataLock,
+          transport: (pools) => new ReplicatedTransport(pools, this.log, this.config.shards, () => this.holds(), (err) => this.deposed(err)),
+          replicator: (w) =>
+            this.log.appendStore(w).then((seq) => {
+              if (!this.holds()) {
+                const err = new FencedError('the lease lapsed before a store write was applied');
+                this.deposed(err);
+                throw err;
+              }
+              this.lastSeqSeen = Math.max(this.lastSeqSeen, seq);
+              return seq;
+            }),
+        },
+      });
+      this.engine = engine;
+      this.metrics.registerInto(engine.metrics.registry);
+      this.gateway = await Gateway.listen(engine);
+      if (this.role !== 'promoting') throw new FencedError('deposed while starting');
+      this.role = 'leader';
+      this.leader = { node: this.cluster.node, url: this.cluster.advertise };
+      this.metrics.leaderChanges.inc();
+      this.logger.info({ node: this.cluster.node, term, promotionMs: Date.now() - started }, 'this node leads the cluster');
+    } catch (err) {
+      this.logger.error({ err }, 'promotion failed; staying a follower');
+      await this.stepDown();
+    }
+  }
+
+  /** The lease lapsed, a renewal failed or an append was fenced: answer nothing more. */
+  private deposed(err: Error): void {
+    if (this.role !== 'leader' && this.role !== 'promoting') return;
+    this.logger.warn({ err: err.message, node: this.cluster.node }, 'this node no longer leads; stepping down');
+    void this.stepDown();
+  }
+
+  private async stepDown(): Promise<void> {
+    if (this.role === 'demoting' || this.role === 'stopped') return;
+    const wasLeader = this.role === 'leader';
+    this.role = 'demoting';
+    this.leaseUntil = 0;
+    this.log.fence();
+    const revision = this.leaseRevision;
+    this.leaseRevision = undefined;
+    this.gateway?.close();
+    this.gateway = undefined;
+    const engine = this.engine;
+    this.engine = undefined;
+    try {
+      await engine?.stop(100);
+    } catch (err) {
+      this.logger.error({ err }, 'stopping the engine on step-down failed');
+    }
+    if (revision !== undefined) await this.log.release(revision);
+    if (wasLeader) this.metrics.leaderChanges.inc();
+    this.leader = undefined;
+    try {
+      await this.closeFollower();
+      await this.becomeFollower();
+      this.role = 'follower';
+    } catch (err) {
+      this.logger.fatal({ err }, 'could not become a follower again; exiting');
+      process.exit(1);
+    }
+  }
+
+  /** A clean stop: a leader lets what is in flight finish and gives the lease back at once. */
+  async stop(drainMs: number): Promise<void> {
+    const wasLeader = this.role === 'leader';
+    this.role = 'stopped';
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (wasLeader) {
+      this.gateway?.stopListening();
+      await this.engine?.stop(drainMs).catch((err: unknown) => this.logger.error({ err }, 'engine stop failed'));
+      this.gateway?.close();
+      if (this.leaseRevision !== undefined) await this.log.release(this.leaseRevision);
+    } else {
+      await this.closeFollower();
+    }
+    await this.log.close();
+    this.dataLock.release();
+  }
+}

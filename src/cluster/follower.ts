@@ -1,0 +1,118 @@
+/**
+ * A follower applies the replicated log to its own LMDB with the same
+ * shard code the leader runs: shard tasks through its shard workers, the
+ * engine's own writes to its store. Each environment stores the last log
+ * sequence it applied in the same transaction as what it applied, so an
+ * entry is applied exactly once however often the log is read again
+ * (after a restart, a worker fault, or a copied data folder).
+ *
+ * Entries are handed on in log order without waiting for each commit
+ * (each shard's worker commits its tasks in the order they came), up to a
+ * bound of entries in flight.
+ */
+
+import type { ConsumerMessages } from '@nats-io/jetstream';
+import type { Logger } from '../core/log.js';
+import type { ShardPools } from '../shard/shard-pools.js';
+import type { EngineStore } from '../store/engine-store.js';
+import { decodeEntry, type LeaderInfo, type ReplicatedLog } from './replicated-log.js';
+
+/** Entries handed on and not yet committed, at most. */
+const INFLIGHT_MAX = 256;
+
+export class Follower {
+  private messages: ConsumerMessages | undefined;
+  private readonly shardApplied: number[] = [];
+  private engineApplied = 0;
+  /** The last sequence handed on (applied, or in flight). */
+  private seen = 0;
+  private inflight: Promise<unknown>[] = [];
+  private failed: Error | undefined;
+  private running: Promise<void> | undefined;
+  /** The leader named by the newest term entry read. */
+  leaderOfLog: LeaderInfo | undefined;
+
+  constructor(
+    private readonly log: ReplicatedLog,
+    private readonly pools: ShardPools,
+    private readonly store: EngineStore,
+    private readonly shards: number,
+    private readonly logger: Logger,
+  ) {}
+
+  /** The first error that stopped applying, if any. */
+  get error(): Error | undefined {
+    return this.failed;
+  }
+
+  async start(): Promise<void> {
+    const openBatch = this.store.openBatch()?.id ?? '0';
+    for (let shard = 0; shard < this.shards; shard++) {
+      const opened = await this.pools.open({ kind: 'open', shard, batches: [openBatch], verify: false, filterBits: 0 });
+      this.shardApplied[shard] = opened.appliedSeq;
+    }
+    this.engineApplied = this.store.appliedSeq();
+    this.seen = Math.min(this.engineApplied, ...this.shardApplied);
+    this.messages = await this.log.follow(this.seen + 1);
+    this.running = this.run(this.messages);
+  }
+
+  private async run(messages: ConsumerMessages): Promise<void> {
+    try {
+      for await (const m of messages) {
+        const seq = m.seq;
+        if (seq <= this.seen) continue;
+        const entry = decodeEntry(m.data);
+        if (entry.k === 'task') {
+          const shard = entry.task.shard;
+          if (seq > this.shardApplied[shard]!) {
+            this.track(this.pools.apply({ ...entry.task, logSeq: seq }));
+            this.shardApplied[shard] = seq;
+          }
+        } else if (entry.k === 'store') {
+          if (seq > this.engineApplied) {
+            this.track(this.store.applyWrite(entry.w, seq));
+            this.engineApplied = seq;
+          }
+        } else {
+          this.leaderOfLog = { node: entry.node, url: entry.url };
+        }
+        this.seen = seq;
+        if (this.inflight.length >= INFLIGHT_MAX) await this.settle();
+      }
+      await this.settle();
+    } catch (err) {
+      this.failed = err instanceof Error ? err : new Error(String(err));
+      this.logger.error({ err, seq: this.seen }, 'applying the replicated log failed');
+    }
+  }
+
+  private track(p: Promise<unknown>): void {
+    this.inflight.push(p);
+  }
+
+  private async settle(): Promise<void> {
+    const list = this.inflight;
+    this.inflight = [];
+    await Promise.all(list);
+  }
+
+  /** Resolves once everything up to `seq` has been read and committed here. */
+  async drainTo(seq: number, timeoutMs: number): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    while (this.seen < seq && this.failed === undefined && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    await this.settle();
+    return this.seen >= seq && this.failed === undefined;
+  }
+
+  /** The sequence read so far. */
+  get readThrough(): number {
+    return this.seen;
+  }
+
+  async stop(): Promise<void> {
+    await this.messages?.close();
+    await this.running;
+    await this.settle().catch(() => undefined);
+  }
+}

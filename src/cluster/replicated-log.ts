@@ -1,0 +1,198 @@
+/**
+ * Cluster mode's replicated log and leader lease, on NATS JetStream (an
+ * existing Raft-replicated engine, not a home-made protocol).
+ *
+ * - The log is one stream, `NETTING_LOG`, with `replicas` copies. Every
+ *   state change is an entry: a shard task on `netting.log.shard.<n>`, a
+ *   write of the engine's own store on `netting.log.engine`, and a new
+ *   leader's first entry on `netting.log.term`. JetStream acknowledges an
+ *   append once a majority of the replicas has stored it.
+ * - Appends are fenced: each names the stream's last sequence it expects
+ *   (JetStream's expected-last-sequence). A leader that has been replaced
+ *   expects a sequence the new leader has already moved past, so its
+ *   appends fail and it cannot acknowledge anything more.
+ * - The lease is one key in a KV bucket whose entries live `leaseMs`: the
+ *   leader creates it (create fails while it exists) and renews it by
+ *   revision; a follower can take it only once it has lapsed.
+ */
+
+import { decode, encode } from '@msgpack/msgpack';
+import { DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, type ConsumerMessages, type JetStreamClient } from '@nats-io/jetstream';
+import { Kvm, type KV } from '@nats-io/kv';
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import type { ApplyTask } from '../shard/tasks.js';
+import type { StoreWrite } from '../store/engine-store.js';
+
+export const LOG_STREAM = 'NETTING_LOG';
+export const LEASE_BUCKET = 'netting_leader';
+const LEASE_KEY = 'leader';
+const SUBJECT_ENGINE = 'netting.log.engine';
+const SUBJECT_TERM = 'netting.log.term';
+const APPEND_TIMEOUT_MS = 5000;
+
+export function shardSubject(shard: number): string {
+  return `netting.log.shard.${shard}`;
+}
+
+export type LogEntry = { k: 'task'; task: ApplyTask } | { k: 'store'; w: StoreWrite } | { k: 'term'; node: string; url: string };
+
+export interface LeaderInfo {
+  node: string;
+  url: string;
+}
+
+export interface ClusterSettings {
+  node: string;
+  advertise: string;
+  nats: readonly string[];
+  replicas: number;
+  leaseMs: number;
+}
+
+export class FencedError extends Error {
+  override name = 'FencedError';
+}
+
+export function encodeEntry(e: LogEntry): Uint8Array {
+  return encode(e, { ignoreUndefined: true });
+}
+
+export function decodeEntry(data: Uint8Array): LogEntry {
+  return decode(data) as LogEntry;
+}
+
+export class ReplicatedLog {
+  /** The stream's last sequence as this leader knows it: the fence of its next append. */
+  private expected = -1;
+
+  private constructor(
+    readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    private readonly kv: KV,
+    private readonly settings: ClusterSettings,
+  ) {}
+
+  static async open(settings: ClusterSettings): Promise<ReplicatedLog> {
+    const nc = await connect({ servers: [...settings.nats], name: `netting-${settings.node}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    try {
+      const jsm = await jetstreamManager(nc);
+      try {
+        await jsm.streams.info(LOG_STREAM);
+      } catch {
+        await jsm.streams.add({
+          name: LOG_STREAM,
+          subjects: ['netting.log.>'],
+          storage: StorageType.File,
+          num_replicas: settings.replicas,
+          retention: RetentionPolicy.Limits,
+          discard: DiscardPolicy.New,
+        });
+      }
+      const js = jetstream(nc);
+      const kv = await new Kvm(js).create(LEASE_BUCKET, { history: 1, ttl: settings.leaseMs, replicas: settings.replicas });
+      return new ReplicatedLog(nc, js, kv, settings);
+    } catch (err) {
+      await nc.close();
+      throw err;
+    }
+  }
+
+  /** The stream's last sequence (0 when empty). */
+  async lastSeq(): Promise<number> {
+    const jsm = await jetstreamManager(this.nc);
+    return (await jsm.streams.info(LOG_STREAM)).state.last_seq;
+  }
+
+  /**
+   * Become the writer from `lastSeq` on: append the term entry that fences
+   * every earlier writer out, and answer its sequence. Fails if anything
+   * was appended after `lastSeq` meanwhile.
+   */
+  async beginTerm(lastSeq: number): Promise<number> {
+    this.expected = lastSeq;
+    return this.append(SUBJECT_TERM, { k: 'term', node: this.settings.node, url: this.settings.advertise });
+  }
+
+  /**
+   * Append an entry, pipelined behind earlier appends: it expects the
+   * sequence after the previous one, so a replaced writer's appends fail,
+   * and once one append fails every later one does too.
+   */
+  append(subject: string, entry: LogEntry): Promise<number> {
+    if (this.expected < 0) return Promise.reject(new FencedError('this node is not the log writer'));
+    const expect = this.expected++;
+    return this.js.publish(subject, encodeEntry(entry), { expect: { lastSequence: expect }, timeout: APPEND_TIMEOUT_MS }).then(
+      (ack) => {
+        if (ack.seq !== expect + 1) throw new FencedError(`append stored at ${ack.seq}, expected ${expect + 1}`);
+        return ack.seq;
+      },
+      (err: unknown) => {
+        this.expected = -1;
+        throw new FencedError(`append failed: ${(err as Error).message}`);
+      },
+    );
+  }
+
+  appendTask(task: ApplyTask): Promise<number> {
+    return this.append(shardSubject(task.shard), { k: 'task', task });
+  }
+
+  appendStore(w: StoreWrite): Promise<number> {
+    return this.append(SUBJECT_ENGINE, { k: 'store', w });
+  }
+
+  /** Stop writing: every later append fails at once. */
+  fence(): void {
+    this.expected = -1;
+  }
+
+  /** Read the log from `fromSeq` on, in order, as it grows. */
+  async follow(fromSeq: number): Promise<ConsumerMessages> {
+    const consumer = await this.js.consumers.get(LOG_STREAM, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, fromSeq) });
+    return consumer.consume({ max_messages: 512 });
+  }
+
+  // ---- the lease ------------------------------------------------------------------------
+
+  /** Take the lease if nobody holds it; its revision, or undefined. */
+  async acquire(): Promise<number | undefined> {
+    try {
+      return await this.kv.create(LEASE_KEY, JSON.stringify({ node: this.settings.node, url: this.settings.advertise }));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Renew the lease held at `revision`; the new revision, or undefined when it is someone else's now. */
+  async renew(revision: number): Promise<number | undefined> {
+    try {
+      return await this.kv.update(LEASE_KEY, JSON.stringify({ node: this.settings.node, url: this.settings.advertise }), revision);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Give the lease up at once (a clean stop), so a follower need not wait for it to lapse. */
+  async release(revision: number): Promise<void> {
+    try {
+      await this.kv.delete(LEASE_KEY, { previousSeq: revision });
+    } catch {
+      // Someone else holds it already.
+    }
+  }
+
+  /** Who holds the lease now, as the bucket says. */
+  async leader(): Promise<LeaderInfo | undefined> {
+    try {
+      const e = await this.kv.get(LEASE_KEY);
+      if (e === null || e.operation !== 'PUT') return undefined;
+      return JSON.parse(new TextDecoder().decode(e.value)) as LeaderInfo;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.nc.drain().catch(() => this.nc.close());
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * The leader's shard transport in cluster mode: every task is appended to
+ * the replicated log first, and applied to the leader's own shard (with
+ * its log sequence, in the same LMDB transaction) only once a majority of
+ * the log's replicas holds it. Its answer therefore means "replicated and
+ * committed here".
+ *
+ * Tasks of one shard reach its worker in log order. A task that fails at
+ * the worker is in the log all the same: before the core reads the
+ * shard's disk to find out what happened (`open`), the tasks the shard has
+ * not applied are applied again from what was appended, and the shard
+ * skips those it had applied. A leader that lost its lease, or whose
+ * append was fenced, answers nothing more: the node steps down.
+ */
+
+import type { ShardTransport } from '../core/ports.js';
+import type { ApplyResult, ApplyTask, OpenResult, OpenTask } from '../shard/tasks.js';
+import { FencedError, type ReplicatedLog } from './replicated-log.js';
+
+/** A promise that never settles: what a deposed leader's pending answers become. */
+function never<T>(): Promise<T> {
+  return new Promise<T>(() => undefined);
+}
+
+export class ReplicatedTransport implements ShardTransport {
+  /** Per shard, settled once the previous task has been handed to the worker. */
+  private readonly issued: Promise<void>[];
+  /** Per shard, the tasks appended and not yet reported committed here, by log sequence. */
+  private readonly unconfirmed: Map<number, ApplyTask>[];
+
+  constructor(
+    private readonly inner: ShardTransport,
+    private readonly log: ReplicatedLog,
+    shards: number,
+    /** Whether this node still holds the lease (checked before anything is answered). */
+    private readonly holds: () => boolean,
+    /** The node must step down: its lease lapsed or its append was fenced. */
+    private readonly deposed: (err: Error) => void,
+  ) {
+    this.issued = Array.from({ length: shards }, () => Promise.resolve());
+    this.unconfirmed = Array.from({ length: shards }, () => new Map());
+  }
+
+  apply(task: ApplyTask): Promise<ApplyResult> {
+    const appended = this.log.appendTask(task);
+    const previous = this.issued[task.shard]!;
+    let handed!: () => void;
+    this.issued[task.shard] = new Promise((resolve) => (handed = resolve));
+    return Promise.all([appended, previous]).then(
+      ([seq]) => {
+        if (!this.holds()) {
+          handed();
+          this.deposed(new FencedError('the lease lapsed before the task was applied'));
+          return never<ApplyResult>();
+        }
+        const logged: ApplyTask = { ...task, logSeq: seq };
+        this.unconfirmed[task.shard]!.set(seq, logged);
+        const result = this.inner.apply(logged);
+        handed();
+        return result.then((r) => {
+          this.unconfirmed[task.shard]!.delete(seq);
+          if (!this.holds()) {
+            this.deposed(new FencedError('the lease lapsed before the task was answered'));
+            return never<ApplyResult>();
+          }
+          return r;
+        });
+      },
+      (err: unknown) => {
+        handed();
+        this.deposed(err instanceof Error ? err : new Error(String(err)));
+        return never<ApplyResult>();
+      },
+    );
+  }
+
+  /** Apply again what the shard may have missed of the log, then read its disk. */
+  async open(task: OpenTask): Promise<OpenResult> {
+    const pending = [...this.unconfirmed[task.shard]!.entries()].sort((a, b) => a[0] - b[0]);
+    for (const [seq, t] of pending) {
+      await this.inner.apply(t);
+      this.unconfirmed[task.shard]!.delete(seq);
+    }
+    return this.inner.open(task);
+  }
+}
