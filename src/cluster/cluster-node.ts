@@ -74,7 +74,7 @@ export class ClusterNode {
     const dataLock = await DataLock.acquire(config.dataDir);
     let log: ReplicatedLog;
     try {
-      log = await ReplicatedLog.open(cluster);
+      log = await ReplicatedLog.open(cluster, (err) => logger.warn({ err: (err as Error).message }, 'JetStream is not answering yet; retrying'));
     } catch (err) {
       dataLock.release();
       throw err;
@@ -156,7 +156,7 @@ export class ClusterNode {
       if (leader !== undefined) this.metrics.leaderChanges.inc();
       this.leader = leader;
     }
-    if (leader === undefined) await this.promote();
+    if (leader === undefined) await this.tryLead();
   }
 
   private async becomeFollower(): Promise<void> {
@@ -201,13 +201,18 @@ export class ClusterNode {
    * with a term entry, and start the engine on what this node's LMDB holds.
    * Any failure gives the lease back and leaves this node a follower.
    */
-  private async promote(): Promise<void> {
+  private async tryLead(): Promise<void> {
     const sentAt = Date.now();
     const revision = await this.log.acquire();
     if (revision === undefined) return;
     this.leaseRevision = revision;
     this.leaseUntil = sentAt + Math.floor(this.cluster.leaseMs * LEASE_TRUST);
     this.role = 'promoting';
+    // The promotion runs beside the ticks, which renew the lease meanwhile (recovery can outlast it).
+    void this.promote();
+  }
+
+  private async promote(): Promise<void> {
     const started = Date.now();
     try {
       const last = await this.log.lastSeq();

@@ -29,6 +29,8 @@ const LEASE_KEY = 'leader';
 const SUBJECT_ENGINE = 'netting.log.engine';
 const SUBJECT_TERM = 'netting.log.term';
 const APPEND_TIMEOUT_MS = 5000;
+/** How long start-up waits for the JetStream cluster to answer. */
+const OPEN_TIMEOUT_MS = 120_000;
 
 export function shardSubject(shard: number): string {
   return `netting.log.shard.${shard}`;
@@ -72,28 +74,41 @@ export class ReplicatedLog {
     private readonly settings: ClusterSettings,
   ) {}
 
-  static async open(settings: ClusterSettings): Promise<ReplicatedLog> {
-    const nc = await connect({ servers: [...settings.nats], name: `netting-${settings.node}`, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
-    try {
-      const jsm = await jetstreamManager(nc);
+  /**
+   * Connect, and make sure the log stream and the lease bucket exist. A
+   * JetStream cluster that is still electing its meta leader (a cold start
+   * of the whole cluster) answers nothing for a while: this retries until
+   * `startTimeoutMs`.
+   */
+  static async open(settings: ClusterSettings, onRetry: (err: unknown) => void, startTimeoutMs = OPEN_TIMEOUT_MS): Promise<ReplicatedLog> {
+    const until = Date.now() + startTimeoutMs;
+    const nc = await connect({ servers: [...settings.nats], name: `netting-${settings.node}`, maxReconnectAttempts: -1, reconnectTimeWait: 250, waitOnFirstConnect: true, timeout: startTimeoutMs });
+    for (;;) {
       try {
-        await jsm.streams.info(LOG_STREAM);
-      } catch {
-        await jsm.streams.add({
-          name: LOG_STREAM,
-          subjects: ['netting.log.>'],
-          storage: StorageType.File,
-          num_replicas: settings.replicas,
-          retention: RetentionPolicy.Limits,
-          discard: DiscardPolicy.New,
-        });
+        const jsm = await jetstreamManager(nc);
+        try {
+          await jsm.streams.info(LOG_STREAM);
+        } catch {
+          await jsm.streams.add({
+            name: LOG_STREAM,
+            subjects: ['netting.log.>'],
+            storage: StorageType.File,
+            num_replicas: settings.replicas,
+            retention: RetentionPolicy.Limits,
+            discard: DiscardPolicy.New,
+          });
+        }
+        const js = jetstream(nc);
+        const kv = await new Kvm(js).create(LEASE_BUCKET, { history: 1, ttl: settings.leaseMs, replicas: settings.replicas });
+        return new ReplicatedLog(nc, js, kv, settings);
+      } catch (err) {
+        if (Date.now() >= until) {
+          await nc.close();
+          throw err;
+        }
+        onRetry(err);
+        await new Promise((r) => setTimeout(r, 500));
       }
-      const js = jetstream(nc);
-      const kv = await new Kvm(js).create(LEASE_BUCKET, { history: 1, ttl: settings.leaseMs, replicas: settings.replicas });
-      return new ReplicatedLog(nc, js, kv, settings);
-    } catch (err) {
-      await nc.close();
-      throw err;
     }
   }
 

@@ -51,6 +51,7 @@ export class NatsCluster {
     const cluster = new NatsCluster(nodes, new Map());
     for (const n of nodes) cluster.spawnNode(n);
     await Promise.all(nodes.map((n) => cluster.waitReady(n)));
+    await cluster.waitMetaLeader();
     return cluster;
   }
 
@@ -78,6 +79,16 @@ export class NatsCluster {
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`${n.name} not ready in ${timeoutMs} ms: ${this.output.get(n.name)}`);
+  }
+
+  /** Until one server reports a JetStream meta leader: before that, JetStream answers nothing. */
+  async waitMetaLeader(timeoutMs = 30_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (Date.now() < until) {
+      if (this.nodes.some((_, i) => /JetStream cluster new metadata leader|Self is new JetStream cluster metadata leader/.test(this.logOf(i)))) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error('no JetStream meta leader in time');
   }
 
   /** Kill one server at once (SIGKILL). */
