@@ -165,7 +165,7 @@ export function envName(flag: string): string {
 
 export function usage(): string {
   const lines = [
-    'usage: node dist/bench/run.js <all|http|ws|scale> [--flag value ...]',
+    'usage: node dist/bench/run.js <all|http|ws|scale|cluster> [--flag value ...]',
     'Every flag can also be given as an environment variable, e.g. --ws-connections as BENCH_WS_CONNECTIONS.',
     '  --size small|large      defaults to start from (large)',
     '  --http single,batch     HTTP variants to run',

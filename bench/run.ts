@@ -1,5 +1,5 @@
 /**
- * Command line of the benches: `node dist/bench/run.js <all|http|ws|scale>
+ * Command line of the benches: `node dist/bench/run.js <all|http|ws|scale|cluster>
  * [--flag value ...]` (npm run bench, bench:http, bench:ws, bench:scale).
  * It prints a line per scenario (per size for scale) and the report's
  * Markdown (the table for scale), writes the report files, and exits
@@ -9,13 +9,14 @@
 
 import { readFileSync } from 'node:fs';
 import { ParamError, resolveParams, splitArgs, usage, type BenchParams } from './params.js';
+import { runClusterBench } from './cluster.js';
 import { runScaleBench, scaleTable } from './scale.js';
 import { runBench, type BenchKind } from './suite.js';
 
-const KINDS: readonly (BenchKind | 'scale')[] = ['all', 'http', 'ws', 'scale'];
+const KINDS: readonly (BenchKind | 'scale' | 'cluster')[] = ['all', 'http', 'ws', 'scale', 'cluster'];
 
 async function main(): Promise<number> {
-  let kind: BenchKind | 'scale';
+  let kind: BenchKind | 'scale' | 'cluster';
   let params: BenchParams;
   try {
     const { positional, flags } = splitArgs(process.argv.slice(2));
@@ -25,7 +26,7 @@ async function main(): Promise<number> {
     }
     const k = positional[0] ?? 'all';
     if (!(KINDS as readonly string[]).includes(k) || positional.length > 1) throw new ParamError(`the bench is one of ${KINDS.join(', ')}\n${usage()}`);
-    kind = k as BenchKind | 'scale';
+    kind = k as BenchKind | 'scale' | 'cluster';
     params = resolveParams(flags, process.env);
   } catch (err) {
     if (err instanceof ParamError) {
@@ -36,6 +37,12 @@ async function main(): Promise<number> {
   }
   process.stdout.write(`bench ${kind}, size ${params.size}: ${JSON.stringify(params)}\n`);
   const progress = (line: string): void => void process.stdout.write(`${line}\n`);
+  if (kind === 'cluster') {
+    const { ok, markdown, file } = await runClusterBench(params, progress);
+    process.stdout.write(`\n${markdown}\nreport: ${file}\n`);
+    if (!ok) process.stderr.write('bench: FAILED (an audit failed)\n');
+    return ok ? 0 : 1;
+  }
   if (kind === 'scale') {
     const { report, files } = await runScaleBench(params, progress);
     process.stdout.write(`\n${scaleTable(report)}\n\nreport: ${files.markdown}\n        ${files.svg}\n        ${files.json}\n`);
