@@ -34,6 +34,8 @@ import { ReplicatedTransport } from './replicated-transport.js';
 
 /** The leader answers only while its lease has at least this share of `leaseMs` left. */
 const LEASE_TRUST = 0.75;
+/** How long a deposed leader's engine may take to stop before the process exits instead. */
+const STEP_DOWN_STOP_MS = 10_000;
 /** How long a new leader may take to apply the rest of the log before it gives the lease back. */
 const CATCH_UP_MS = 60_000;
 
@@ -270,10 +272,21 @@ export class ClusterNode {
     this.gateway = undefined;
     const engine = this.engine;
     this.engine = undefined;
-    try {
-      await engine?.stop(100);
-    } catch (err) {
-      this.logger.error({ err }, 'stopping the engine on step-down failed');
+    // The engine's work in flight fails against the fenced log; a stop that still hangs leaves the
+    // process no clean way back to a follower, so it exits and its supervisor starts it again.
+    const stopped = await Promise.race([
+      (engine?.stop(100) ?? Promise.resolve()).then(
+        () => true,
+        (err: unknown) => {
+          this.logger.error({ err }, 'stopping the engine on step-down failed');
+          return true;
+        },
+      ),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), STEP_DOWN_STOP_MS).unref()),
+    ]);
+    if (!stopped) {
+      this.logger.fatal('the engine did not stop after losing the lead; exiting');
+      process.exit(3);
     }
     if (revision !== undefined) await this.log.release(revision);
     if (wasLeader) this.metrics.leaderChanges.inc();

@@ -10,17 +10,14 @@
  * shard's disk to find out what happened (`open`), the tasks the shard has
  * not applied are applied again from what was appended, and the shard
  * skips those it had applied. A leader that lost its lease, or whose
- * append was fenced, answers nothing more: the node steps down.
+ * append was fenced, steps down: its tasks fail from then on (the node has
+ * closed every connection, so nobody is answered), and whatever it had
+ * appended is in the log for the next leader.
  */
 
 import type { ShardTransport } from '../core/ports.js';
 import type { ApplyResult, ApplyTask, OpenResult, OpenTask } from '../shard/tasks.js';
 import { FencedError, type ReplicatedLog } from './replicated-log.js';
-
-/** A promise that never settles: what a deposed leader's pending answers become. */
-function never<T>(): Promise<T> {
-  return new Promise<T>(() => undefined);
-}
 
 export class ReplicatedTransport implements ShardTransport {
   /** Per shard, settled once the previous task has been handed to the worker. */
@@ -50,8 +47,9 @@ export class ReplicatedTransport implements ShardTransport {
       ([seq]) => {
         if (!this.holds()) {
           handed();
-          this.deposed(new FencedError('the lease lapsed before the task was applied'));
-          return never<ApplyResult>();
+          const err = new FencedError('the lease lapsed before the task was applied');
+          this.deposed(err);
+          throw err;
         }
         const logged: ApplyTask = { ...task, logSeq: seq };
         this.unconfirmed[task.shard]!.set(seq, logged);
@@ -60,16 +58,18 @@ export class ReplicatedTransport implements ShardTransport {
         return result.then((r) => {
           this.unconfirmed[task.shard]!.delete(seq);
           if (!this.holds()) {
-            this.deposed(new FencedError('the lease lapsed before the task was answered'));
-            return never<ApplyResult>();
+            const err = new FencedError('the lease lapsed before the task was answered');
+            this.deposed(err);
+            throw err;
           }
           return r;
         });
       },
       (err: unknown) => {
         handed();
-        this.deposed(err instanceof Error ? err : new Error(String(err)));
-        return never<ApplyResult>();
+        const e = err instanceof Error ? err : new Error(String(err));
+        this.deposed(e);
+        throw e;
       },
     );
   }
