@@ -226,7 +226,15 @@ export class ClusterNode {
         replication: {
           node: this.cluster.node,
           dataLock: this.dataLock,
-          transport: (pools) => new ReplicatedTransport(pools, this.log, this.config.shards, () => this.holds(), (err) => this.deposed(err)),
+          transport: (pools) =>
+            new ReplicatedTransport(
+              pools,
+              this.log,
+              this.config.shards,
+              () => this.holds(),
+              (err) => this.deposed(err),
+              (seq) => (this.lastSeqSeen = Math.max(this.lastSeqSeen, seq)),
+            ),
           replicator: (w) =>
             this.log.appendStore(w).then((seq) => {
               if (!this.holds()) {

@@ -81,6 +81,8 @@ export class Follower {
         if (this.inflight.length >= INFLIGHT_MAX) await this.settle();
       }
       await this.settle();
+      // The consumer ended without a stop (its connection gave up): the node reads the log again.
+      if (!this.stopping) this.failed = new Error('the log consumer ended');
     } catch (err) {
       this.failed = err instanceof Error ? err : new Error(String(err));
       this.logger.error({ err, seq: this.seen }, 'applying the replicated log failed');
@@ -110,7 +112,10 @@ export class Follower {
     return this.seen;
   }
 
+  private stopping = false;
+
   async stop(): Promise<void> {
+    this.stopping = true;
     await this.messages?.close();
     await this.running;
     await this.settle().catch(() => undefined);

@@ -33,6 +33,8 @@ export class ReplicatedTransport implements ShardTransport {
     private readonly holds: () => boolean,
     /** The node must step down: its lease lapsed or its append was fenced. */
     private readonly deposed: (err: Error) => void,
+    /** A task is in the log and committed here, at this sequence (for the applied-sequence metric). */
+    private readonly committed: (seq: number) => void = () => undefined,
   ) {
     this.issued = Array.from({ length: shards }, () => Promise.resolve());
     this.unconfirmed = Array.from({ length: shards }, () => new Map());
@@ -57,6 +59,7 @@ export class ReplicatedTransport implements ShardTransport {
         handed();
         return result.then((r) => {
           this.unconfirmed[task.shard]!.delete(seq);
+          this.committed(seq);
           if (!this.holds()) {
             const err = new FencedError('the lease lapsed before the task was answered');
             this.deposed(err);
