@@ -171,6 +171,26 @@ export function replyItems<R extends { code?: string }>(ctx: HttpContext, ex: Ex
   }
 }
 
+/**
+ * The start of a read of one institution's record (an instruction or a
+ * mandate) by any role: the token, the path's institution and id, and an
+ * institution kept to its own records. Answers itself and returns
+ * undefined when any of these fails; the caller scopes a bank's read.
+ */
+export function beginScopedRead(ctx: HttpContext, res: HttpResponse, req: HttpRequest, noun: string): { ex: Exchange; principal: Principal; institution: string; id: string } | undefined {
+  const ex = beginExchange(res, acceptEncoding(req));
+  const principal = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'bank', 'operator']);
+  if (principal === undefined) return undefined;
+  const ids = checkIds(ctx, ex, param(req, 0), param(req, 1));
+  if (ids === undefined) return undefined;
+  const [institution, id] = ids;
+  if (principal.role === 'institution' && principal.id !== institution) {
+    replyCode(ex, ctx.codec, 'FORBIDDEN', `an institution may read only its own ${noun}`);
+    return undefined;
+  }
+  return { ex, principal, institution, id };
+}
+
 /** Check the institution and id of an instruction or mandate route; answers 400 itself when they are malformed. */
 export function checkIds(ctx: HttpContext, ex: Exchange, institution: string | undefined, id: string | undefined): [string, string] | undefined {
   if (institution === undefined || !PARTY_CODE_PATTERN.test(institution)) {

@@ -8,7 +8,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { isPlainObject } from '../core/instruction.js';
 import { statusLine, type Failure } from '../protocol/errors.js';
 import { bankRowWire, counterpartyWire, instructionView, totalsWire, type InstructionResult } from '../protocol/messages.js';
-import { acceptEncoding, authorize, beginExchange, checkIds, param, reply, replyCode, replyFailure, replyItems, withBody, type Exchange, type HttpContext } from './http-io.js';
+import { acceptEncoding, authorize, beginExchange, beginScopedRead, checkIds, param, reply, replyCode, replyFailure, replyItems, withBody, type Exchange, type HttpContext } from './http-io.js';
 import { receiptItems, submissionItems } from './intake.js';
 import { registerBatchRoutes } from './batch-routes.js';
 import { registerMandateRoutes } from './mandate-routes.js';
@@ -29,16 +29,9 @@ function postInstructions(ctx: HttpContext, res: HttpResponse, req: HttpRequest)
 }
 
 function getInstruction(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
-  const principal = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'bank', 'operator']);
-  if (principal === undefined) return;
-  const ids = checkIds(ctx, ex, param(req, 0), param(req, 1));
-  if (ids === undefined) return;
-  const [institution, id] = ids;
-  if (principal.role === 'institution' && principal.id !== institution) {
-    replyCode(ex, ctx.codec, 'FORBIDDEN', "an institution may read only its own instructions");
-    return;
-  }
+  const read = beginScopedRead(ctx, res, req, 'instructions');
+  if (read === undefined) return;
+  const { ex, principal, institution, id } = read;
   const found = ctx.engine.find(institution, id);
   // A bank sees only instructions it pays or receives; others are "not found" to it, not merely forbidden.
   if (found === undefined || (principal.role === 'bank' && found.record.p !== principal.id && found.record.q !== principal.id)) {

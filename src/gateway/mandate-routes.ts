@@ -11,7 +11,7 @@ import type { MandateActor, MandateFilter } from '../engine/engine.js';
 import { MANDATE_STATUSES, type MandateStatus } from '../mandates/mandate.js';
 import type { Failure } from '../protocol/errors.js';
 import type { Principal } from './auth.js';
-import { acceptEncoding, authorize, beginExchange, checkIds, param, reply, replyCode, replyFailure, replyItems, withBody, type Exchange, type HttpContext } from './http-io.js';
+import { acceptEncoding, authorize, beginExchange, beginScopedRead, checkIds, param, reply, replyCode, replyFailure, replyItems, withBody, type Exchange, type HttpContext } from './http-io.js';
 import { receiptItems } from './intake.js';
 
 /** Mandates in one page of `GET /v1/mandates` when `?limit=` is not given, and at most. */
@@ -77,16 +77,9 @@ function postRevoke(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void
 }
 
 function getMandate(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
-  const principal = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'bank', 'operator']);
-  if (principal === undefined) return;
-  const ids = checkIds(ctx, ex, param(req, 0), param(req, 1));
-  if (ids === undefined) return;
-  const [institution, id] = ids;
-  if (principal.role === 'institution' && principal.id !== institution) {
-    replyCode(ex, ctx.codec, 'FORBIDDEN', 'an institution may read only its own mandates');
-    return;
-  }
+  const read = beginScopedRead(ctx, res, req, 'mandates');
+  if (read === undefined) return;
+  const { ex, principal, institution, id } = read;
   const view = ctx.engine.mandate(institution, id);
   // A bank sees only mandates it is payer of; others are "not found" to it, not merely forbidden.
   if (view === undefined || (principal.role === 'bank' && view.payer !== principal.id)) {
