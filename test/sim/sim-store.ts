@@ -1,7 +1,8 @@
 /**
- * The engine's own records (open batch, cut-offs, reports, snapshots) in
- * memory, with writes that take simulated time, can be made to fail, and
- * die with a crash half done (each write is atomic: all of it or none).
+ * The engine's own records (open batch, cut-offs, reports, snapshots,
+ * mandates) in memory, with writes that take simulated time, can be made
+ * to fail, and die with a crash half done (each write is atomic: all of it
+ * or none).
  */
 
 import type { BatchRecord, BatchStore, Closing, MandateStore, OpenBatch } from '../../src/core/ports.js';
@@ -117,6 +118,11 @@ export class SimStore implements BatchStore, MandateStore {
 
   loadMandates(): Iterable<MandateRecord> {
     return [...this.mandates.keys()].sort().map((k) => structuredClone(this.mandates.get(k)!));
+  }
+
+  /** The durable record of a mandate, as a restart would load it (read-only: the simulator's oracle). */
+  mandate(institution: string, id: string): Readonly<MandateRecord> | undefined {
+    return this.mandates.get(`${institution}/${id}`);
   }
 
   putMandate(record: MandateRecord): Promise<void> {

@@ -19,6 +19,13 @@ const REGRESSIONS: { seed: number; steps: number; found: string }[] = [
   { seed: 1, steps: 1500, found: 'a reversal of a pending instruction reserved the payee\u2019s debit and answered DEBIT_CAP_EXCEEDED' },
   { seed: 2, steps: 1500, found: 'pending debits admitted against credits passed the cap in the next batch' },
   { seed: 3, steps: 1500, found: 'pending debits admitted against credits passed the cap in the next batch' },
+  // The five business kinds' flows (each seed below also finds the bug with the fix taken out).
+  { seed: 1, steps: 1500, found: 'a payment submission with another verification, sent while one was in flight, shared its answer (pending, duplicate) instead of NOT_PENDING' },
+  { seed: 1, steps: 1500, found: 'a payer bank\u2019s repeated confirm of a payout that expired on its payee leg was NOT_PENDING instead of a duplicate' },
+  { seed: 1, steps: 1500, found: 'the payee bank of a final instruction other than a payout was answered instead of refused FORBIDDEN' },
+  { seed: 1, steps: 1500, found: 'a verify after a one-step confirm was a duplicate, though no verify was taken' },
+  { seed: 2, steps: 1500, found: 'a payment submission for an instruction its payer bank still held crashed the engine' },
+  { seed: 1, steps: 1500, found: 'a payer bank\u2019s decline decided at one step was applied at the next: a payout declined by its payer bank at the payee leg, an authenticated payment declined in step submission' },
 ];
 
 /** Fresh seeds each run of the suite: fixed, so a red run replays. */
@@ -39,6 +46,7 @@ describe('the simulated clearing core', () => {
     let cutoffs = 0;
     let storeFailures = 0;
     const answers: Record<string, number> = {};
+    const flows: Record<string, number> = {};
     for (const seed of SEEDS) {
       const r = await simulate({ ...DEFAULT_SIM, seed, steps: 1500 });
       restarts += r.restarts;
@@ -47,6 +55,7 @@ describe('the simulated clearing core', () => {
       cutoffs += r.cutoffs;
       storeFailures += r.faults.storeWriteFailures;
       for (const [k, n] of Object.entries(r.answers)) answers[k] = (answers[k] ?? 0) + n;
+      for (const [k, n] of Object.entries(r.flows)) flows[k] = (flows[k] ?? 0) + n;
     }
     // The run proves something only if the faults and the answers it checks really happened.
     expect(restarts).toBeGreaterThan(0);
@@ -61,6 +70,40 @@ describe('the simulated clearing core', () => {
     expect(answers['INTERNAL']).toBeGreaterThan(0);
     expect(answers['conflict DUPLICATE_CONFLICT']).toBeGreaterThan(0);
     expect(answers['receipt cleared']).toBeGreaterThan(0);
+    // Every step of the five kinds' flows, and the answers out of turn.
+    for (const step of [
+      'authenticated verify at verify',
+      'authenticated confirm at verify',
+      'authenticated confirm at receipt',
+      'submission taken',
+      'submission answered as a duplicate',
+      'submission with another verification refused',
+      'submission before verify refused',
+      'payout confirm at payer',
+      'payout confirm at payee',
+      'payout decline at payee',
+      'receipt from the wrong bank refused',
+      'receipt answered as a duplicate',
+      'receipt contradicting refused',
+      'forward payout at payee',
+      'end: authenticated expired at submission',
+      'end: payout expired at payee',
+    ]) {
+      expect(flows[step], step).toBeGreaterThan(0);
+    }
+    // Mandates: signed both ways, answered, revoked (also while instructions under them race the revocation).
+    for (const step of [
+      'mandate signed gateway',
+      'mandate signed offline',
+      'mandate confirmed by its bank',
+      'mandate signing repeated',
+      'admitted under a mandate',
+      'refused under a mandate',
+      'sent while its mandate was being revoked',
+    ]) {
+      expect(flows[step], step).toBeGreaterThan(0);
+    }
+    expect((flows['mandate revoked by institution'] ?? 0) + (flows['mandate revoked by bank'] ?? 0) + (flows['mandate revoked by operator'] ?? 0)).toBeGreaterThan(0);
   });
 
   it('replays a seed exactly', async () => {
