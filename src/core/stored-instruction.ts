@@ -121,7 +121,8 @@ export type LifecycleKind = 'C' | 'D' | 'X' | 'V' | 'U' | 'P' | 'R';
  * state it needs (the status, and the step of a two-phase flow). An
  * operation that does not apply changes nothing.
  */
-export function lifecycleApplies(kind: LifecycleKind, rec: StoredInstruction): boolean {
+export function lifecycleApplies(kind: LifecycleKind, rec: StoredInstruction, decidedAt?: Step): boolean {
+  if (decidedAt !== undefined && isOpen(rec) && stepOf(rec) !== decidedAt) return false;
   switch (kind) {
     case 'R':
       return rec.s === 'cleared';

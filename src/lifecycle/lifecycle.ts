@@ -619,7 +619,7 @@ export class Lifecycle {
         this.counters.queriesSent++;
         this.pushes.query({ bank: awaitedBank(e, e.step), message: { op: 'query', institution: e.institution, id: e.id, type: e.type, step: e.step } });
       } else {
-        this.router.lifecycle(p.shard, ['X', p.entry.institution, p.entry.id, null], new OneShot((r) => this.afterExpiry(ev.key, p, r)), 0);
+        this.router.lifecycle(p.shard, ['X', p.entry.institution, p.entry.id, null, p.entry.step], new OneShot((r) => this.afterExpiry(ev.key, p, r)), 0);
       }
     }
     const next = this.heap.peekKey();
@@ -671,7 +671,7 @@ export class Lifecycle {
       if ('kind' in d) {
         batch.held[i] = held;
         batch.kinds[i] = d.kind;
-        this.router.lifecycle(shard, [d.kind, item.institution, item.id, d.kind === 'D' ? item.reason : null], batch, i);
+        this.router.lifecycle(shard, [d.kind, item.institution, item.id, d.kind === 'D' ? item.reason : null, held.step ?? 'receipt'], batch, i);
       } else {
         batch.answer(i, item, held, storedBatch);
       }
@@ -745,9 +745,12 @@ export class Lifecycle {
       const wanted = outcome === 'confirm' ? 'cleared' : 'declined';
       return Promise.resolve(found.record.s === wanted ? undefined : failure('NOT_PENDING', `the instruction is already ${found.record.s}`));
     }
+    // An operator's decline ends the instruction at whatever step it has reached when it lands; a confirm
+    // applies only to the step it answers (P to the payer leg, C to a final step), like a bank's.
+    const step = p.entry.step;
     if (outcome === 'decline') return this.runOne(p.shard, ['D', institution, id, `resolved by operator ${operator}`], 'declined');
-    if (p.entry.step === 'submission') return Promise.resolve(failure('NOT_PENDING', "the payment awaits the institution's submission"));
-    if (p.entry.step === 'payer') return this.runOne(p.shard, ['P', institution, id, null], 'pending');
+    if (step === 'submission') return Promise.resolve(failure('NOT_PENDING', "the payment awaits the institution's submission"));
+    if (step === 'payer') return this.runOne(p.shard, ['P', institution, id, null], 'pending');
     return this.runOne(p.shard, ['C', institution, id, null], 'cleared');
   }
 

@@ -524,7 +524,7 @@ export class ShardRouter {
     } else if (lifecycleLanded(op[0], op[3], record)) {
       this.deps.onRecovered(op, record);
       result = { kind: 'applied', batch: (op[0] === 'R' ? record.rb : record.b) ?? entry.batch };
-    } else if (lifecycleApplies(op[0], record)) {
+    } else if (lifecycleApplies(op[0], record, op[4])) {
       result = { kind: 'failed', failure: h.failure.code === 'STORAGE_FULL' ? h.failure : failure('INTERNAL', 'the shard failed and this change was not stored; send it again') };
     } else {
       result = { kind: 'found', outcome: storedOutcome(record, false) };

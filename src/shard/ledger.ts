@@ -287,7 +287,7 @@ export class ShardLedger {
         continue;
       }
       const kind = op[0];
-      if (!lifecycleApplies(kind, rec)) {
+      if (!lifecycleApplies(kind, rec, op[4])) {
         const o: OpOutcome = { status: rec.s };
         if (rec.b !== undefined) o.batch = rec.b;
         if (rec.st !== undefined) o.step = rec.st;

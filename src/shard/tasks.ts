@@ -16,10 +16,13 @@ export type { LifecycleKind };
 export type SubmitOp = ['S', string, string, InstructionType, string, string, number, string | null, number, string | null];
 /**
  * Lifecycle of a stored instruction (see LifecycleKind): [op, institution,
- * id, text or null]; the text is a decline's reason or a submission's
- * verification.
+ * id, text or null, step?]; the text is a decline's reason or a
+ * submission's verification. The step, when given, is the one the change
+ * was decided at: it applies only if the instruction is still there (a
+ * decline or an expiry queued behind a change that moves the instruction
+ * on must not land on the next step).
  */
-export type LifecycleOp = [LifecycleKind, string, string, string | null];
+export type LifecycleOp = [LifecycleKind, string, string, string | null] | [LifecycleKind, string, string, string | null, Step];
 export type ShardOp = SubmitOp | LifecycleOp;
 
 /** Positions in a SubmitOp. */

@@ -100,6 +100,16 @@ describe('lifecycle operations against stored states', () => {
     for (const [kind, rec, applies] of cases) expect([kind, rec.s, rec.st, lifecycleApplies(kind, rec)]).toEqual([kind, rec.s, rec.st, applies]);
   });
 
+  it('decided at one step, do not land on the next', () => {
+    // A payer's decline queued behind its own payer-leg confirm must not decline the payee leg.
+    expect(lifecycleApplies('D', record('payout', 'pending', 'payer'), 'payer')).toBe(true);
+    expect(lifecycleApplies('D', record('payout', 'pending', 'payee'), 'payer')).toBe(false);
+    // A verify step's decline or expiry must not end the submission step that the verify began.
+    expect(lifecycleApplies('D', record('authenticated', 'awaiting-submission', 'submission'), 'verify')).toBe(false);
+    expect(lifecycleApplies('X', record('authenticated', 'awaiting-submission', 'submission'), 'verify')).toBe(false);
+    expect(lifecycleApplies('X', record('authenticated', 'awaiting-submission', 'submission'), 'submission')).toBe(true);
+  });
+
   it('are read as landed only from the state they leave', () => {
     expect(lifecycleLanded('U', null, record('authenticated', 'pending', 'receipt', 'code-1'))).toBe(false);
     expect(lifecycleLanded('U', 'code-1', record('authenticated', 'pending', 'receipt', 'code-1'))).toBe(true);
