@@ -14,6 +14,7 @@ import { DataLockedError } from './engine/data-lock.js';
 import { Engine } from './engine/engine.js';
 import { createLogger, type Logger } from './engine/log.js';
 import { ClusterNode } from './cluster/cluster-node.js';
+import { LogBehindError } from './cluster/follower.js';
 import { Gateway, ListenError } from './gateway/server.js';
 import { LayoutError } from './store/engine-store.js';
 
@@ -126,7 +127,7 @@ async function runClusterNode(config: EngineConfig, log: Logger): Promise<void> 
   try {
     node = await ClusterNode.start(config, log);
   } catch (err) {
-    if (err instanceof LayoutError || err instanceof DataLockedError || err instanceof ListenError) {
+    if (err instanceof LayoutError || err instanceof DataLockedError || err instanceof ListenError || err instanceof LogBehindError) {
       log.error({ dataDir: config.dataDir }, err.message);
       process.stderr.write(`netting-engine: ${err.message}\n`);
       process.exit(2);

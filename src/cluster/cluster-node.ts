@@ -28,12 +28,16 @@ import { Gateway } from '../gateway/server.js';
 import { ShardPools } from '../shard/shard-pools.js';
 import { EngineStore } from '../store/engine-store.js';
 import { ClusterMetrics } from './cluster-metrics.js';
-import { Follower } from './follower.js';
+import { Follower, LogBehindError } from './follower.js';
 import { FencedError, ReplicatedLog, type LeaderInfo } from './replicated-log.js';
 import { ReplicatedTransport } from './replicated-transport.js';
 
 /** The leader answers only while its lease has at least this share of `leaseMs` left. */
 const LEASE_TRUST = 0.75;
+/** A follower this many entries behind the log waits before it tries to lead. */
+const FAR_BEHIND_ENTRIES = 10_000;
+/** How long a node keeps trying to become a follower while JetStream does not answer. */
+const FOLLOWER_RETRY_MS = 120_000;
 /** How long a deposed leader's engine may take to stop before the process exits instead. */
 const STEP_DOWN_STOP_MS = 10_000;
 /** How long a new leader may take to apply the rest of the log before it gives the lease back. */
@@ -149,7 +153,7 @@ export class ClusterNode {
       // Applying stopped on an error (a worker died mid-entry): read the log again from what is committed.
       this.logger.warn({ err: parts.follower.error }, 'restarting the log follower');
       await this.closeFollower();
-      await this.becomeFollower();
+      await this.becomeFollowerRetrying();
       return;
     }
     this.lastSeqSeen = await this.log.lastSeq().catch(() => this.lastSeqSeen);
@@ -158,8 +162,18 @@ export class ClusterNode {
       if (leader !== undefined) this.metrics.leaderChanges.inc();
       this.leader = leader;
     }
-    if (leader === undefined) await this.tryLead();
+    if (leader !== undefined) {
+      this.leaderlessSince = undefined;
+      return;
+    }
+    this.leaderlessSince ??= Date.now();
+    // A node far behind the log leaves the lease to a closer one for a while: it would hold it while catching up.
+    const behind = this.lastSeqSeen - parts.follower.readThrough;
+    if (behind > FAR_BEHIND_ENTRIES && Date.now() - this.leaderlessSince < this.cluster.leaseMs * 3) return;
+    await this.tryLead();
   }
+
+  private leaderlessSince: number | undefined;
 
   private async becomeFollower(): Promise<void> {
     const store = new EngineStore(this.config.dataDir);
@@ -236,15 +250,22 @@ export class ClusterNode {
               (seq) => (this.lastSeqSeen = Math.max(this.lastSeqSeen, seq)),
             ),
           replicator: (w) =>
-            this.log.appendStore(w).then((seq) => {
-              if (!this.holds()) {
-                const err = new FencedError('the lease lapsed before a store write was applied');
-                this.deposed(err);
+            this.log.appendStore(w).then(
+              (seq) => {
+                if (!this.holds()) {
+                  const err = new FencedError('the lease lapsed before a store write was applied');
+                  this.deposed(err);
+                  throw err;
+                }
+                this.lastSeqSeen = Math.max(this.lastSeqSeen, seq);
+                return seq;
+              },
+              (err: unknown) => {
+                // A failed append fences every later one: a leader that cannot write steps down at once.
+                this.deposed(err instanceof Error ? err : new Error(String(err)));
                 throw err;
-              }
-              this.lastSeqSeen = Math.max(this.lastSeqSeen, seq);
-              return seq;
-            }),
+              },
+            ),
         },
       });
       this.engine = engine;
@@ -299,13 +320,31 @@ export class ClusterNode {
     if (revision !== undefined) await this.log.release(revision);
     if (wasLeader) this.metrics.leaderChanges.inc();
     this.leader = undefined;
-    try {
-      await this.closeFollower();
-      await this.becomeFollower();
-      this.role = 'follower';
-    } catch (err) {
-      this.logger.fatal({ err }, 'could not become a follower again; exiting');
-      process.exit(1);
+    await this.closeFollower();
+    await this.becomeFollowerRetrying();
+    this.role = 'follower';
+  }
+
+  /**
+   * Become a follower, retrying while JetStream does not answer (its log
+   * stream may be electing a new leader after a NATS node was lost). A
+   * log that has lost entries this node holds is not retried: the node
+   * stops, for an operator to decide.
+   */
+  private async becomeFollowerRetrying(): Promise<void> {
+    const until = Date.now() + FOLLOWER_RETRY_MS;
+    for (;;) {
+      try {
+        await this.becomeFollower();
+        return;
+      } catch (err) {
+        if (err instanceof LogBehindError || Date.now() >= until) {
+          this.logger.fatal({ err }, 'could not become a follower; exiting');
+          process.exit(err instanceof LogBehindError ? 2 : 1);
+        }
+        this.logger.warn({ err: (err as Error).message }, 'could not become a follower yet; retrying');
+        await new Promise((r) => setTimeout(r, 500));
+      }
     }
   }
 

@@ -17,6 +17,11 @@ import type { ShardPools } from '../shard/shard-pools.js';
 import type { EngineStore } from '../store/engine-store.js';
 import { decodeEntry, type LeaderInfo, type ReplicatedLog } from './replicated-log.js';
 
+/** The log is shorter than what a node has applied: the cluster's log lost entries. */
+export class LogBehindError extends Error {
+  override name = 'LogBehindError';
+}
+
 /** Entries handed on and not yet committed, at most. */
 const INFLIGHT_MAX = 256;
 
@@ -53,6 +58,11 @@ export class Follower {
     }
     this.engineApplied = this.store.appliedSeq();
     this.seen = Math.min(this.engineApplied, ...this.shardApplied);
+    // A log that ends before what this node has applied lost entries (JetStream lost a majority's
+    // unsynced writes, or the stream was recreated): applying on would silently diverge.
+    const applied = Math.max(this.engineApplied, ...this.shardApplied);
+    const last = await this.log.lastSeq();
+    if (applied > last) throw new LogBehindError(`this node has applied the log up to ${applied}, but the log ends at ${last}: the log has lost entries this node holds`);
     this.messages = await this.log.follow(this.seen + 1);
     this.running = this.run(this.messages);
   }

@@ -51,6 +51,10 @@ export interface ClusterSettings {
   leaseMs: number;
 }
 
+function isNotFound(err: unknown): boolean {
+  return /not found/i.test(String((err as Error | undefined)?.message));
+}
+
 export class FencedError extends Error {
   override name = 'FencedError';
 }
@@ -87,8 +91,11 @@ export class ReplicatedLog {
       try {
         const jsm = await jetstreamManager(nc);
         try {
-          await jsm.streams.info(LOG_STREAM);
-        } catch {
+          const info = await jsm.streams.info(LOG_STREAM);
+          // The configuration decides the replication of an existing log too (JetStream scales a stream in place).
+          if (info.config.num_replicas !== settings.replicas) await jsm.streams.update(LOG_STREAM, { num_replicas: settings.replicas });
+        } catch (err) {
+          if (!isNotFound(err)) throw err;
           await jsm.streams.add({
             name: LOG_STREAM,
             subjects: ['netting.log.>'],
@@ -100,6 +107,14 @@ export class ReplicatedLog {
         }
         const js = jetstream(nc);
         const kv = await new Kvm(js).create(LEASE_BUCKET, { history: 1, ttl: settings.leaseMs, replicas: settings.replicas });
+        // An existing lease bucket keeps the lease length it was made with unless it is changed here: a leader
+        // trusting a shorter lease than the bucket's would step down early, a longer one would overlap its successor.
+        const leaseStream = `KV_${LEASE_BUCKET}`;
+        const lease = await jsm.streams.info(leaseStream);
+        const maxAge = settings.leaseMs * 1_000_000;
+        if (lease.config.max_age !== maxAge || lease.config.num_replicas !== settings.replicas) {
+          await jsm.streams.update(leaseStream, { max_age: maxAge, num_replicas: settings.replicas });
+        }
         return new ReplicatedLog(nc, js, kv, settings);
       } catch (err) {
         if (Date.now() >= until) {

@@ -59,6 +59,12 @@ export class ReplicatedTransport implements ShardTransport {
         handed();
         return result.then((r) => {
           this.unconfirmed[task.shard]!.delete(seq);
+          if (r.skipped === true) {
+            // The shard had applied this sequence already: its data and the log have diverged.
+            const err = new FencedError(`shard ${task.shard} had applied log sequence ${seq} already; its data and the log diverge`);
+            this.deposed(err);
+            throw err;
+          }
           this.committed(seq);
           if (!this.holds()) {
             const err = new FencedError('the lease lapsed before the task was answered');
