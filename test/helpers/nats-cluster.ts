@@ -10,6 +10,37 @@ import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 
+/**
+ * Every nats-server started here and not yet exited. Each is also killed
+ * when its lifetime bound passes, and all of them when this process exits,
+ * so none outlives the run that started it.
+ */
+const liveServers = new Set<ChildProcess>();
+/** How long a nats-server may live at most unless the caller says otherwise. */
+const SERVER_LIFE_MS = 90 * 60 * 1000;
+let exitHook = false;
+
+function track(child: ChildProcess, lifeMs: number): void {
+  liveServers.add(child);
+  const bound = setTimeout(() => child.kill('SIGKILL'), lifeMs);
+  bound.unref();
+  child.once('exit', () => {
+    clearTimeout(bound);
+    liveServers.delete(child);
+  });
+  if (!exitHook) {
+    exitHook = true;
+    process.once('exit', () => killLeftoverNats());
+  }
+}
+
+/** SIGKILL every nats-server this process started that is still running; returns how many there were. */
+export function killLeftoverNats(): number {
+  const left = [...liveServers];
+  for (const child of left) child.kill('SIGKILL');
+  return left.length;
+}
+
 export interface NatsNode {
   name: string;
   port: number;
@@ -35,20 +66,22 @@ export class NatsCluster {
   private constructor(
     readonly nodes: NatsNode[],
     private readonly output: Map<string, string>,
+    private readonly lifeMs = SERVER_LIFE_MS,
   ) {}
 
   get urls(): string[] {
     return this.nodes.map((n) => n.url);
   }
 
-  static async start(dir: string, size = 3): Promise<NatsCluster> {
+  /** `lifeMs` bounds each server's life: it is killed when that time has passed, whatever the test does. */
+  static async start(dir: string, size = 3, lifeMs = SERVER_LIFE_MS): Promise<NatsCluster> {
     const nodes: NatsNode[] = [];
     for (let i = 0; i < size; i++) {
       const port = await freePort();
       const clusterPort = await freePort();
       nodes.push({ name: `nats-${i + 1}`, port, clusterPort, url: `nats://127.0.0.1:${port}`, process: undefined, storeDir: join(dir, `nats-${i + 1}`) });
     }
-    const cluster = new NatsCluster(nodes, new Map());
+    const cluster = new NatsCluster(nodes, new Map(), lifeMs);
     for (const n of nodes) cluster.spawnNode(n);
     await Promise.all(nodes.map((n) => cluster.waitReady(n)));
     await cluster.waitMetaLeader();
@@ -68,6 +101,7 @@ export class NatsCluster {
     };
     child.stdout.on('data', keep);
     child.stderr.on('data', keep);
+    track(child, this.lifeMs);
     n.process = child;
   }
 
@@ -94,6 +128,20 @@ export class NatsCluster {
   /** Kill one server at once (SIGKILL). */
   kill(i: number): void {
     this.nodes[i]!.process?.kill('SIGKILL');
+  }
+
+  /** Kill one server with SIGKILL and wait until it is gone. */
+  async killAndWait(i: number): Promise<void> {
+    const p = this.nodes[i]!.process;
+    if (p === undefined || p.exitCode !== null || p.signalCode !== null) return;
+    const gone = new Promise<void>((resolve) => p.once('exit', () => resolve()));
+    p.kill('SIGKILL');
+    await gone;
+  }
+
+  /** The index of the server named `name` (as JetStream names a stream's leader), or -1. */
+  indexOf(name: string): number {
+    return this.nodes.findIndex((n) => n.name === name);
   }
 
   /** Start a killed server again, on its ports and store. */

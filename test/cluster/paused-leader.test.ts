@@ -1,0 +1,128 @@
+/**
+ * A paused leader (SIGSTOP: a long GC pause, a frozen VM) loses its lease
+ * and a follower takes over. When it wakes up (SIGCONT) it must
+ * acknowledge nothing more: a request sent to it before or while it was
+ * paused may be answered `cleared` only if the new leader holds that
+ * instruction; it rejoins as a follower naming the new leader; and the new
+ * leader holds everything that was acknowledged, by either.
+ */
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { http, StreamClient, type Ack } from '../helpers/clients.js';
+import { ClientLedger, EngineCluster, sleep, StreamLoad, type Tracked } from '../helpers/cluster-nodes.js';
+import { BANKS, tempDirs, TOKENS } from '../helpers/engine-process.js';
+import { NatsCluster } from '../helpers/nats-cluster.js';
+import { randomInstruction, rng } from '../helpers/reference-model.js';
+
+const LEASE_MS = 1000;
+/** How soon after SIGCONT the old leader must answer /readyz as a follower of the new one. */
+const REJOIN_BOUND_MS = 10_000;
+
+const dirs = tempDirs();
+let nats: NatsCluster | undefined;
+let cluster: EngineCluster | undefined;
+
+beforeAll(async () => {
+  nats = await NatsCluster.start(dirs.make());
+  cluster = await EngineCluster.start(nats, dirs.make, { leaseMs: LEASE_MS });
+}, 90_000);
+
+afterAll(async () => {
+  await cluster?.stopAll();
+  await nats?.stop();
+  dirs.cleanup();
+}, 60_000);
+
+describe('a leader paused with SIGSTOP', () => {
+  it('acknowledges nothing more once resumed, rejoins as a follower, and the new leader holds everything acknowledged', async () => {
+    const c = cluster!;
+    const ledger = new ClientLedger();
+    const rand = rng(11);
+    const old = await c.waitLeader({ timeoutMs: 60_000 });
+
+    // Load on the leader, frames in flight on both connections when it is paused.
+    const load = new StreamLoad(ledger, { prefix: 'S', rand, frameSize: 50, inFlight: 3 });
+    await load.start(c.base(old));
+    const late = await StreamClient.connect(c.base(old), TOKENS.PI0002, 'msgpack');
+    const until = Date.now() + 30_000;
+    while (load.answered < 1500 && Date.now() < until) await sleep(5);
+    expect(load.answered).toBeGreaterThanOrEqual(1500);
+
+    /** Answers the old leader gives from now on, judged against the new leader below. */
+    const lateAnswers: { t: Tracked; r: any; via: string }[] = [];
+    c.pause(old);
+    const pausedAt = Date.now();
+    load.divert = (t, r) => lateAnswers.push({ t, r, via: 'stream' });
+    load.stop();
+    const inFlightAtPause = new Set(ledger.unanswered().map((t) => t.key));
+
+    // Sent while it is paused: a WebSocket frame and an HTTP batch (the kernel takes them; the process reads them once resumed).
+    const wsItems = Array.from({ length: 50 }, (_, k) => ledger.add('PI0002', randomInstruction(rand, BANKS, `SW-${k}`)));
+    const wsAnswer: Promise<Ack | undefined> = Promise.race([late.submit(wsItems.map((t) => t.ins)), late.closed.then(() => undefined)]);
+    const httpItems = Array.from({ length: 50 }, (_, k) => ledger.add('PI0001', randomInstruction(rand, BANKS, `SH-${k}`)));
+    const httpAnswer = http(c.base(old), 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: { instructions: httpItems.map((t) => t.ins) } }).catch(
+      (err: unknown) => ({ status: 0, body: String(err) }),
+    );
+    const sentToPaused = new Set([...inFlightAtPause, ...wsItems.map((t) => t.key), ...httpItems.map((t) => t.key)]);
+
+    // A follower takes over once the lease has lapsed.
+    const leader = await c.waitLeader({ exclude: [old], timeoutMs: 30_000, pollMs: 20 });
+    const failoverMs = Date.now() - pausedAt;
+    // Fresh load on the new leader, and everything unanswered that was not sent to the paused node, retried there.
+    await ledger.settle(async () => c.base(leader), 60_000, sentToPaused);
+    const load2 = new StreamLoad(ledger, { prefix: 'N', rand, frameSize: 50, inFlight: 2 });
+    await load2.start(c.base(leader));
+    while (load2.answered < 1000 && Date.now() < until + 30_000) await sleep(5);
+    load2.stop();
+    await load2.done;
+    load2.close();
+    await ledger.settle(async () => c.base(leader), 60_000, sentToPaused);
+
+    // Wake the old leader up.
+    const resumedAt = Date.now();
+    c.resume(old);
+    const following = await c.waitFollowing(old, leader, REJOIN_BOUND_MS);
+    const rejoinMs = Date.now() - resumedAt;
+    expect(following.body).toMatchObject({ code: 'NOT_LEADER', role: 'follower', node: c.name(old), leader: { node: c.name(leader), url: c.base(leader) } });
+
+    // Its connections are closed or answered; collect every late answer.
+    const ws = await Promise.race([wsAnswer, sleep(10_000).then(() => 'hung' as const)]);
+    if (ws !== undefined && ws !== 'hung' && ws.op === 'ack') wsItems.forEach((t, j) => lateAnswers.push({ t, r: ws.results![j], via: 'stream (sent while paused)' }));
+    const h = await Promise.race([httpAnswer, sleep(10_000).then(() => ({ status: -1, body: 'hung' }))]);
+    if (h.status === 200) httpItems.forEach((t, j) => lateAnswers.push({ t, r: h.body.results[j], via: 'http (sent while paused)' }));
+    await Promise.race([load.done, sleep(10_000)]);
+    load.close();
+    late.close();
+    expect(ws, 'the WebSocket frame sent to the paused leader is neither answered nor closed after it resumed').not.toBe('hung');
+    expect(h.status, `the HTTP request sent to the paused leader is still open after it resumed`).not.toBe(-1);
+
+    // A late "cleared" (or "pending") from the old leader is true only if the new leader holds the instruction.
+    const wrong: string[] = [];
+    let lateCleared = 0;
+    for (const { t, r, via } of lateAnswers) {
+      if (r?.status !== 'cleared' && r?.status !== 'pending') continue;
+      lateCleared++;
+      const read = await http(c.base(leader), 'GET', `/v1/instructions/${t.institution}/${t.ins.id}`, { token: TOKENS.ops });
+      if (read.status !== 200 || read.body.status !== r.status || read.body.amount !== t.ins.amount) {
+        wrong.push(`${t.key} via ${via}: the old leader answered ${JSON.stringify(r)} after it was deposed; the new leader reads ${read.status} ${JSON.stringify(read.body)}`);
+      }
+    }
+    expect(wrong, c.tails(40)).toEqual([]);
+    for (const { t, r } of lateAnswers) ledger.onResult(t, r, 'first');
+
+    // Everything is settled on the new leader; it holds everything acknowledged, by either leader.
+    await ledger.settle(async () => c.base(await c.waitLeader({ timeoutMs: 30_000 })));
+    expect(ledger.violations).toEqual([]);
+    const check = await ledger.verify(c.base(leader), 60, rand);
+    expect(check.problems, c.tails()).toEqual([]);
+    // The old node is still a follower (its process did not end on the way).
+    await c.waitFollowing(old, leader);
+    expect(c.crashed()).toEqual([]);
+    console.log(
+      `paused leader: failover after SIGSTOP ${failoverMs} ms; after SIGCONT the old leader answered /readyz as a follower of ${c.name(leader)} in ${rejoinMs} ms; ` +
+        `${sentToPaused.size} instructions were in flight at it or sent to it while paused, ${lateAnswers.length} answered by it late (${lateCleared} as cleared or pending, all held by the new leader); ` +
+        `the HTTP batch sent while paused got ${h.status === 0 ? 'its connection closed' : `${h.status} ${JSON.stringify(h.body).slice(0, 120)}`}, the WebSocket frame ${ws === undefined ? 'its connection closed' : JSON.stringify(ws).slice(0, 120)}; ` +
+        `${ledger.clearedCount} acknowledged in all, verified on the new leader`,
+    );
+  }, 180_000);
+});
