@@ -49,10 +49,10 @@ describe('a leader paused with SIGSTOP', () => {
     expect(load.answered).toBeGreaterThanOrEqual(1500);
 
     /** Answers the old leader gives from now on, judged against the new leader below. */
-    const lateAnswers: { t: Tracked; r: any; via: string }[] = [];
+    const lateAnswers: { t: Tracked; r: any; via: string; at: number }[] = [];
     c.pause(old);
     const pausedAt = Date.now();
-    load.divert = (t, r) => lateAnswers.push({ t, r, via: 'stream' });
+    load.divert = (t, r) => lateAnswers.push({ t, r, via: 'stream', at: Date.now() });
     load.stop();
     const inFlightAtPause = new Set(ledger.unanswered().map((t) => t.key));
 
@@ -87,9 +87,9 @@ describe('a leader paused with SIGSTOP', () => {
 
     // Its connections are closed or answered; collect every late answer.
     const ws = await Promise.race([wsAnswer, sleep(10_000).then(() => 'hung' as const)]);
-    if (ws !== undefined && ws !== 'hung' && ws.op === 'ack') wsItems.forEach((t, j) => lateAnswers.push({ t, r: ws.results![j], via: 'stream (sent while paused)' }));
+    if (ws !== undefined && ws !== 'hung' && ws.op === 'ack') wsItems.forEach((t, j) => lateAnswers.push({ t, r: ws.results![j], via: 'stream (sent while paused)', at: Date.now() }));
     const h = await Promise.race([httpAnswer, sleep(10_000).then(() => ({ status: -1, body: 'hung' }))]);
-    if (h.status === 200) httpItems.forEach((t, j) => lateAnswers.push({ t, r: h.body.results[j], via: 'http (sent while paused)' }));
+    if (h.status === 200) httpItems.forEach((t, j) => lateAnswers.push({ t, r: h.body.results[j], via: 'http (sent while paused)', at: Date.now() }));
     await Promise.race([load.done, sleep(10_000)]);
     load.close();
     late.close();
@@ -99,9 +99,12 @@ describe('a leader paused with SIGSTOP', () => {
     // A late "cleared" (or "pending") from the old leader is true only if the new leader holds the instruction.
     const wrong: string[] = [];
     let lateCleared = 0;
-    for (const { t, r, via } of lateAnswers) {
+    let afterResume = 0;
+    for (const { t, r, via, at } of lateAnswers) {
       if (r?.status !== 'cleared' && r?.status !== 'pending') continue;
       lateCleared++;
+      // A paused process sends nothing: what arrived before SIGCONT was sent before the pause.
+      if (at >= resumedAt) afterResume++;
       const read = await http(c.base(leader), 'GET', `/v1/instructions/${t.institution}/${t.ins.id}`, { token: TOKENS.ops });
       if (read.status !== 200 || read.body.status !== r.status || read.body.amount !== t.ins.amount) {
         wrong.push(`${t.key} via ${via}: the old leader answered ${JSON.stringify(r)} after it was deposed; the new leader reads ${read.status} ${JSON.stringify(read.body)}`);
@@ -120,7 +123,7 @@ describe('a leader paused with SIGSTOP', () => {
     expect(c.crashed()).toEqual([]);
     console.log(
       `paused leader: failover after SIGSTOP ${failoverMs} ms; after SIGCONT the old leader answered /readyz as a follower of ${c.name(leader)} in ${rejoinMs} ms; ` +
-        `${sentToPaused.size} instructions were in flight at it or sent to it while paused, ${lateAnswers.length} answered by it late (${lateCleared} as cleared or pending, all held by the new leader); ` +
+        `${sentToPaused.size} instructions were in flight at it or sent to it while paused, ${lateAnswers.length} answered by it once the pause began (${lateCleared} as cleared or pending, ${afterResume} of them after SIGCONT; all held by the new leader); ` +
         `the HTTP batch sent while paused got ${h.status === 0 ? 'its connection closed' : `${h.status} ${JSON.stringify(h.body).slice(0, 120)}`}, the WebSocket frame ${ws === undefined ? 'its connection closed' : JSON.stringify(ws).slice(0, 120)}; ` +
         `${ledger.clearedCount} acknowledged in all, verified on the new leader`,
     );
