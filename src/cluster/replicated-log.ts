@@ -179,7 +179,9 @@ export class ReplicatedLog {
   /** Read the log from `fromSeq` on, in order, as it grows. */
   async follow(fromSeq: number): Promise<ConsumerMessages> {
     const consumer = await this.js.consumers.get(LOG_STREAM, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, fromSeq) });
-    return consumer.consume({ max_messages: 512 });
+    // Short pulls: when the NATS server serving the consumer dies, the ordered consumer notices at the
+    // next pull's expiry and starts again on another, instead of after the default 30 s.
+    return consumer.consume({ max_messages: 512, expires: 2000 });
   }
 
   // ---- the lease ------------------------------------------------------------------------

@@ -491,6 +491,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       new Promise<boolean>((resolve) => setTimeout(() => resolve(false), drainMs).unref()),
     ]);
     if (!drained) this.log.warn({ inflight: this.clearing.router.inflightCount }, 'stopping with operations still in flight; they were not acknowledged');
+    this.clearing.router.stop();
     await this.clearing.cutoffsDone();
     await this.clearing.snapshots.idle();
     await this.pools.close();

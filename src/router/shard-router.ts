@@ -413,6 +413,7 @@ export class ShardRouter {
   }
 
   private committed(task: ApplyTask, entries: Inflight[], result: ApplyResult): void {
+    if (this.stopped) return;
     this.tasksAtWorker[task.shard]!--;
     assert(result.outcomes.length === entries.length, 'a shard answered a different number of operations');
     // The commit must be visible to look-ups before its ids leave the in-flight map.
@@ -452,6 +453,7 @@ export class ShardRouter {
    * guess.
    */
   private failed(task: ApplyTask, entries: Inflight[], err: unknown): void {
+    if (this.stopped) return;
     this.tasksAtWorker[task.shard]!--;
     this.deps.log.error({ err, shard: task.shard, ops: entries.length }, 'shard task failed; its operations are answered once the shard is resynchronised from disk');
     if ((err as Error | undefined)?.name === 'AssertionError') this.deps.counters.lawViolations++;
@@ -477,11 +479,13 @@ export class ShardRouter {
 
   /** Once a failed shard has nothing left at its worker, resynchronise it, answer its held operations, then let its queue go again. */
   private maybeResync(shard: number): void {
+    if (this.stopped) return;
     if (!this.resyncWanted.has(shard) || this.resyncing.has(shard) || this.tasksAtWorker[shard]! > 0) return;
     this.resyncWanted.delete(shard);
     this.resyncing.add(shard);
     this.deps.resync(shard).then(
       () => {
+        if (this.stopped) return;
         this.resyncing.delete(shard);
         const held = this.awaitingTruth[shard]!;
         this.awaitingTruth[shard] = [];
@@ -648,6 +652,17 @@ export class ShardRouter {
       list.push(resolve);
       this.drainWaiters.set(batch, list);
     });
+  }
+
+  private stopped = false;
+
+  /**
+   * The engine has stopped (its stores are closing): tasks still out
+   * report into nothing, and nothing more is resynchronised or answered.
+   * What they committed is on disk, and in the log in cluster mode.
+   */
+  stop(): void {
+    this.stopped = true;
   }
 
   /** Resolves once nothing is queued or at a worker. */

@@ -36,6 +36,10 @@ export class ShardPools implements ShardTransport {
           concurrentTasksPerWorker: shardsPerWorker * (tasksPerShard + 2),
           // Tasks await LMDB commits, so the worker's event loop must run between messages.
           atomics: 'disabled',
+          // A task that waits in Piscina's queue keeps its place: by default one that could not be handed to the
+          // busy worker goes back to the queue's tail, and a shard's tasks would reach LMDB out of order (cluster
+          // mode applies the log in order, and skips a sequence at or below the shard's applied one).
+          stricterFIFO: true,
           closeTimeout: 30_000,
         }),
       );
