@@ -34,6 +34,9 @@ import { ReplicatedTransport } from './replicated-transport.js';
 
 /** The leader answers only while its lease has at least this share of `leaseMs` left. */
 const LEASE_TRUST = 0.75;
+/** How often a follower records its committed sequence, and how often the leader purges the log. */
+const REPORT_MS = 2000;
+const PURGE_MS = 10_000;
 /** A follower this many entries behind the log waits before it tries to lead. */
 const FAR_BEHIND_ENTRIES = 10_000;
 /** How long a node keeps trying to become a follower while JetStream does not answer. */
@@ -124,8 +127,13 @@ export class ClusterNode {
     try {
       if (this.role === 'leader' || this.role === 'promoting') {
         await this.renew();
+        if (this.role === 'leader') {
+          await this.reportAsLeader();
+          await this.maybePurge();
+        }
       } else if (this.role === 'follower') {
         await this.watch();
+        await this.maybeReport();
       }
     } catch (err) {
       this.logger.error({ err }, 'cluster tick failed');
@@ -174,6 +182,60 @@ export class ClusterNode {
   }
 
   private leaderlessSince: number | undefined;
+
+  private reportedAt = 0;
+  private purgedAt = 0;
+  /** Leader: sequences appended and not yet committed here; and the highest one appended. */
+  private readonly uncommitted = new Set<number>();
+  private appendedThrough = 0;
+
+  private committedHere(seq: number): void {
+    this.uncommitted.delete(seq);
+    this.appendedThrough = Math.max(this.appendedThrough, seq);
+    this.lastSeqSeen = Math.max(this.lastSeqSeen, seq);
+  }
+
+  /** Leader: every entry up to this sequence is committed here. */
+  private leaderCommittedThrough(): number {
+    let low = Infinity;
+    for (const s of this.uncommitted) low = Math.min(low, s);
+    return low === Infinity ? this.appendedThrough : Math.min(this.appendedThrough, low - 1);
+  }
+
+  /** The leader records its committed sequence too, locally first: it is a follower again one day. */
+  private async reportAsLeader(): Promise<void> {
+    const engine = this.engine;
+    if (engine === undefined || Date.now() - this.reportedAt < REPORT_MS) return;
+    this.reportedAt = Date.now();
+    const through = this.leaderCommittedThrough();
+    await engine.replication.recordLogCommittedThrough(through);
+    await this.log.reportApplied(through);
+  }
+
+  /** A follower records how far it has committed the log, every REPORT_MS: the bound of the leader's purges. */
+  private async maybeReport(): Promise<void> {
+    const parts = this.followerParts;
+    if (parts === undefined || Date.now() - this.reportedAt < REPORT_MS) return;
+    this.reportedAt = Date.now();
+    await this.log.reportApplied(await parts.follower.committedThrough());
+  }
+
+  /**
+   * The leader purges the log below what every other node has committed,
+   * less `logRetainEntries`, every PURGE_MS. A node that is down keeps its
+   * last report, and so the log it needs; with no report from any other
+   * node nothing is purged.
+   */
+  private async maybePurge(): Promise<void> {
+    if (Date.now() - this.purgedAt < PURGE_MS) return;
+    this.purgedAt = Date.now();
+    const floor = await this.log.appliedFloor();
+    if (floor === undefined) return;
+    const below = floor - this.cluster.logRetainEntries + 1;
+    if (below <= (await this.log.firstSeq())) return;
+    const purged = await this.log.purgeBelow(below);
+    this.logger.info({ below, purged, floor }, 'purged the log below what every node has committed');
+  }
 
   private async becomeFollower(): Promise<void> {
     const store = new EngineStore(this.config.dataDir);
@@ -236,6 +298,9 @@ export class ClusterNode {
       await this.closeFollower();
       const term = await this.log.beginTerm(last);
       this.lastSeqSeen = term;
+      // Everything before the term is committed here (the follower drained it); the term entry changes nothing.
+      this.uncommitted.clear();
+      this.appendedThrough = term;
       const engine = await Engine.start(this.config, this.logger, {
         replication: {
           node: this.cluster.node,
@@ -247,7 +312,8 @@ export class ClusterNode {
               this.config.shards,
               () => this.holds(),
               (err) => this.deposed(err),
-              (seq) => (this.lastSeqSeen = Math.max(this.lastSeqSeen, seq)),
+              (seq) => this.uncommitted.add(seq),
+              (seq) => this.committedHere(seq),
             ),
           replicator: (w) =>
             this.log.appendStore(w).then(
@@ -257,7 +323,7 @@ export class ClusterNode {
                   this.deposed(err);
                   throw err;
                 }
-                this.lastSeqSeen = Math.max(this.lastSeqSeen, seq);
+                this.uncommitted.add(seq);
                 return seq;
               },
               (err: unknown) => {
@@ -269,6 +335,7 @@ export class ClusterNode {
         },
       });
       this.engine = engine;
+      engine.replication.onStoreWriteCommitted((seq) => this.committedHere(seq));
       this.metrics.registerInto(engine.metrics.registry);
       this.gateway = await Gateway.listen(engine);
       if (this.role !== 'promoting') throw new FencedError('deposed while starting');

@@ -17,7 +17,7 @@ import type { ShardPools } from '../shard/shard-pools.js';
 import type { EngineStore } from '../store/engine-store.js';
 import { decodeEntry, type LeaderInfo, type ReplicatedLog } from './replicated-log.js';
 
-/** The log is shorter than what a node has applied: the cluster's log lost entries. */
+/** The log cannot bring this node's data up to date: it lost entries the node holds, or it was purged past the node. */
 export class LogBehindError extends Error {
   override name = 'LogBehindError';
 }
@@ -57,12 +57,18 @@ export class Follower {
       this.shardApplied[shard] = opened.appliedSeq;
     }
     this.engineApplied = this.store.appliedSeq();
-    this.seen = Math.min(this.engineApplied, ...this.shardApplied);
+    this.seen = Math.max(this.store.logCommittedThrough(), Math.min(this.engineApplied, ...this.shardApplied));
     // A log that ends before what this node has applied lost entries (JetStream lost a majority's
     // unsynced writes, or the stream was recreated): applying on would silently diverge.
     const applied = Math.max(this.engineApplied, ...this.shardApplied);
     const last = await this.log.lastSeq();
     if (applied > last) throw new LogBehindError(`this node has applied the log up to ${applied}, but the log ends at ${last}: the log has lost entries this node holds`);
+    // A log purged past what this node has applied cannot bring it up to date: it needs a copy of a follower's data folder.
+    const first = await this.log.firstSeq();
+    if (last > 0 && this.seen + 1 < first) {
+      throw new LogBehindError(`this node has applied the log up to ${this.seen}, but the log now starts at ${first}: start it from a copy of a follower's data folder`);
+    }
+    this.committed = this.seen;
     this.messages = await this.log.follow(this.seen + 1);
     this.running = this.run(this.messages);
   }
@@ -104,9 +110,25 @@ export class Follower {
   }
 
   private async settle(): Promise<void> {
+    const upTo = this.seen;
     const list = this.inflight;
     this.inflight = [];
     await Promise.all(list);
+    this.committed = Math.max(this.committed, upTo);
+  }
+
+  /** Everything up to this sequence is committed here. */
+  private committed = 0;
+
+  /**
+   * Wait for what has been handed on, record durably the sequence
+   * everything up to is committed here, and answer it.
+   */
+  async committedThrough(): Promise<number> {
+    await this.settle();
+    const through = this.committed;
+    await this.store.setLogCommittedThrough(through);
+    return through;
   }
 
   /** Resolves once everything up to `seq` has been read and committed here. */

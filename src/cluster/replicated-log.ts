@@ -25,6 +25,8 @@ import type { StoreWrite } from '../store/engine-store.js';
 
 export const LOG_STREAM = 'NETTING_LOG';
 export const LEASE_BUCKET = 'netting_leader';
+/** Each node's committed log sequence, which bounds how far the log may be purged. */
+export const APPLIED_BUCKET = 'netting_applied';
 const LEASE_KEY = 'leader';
 const SUBJECT_ENGINE = 'netting.log.engine';
 const SUBJECT_TERM = 'netting.log.term';
@@ -75,6 +77,7 @@ export class ReplicatedLog {
     readonly nc: NatsConnection,
     private readonly js: JetStreamClient,
     private readonly kv: KV,
+    private readonly appliedKv: KV,
     private readonly settings: ClusterSettings,
   ) {}
 
@@ -115,7 +118,8 @@ export class ReplicatedLog {
         if (lease.config.max_age !== maxAge || lease.config.num_replicas !== settings.replicas) {
           await jsm.streams.update(leaseStream, { max_age: maxAge, num_replicas: settings.replicas });
         }
-        return new ReplicatedLog(nc, js, kv, settings);
+        const appliedKv = await new Kvm(js).create(APPLIED_BUCKET, { history: 1, replicas: settings.replicas });
+        return new ReplicatedLog(nc, js, kv, appliedKv, settings);
       } catch (err) {
         if (Date.now() >= until) {
           await nc.close();
@@ -182,6 +186,40 @@ export class ReplicatedLog {
     // Short pulls: when the NATS server serving the consumer dies, the ordered consumer notices at the
     // next pull's expiry and starts again on another, instead of after the default 30 s.
     return consumer.consume({ max_messages: 512, expires: 2000 });
+  }
+
+  /** The stream's first sequence: entries below it have been purged. */
+  async firstSeq(): Promise<number> {
+    const jsm = await jetstreamManager(this.nc);
+    return (await jsm.streams.info(LOG_STREAM)).state.first_seq;
+  }
+
+  /** Purge every entry below `seq`. */
+  async purgeBelow(seq: number): Promise<number> {
+    const jsm = await jetstreamManager(this.nc);
+    return (await jsm.streams.purge(LOG_STREAM, { seq })).purged;
+  }
+
+  /** Record the sequence this node has committed everything up to. */
+  async reportApplied(seq: number): Promise<void> {
+    await this.appliedKv.put(`applied.${this.settings.node}`, String(seq));
+  }
+
+  /**
+   * The lowest committed sequence any other node has reported (a node that
+   * is down keeps its last report, and so keeps the log it still needs);
+   * undefined when no other node has reported.
+   */
+  async appliedFloor(): Promise<number | undefined> {
+    let floor: number | undefined;
+    for await (const key of await this.appliedKv.keys('applied.*')) {
+      if (key === `applied.${this.settings.node}`) continue;
+      const e = await this.appliedKv.get(key);
+      if (e === null || e.operation !== 'PUT') continue;
+      const seq = Number(new TextDecoder().decode(e.value));
+      if (Number.isSafeInteger(seq)) floor = floor === undefined ? seq : Math.min(floor, seq);
+    }
+    return floor;
   }
 
   // ---- the lease ------------------------------------------------------------------------

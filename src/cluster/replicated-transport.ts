@@ -33,7 +33,9 @@ export class ReplicatedTransport implements ShardTransport {
     private readonly holds: () => boolean,
     /** The node must step down: its lease lapsed or its append was fenced. */
     private readonly deposed: (err: Error) => void,
-    /** A task is in the log and committed here, at this sequence (for the applied-sequence metric). */
+    /** A task is in the log at this sequence, not yet committed here. */
+    private readonly appended: (seq: number) => void = () => undefined,
+    /** A task is in the log and committed here, at this sequence. */
     private readonly committed: (seq: number) => void = () => undefined,
   ) {
     this.issued = Array.from({ length: shards }, () => Promise.resolve());
@@ -47,6 +49,7 @@ export class ReplicatedTransport implements ShardTransport {
     this.issued[task.shard] = new Promise((resolve) => (handed = resolve));
     return Promise.all([appended, previous]).then(
       ([seq]) => {
+        this.appended(seq);
         if (!this.holds()) {
           handed();
           const err = new FencedError('the lease lapsed before the task was applied');
@@ -89,6 +92,7 @@ export class ReplicatedTransport implements ShardTransport {
     for (const [seq, t] of pending) {
       await this.inner.apply(t);
       this.unconfirmed[task.shard]!.delete(seq);
+      this.committed(seq);
     }
     return this.inner.open(task);
   }

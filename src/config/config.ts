@@ -63,6 +63,12 @@ export interface ClusterConfig {
   replicas: number;
   /** How long a dead leader keeps its role. */
   leaseMs: number;
+  /**
+   * Log entries kept below the lowest sequence every other node has
+   * committed; older ones are purged. A node whose data is older than the
+   * log starts from a copy of a follower's data folder.
+   */
+  logRetainEntries: number;
 }
 
 export interface TlsConfig {
@@ -294,7 +300,7 @@ export function parseConfig(raw: unknown): EngineConfig {
   });
   const cluster = opt(root, 'cluster', undefined as ClusterConfig | undefined, (v) => {
     const c = object(v, 'cluster');
-    checkKeys(c, ['node', 'advertise', 'nats', 'replicas', 'leaseMs'], 'cluster');
+    checkKeys(c, ['node', 'advertise', 'nats', 'replicas', 'leaseMs', 'logRetainEntries'], 'cluster');
     const node = str(c['node'], 'cluster.node');
     if (!/^[A-Za-z0-9_-]{1,32}$/.test(node)) throw new ConfigError('cluster.node', 'must match ^[A-Za-z0-9_-]{1,32}$');
     const advertise = str(c['advertise'], 'cluster.advertise');
@@ -308,7 +314,8 @@ export function parseConfig(raw: unknown): EngineConfig {
       return r;
     });
     const leaseMs = opt(c, 'leaseMs', 3000, (l) => int(l, 'cluster.leaseMs', 500, 600_000));
-    return { node, advertise, nats: [...(nats as string[])], replicas, leaseMs };
+    const logRetainEntries = opt(c, 'logRetainEntries', 10_000_000, (n) => int(n, 'cluster.logRetainEntries', 0, Number.MAX_SAFE_INTEGER));
+    return { node, advertise, nats: [...(nats as string[])], replicas, leaseMs, logRetainEntries };
   });
   const faultInjection = opt(root, 'faultInjection', false, (v) => {
     if (typeof v !== 'boolean') throw new ConfigError('faultInjection', 'must be a boolean');

@@ -238,6 +238,17 @@ export class Engine extends EventEmitter<EngineEvents> {
     return this.clearing.lifecycle.pendingCount;
   }
 
+  /** Cluster mode: hooks of the node into the engine's own store. */
+  get replication(): { onStoreWriteCommitted(fn: (seq: number) => void): void; recordLogCommittedThrough(seq: number): Promise<void> } {
+    const store = this.store;
+    return {
+      onStoreWriteCommitted: (fn) => {
+        store.writeCommitted = fn;
+      },
+      recordLogCommittedThrough: (seq) => store.setLogCommittedThrough(seq),
+    };
+  }
+
   /** Two-phase instructions not final, by step. */
   twoPhaseAtStep(step: Step): number {
     return this.clearing.lifecycle.countAtStep(step);

@@ -72,9 +72,15 @@ export class EngineStore implements BatchStore, MandateStore {
    */
   replicator: ((w: StoreWrite) => Promise<number>) | undefined;
 
+  /** Cluster mode: told each logged write's sequence once it is committed here. */
+  writeCommitted: ((seq: number) => void) | undefined;
+
   private async write(w: StoreWrite): Promise<unknown> {
     if (this.replicator === undefined) return this.applyLocal(w);
-    return this.applyWrite(w, await this.replicator(w));
+    const seq = await this.replicator(w);
+    const done = await this.applyWrite(w, seq);
+    this.writeCommitted?.(seq);
+    return done;
   }
 
   /**
@@ -242,6 +248,20 @@ export class EngineStore implements BatchStore, MandateStore {
    */
   appliedSeq(): number {
     return (this.meta.get('applied') as number | undefined) ?? 0;
+  }
+
+  /**
+   * Cluster mode: a sequence up to which every log entry is committed in
+   * this node's environments (each shard's applied sequence only moves
+   * with an entry for that shard, so their minimum says nothing of a shard
+   * that had none). Written only after those commits.
+   */
+  logCommittedThrough(): number {
+    return (this.meta.get('logCommittedThrough') as number | undefined) ?? 0;
+  }
+
+  async setLogCommittedThrough(seq: number): Promise<void> {
+    await this.meta.put('logCommittedThrough', seq);
   }
 
   async close(): Promise<void> {
