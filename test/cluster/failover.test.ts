@@ -17,35 +17,21 @@
  * cluster:soak` runs 100).
  */
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { http } from '../helpers/clients.js';
-import { ClientLedger, EngineCluster, medianWorst, reportProblems, sleep, StreamLoad } from '../helpers/cluster-nodes.js';
-import { tempDirs, TOKENS } from '../helpers/engine-process.js';
-import { NatsCluster } from '../helpers/nats-cluster.js';
+import { ClientLedger, medianWorst, reportProblems, sleep, StreamLoad, useClusters } from '../helpers/cluster-nodes.js';
+import { TOKENS } from '../helpers/engine-process.js';
 import { rng, rowsOf } from '../helpers/reference-model.js';
 
 const CYCLES = Number(process.env['CLUSTER_KILL_CYCLES'] ?? 10);
 const SEED = Number(process.env['CLUSTER_SEED'] ?? 7);
 const LEASE_MS = 1000;
 
-const dirs = tempDirs();
-let nats: NatsCluster | undefined;
-let cluster: EngineCluster | undefined;
-
-beforeAll(async () => {
-  nats = await NatsCluster.start(dirs.make());
-  cluster = await EngineCluster.start(nats, dirs.make, { leaseMs: LEASE_MS });
-}, 90_000);
-
-afterAll(async () => {
-  await cluster?.stopAll();
-  await nats?.stop();
-  dirs.cleanup();
-}, 60_000);
+const clusters = useClusters({ leaseMs: LEASE_MS });
 
 describe('failover under load', () => {
   it(`loses nothing acknowledged when the leader is killed with SIGKILL mid-stream, ${CYCLES} cycles`, async () => {
-    const c = cluster!;
+    const c = clusters.cluster();
     const ledger = new ClientLedger();
     const rand = rng(SEED);
     const failovers: number[] = [];

@@ -9,10 +9,8 @@
  * reconnects and retries what was not answered, with the same ids.
  */
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClientLedger, EngineCluster, sleep, streamLeader, StreamLoad } from '../helpers/cluster-nodes.js';
-import { tempDirs } from '../helpers/engine-process.js';
-import { NatsCluster } from '../helpers/nats-cluster.js';
+import { describe, expect, it } from 'vitest';
+import { ClientLedger, sleep, streamLeader, StreamLoad, useClusters } from '../helpers/cluster-nodes.js';
 import { rng } from '../helpers/reference-model.js';
 
 const LEASE_MS = 1000;
@@ -28,25 +26,12 @@ const LEASE_MS = 1000;
  */
 const GAP_BOUND_MS = 15_000;
 
-const dirs = tempDirs();
-let nats: NatsCluster | undefined;
-let cluster: EngineCluster | undefined;
-
-beforeAll(async () => {
-  nats = await NatsCluster.start(dirs.make());
-  cluster = await EngineCluster.start(nats, dirs.make, { leaseMs: LEASE_MS });
-}, 90_000);
-
-afterAll(async () => {
-  await cluster?.stopAll();
-  await nats?.stop();
-  dirs.cleanup();
-}, 60_000);
+const clusters = useClusters({ leaseMs: LEASE_MS });
 
 describe('the loss of one NATS server of three', () => {
   it(`interrupts the stream for less than ${GAP_BOUND_MS} ms and loses nothing acknowledged`, async () => {
-    const c = cluster!;
-    const n = nats!;
+    const c = clusters.cluster();
+    const n = clusters.nats();
     const ledger = new ClientLedger();
     const rand = rng(31);
     const ackTimes: number[] = [];

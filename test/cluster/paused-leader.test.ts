@@ -7,35 +7,21 @@
  * leader holds everything that was acknowledged, by either.
  */
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { http, StreamClient, type Ack } from '../helpers/clients.js';
-import { ClientLedger, EngineCluster, sleep, StreamLoad, type Tracked } from '../helpers/cluster-nodes.js';
-import { BANKS, tempDirs, TOKENS } from '../helpers/engine-process.js';
-import { NatsCluster } from '../helpers/nats-cluster.js';
+import { ClientLedger, sleep, StreamLoad, useClusters, type Tracked } from '../helpers/cluster-nodes.js';
+import { BANKS, TOKENS } from '../helpers/engine-process.js';
 import { randomInstruction, rng } from '../helpers/reference-model.js';
 
 const LEASE_MS = 1000;
 /** How soon after SIGCONT the old leader must answer /readyz as a follower of the new one. */
 const REJOIN_BOUND_MS = 10_000;
 
-const dirs = tempDirs();
-let nats: NatsCluster | undefined;
-let cluster: EngineCluster | undefined;
-
-beforeAll(async () => {
-  nats = await NatsCluster.start(dirs.make());
-  cluster = await EngineCluster.start(nats, dirs.make, { leaseMs: LEASE_MS });
-}, 90_000);
-
-afterAll(async () => {
-  await cluster?.stopAll();
-  await nats?.stop();
-  dirs.cleanup();
-}, 60_000);
+const clusters = useClusters({ leaseMs: LEASE_MS });
 
 describe('a leader paused with SIGSTOP', () => {
   it('acknowledges nothing more once resumed, rejoins as a follower, and the new leader holds everything acknowledged', async () => {
-    const c = cluster!;
+    const c = clusters.cluster();
     const ledger = new ClientLedger();
     const rand = rng(11);
     const old = await c.waitLeader({ timeoutMs: 60_000 });

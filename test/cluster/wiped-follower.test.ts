@@ -7,29 +7,15 @@
  * other follower is stopped before the leader is killed.
  */
 
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { http } from '../helpers/clients.js';
-import { ClientLedger, confirmReceipts, EngineCluster, reportProblems, sleep, StreamLoad } from '../helpers/cluster-nodes.js';
-import { BANKS, tempDirs, TOKENS } from '../helpers/engine-process.js';
-import { NatsCluster } from '../helpers/nats-cluster.js';
+import { ClientLedger, confirmReceipts, reportProblems, sleep, StreamLoad, useClusters, type EngineCluster } from '../helpers/cluster-nodes.js';
+import { BANKS, TOKENS } from '../helpers/engine-process.js';
 import { rng } from '../helpers/reference-model.js';
 
 const LEASE_MS = 1000;
 
-const dirs = tempDirs();
-let nats: NatsCluster | undefined;
-let cluster: EngineCluster | undefined;
-
-beforeAll(async () => {
-  nats = await NatsCluster.start(dirs.make());
-  cluster = await EngineCluster.start(nats, dirs.make, { leaseMs: LEASE_MS });
-}, 90_000);
-
-afterAll(async () => {
-  await cluster?.stopAll();
-  await nats?.stop();
-  dirs.cleanup();
-}, 60_000);
+const clusters = useClusters({ leaseMs: LEASE_MS });
 
 async function stream(c: EngineCluster, leader: number, ledger: ClientLedger, prefix: string, answers: number, rand: () => number): Promise<void> {
   const load = new StreamLoad(ledger, { prefix, rand, frameSize: 50, inFlight: 3, twoPhaseShare: 0.1 });
@@ -65,7 +51,7 @@ async function readState(base: string, instructions: { institution: string; id: 
 
 describe('a wiped follower', () => {
   it('catches up from the log and leads with identical state', async () => {
-    const c = cluster!;
+    const c = clusters.cluster();
     const rand = rng(23);
     const leader = await c.waitLeader({ timeoutMs: 60_000 });
     const [wiped, other] = [0, 1, 2].filter((i) => i !== leader) as [number, number];

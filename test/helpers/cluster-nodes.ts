@@ -19,12 +19,13 @@
  */
 
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { afterAll, beforeAll } from 'vitest';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { http, StreamClient, type Ack } from './clients.js';
-import { BANKS, startEngine, testConfig, TOKENS, type RunningEngine } from './engine-process.js';
-import { freePort, type NatsCluster } from './nats-cluster.js';
+import { BANKS, startEngine, tempDirs, testConfig, TOKENS, type RunningEngine } from './engine-process.js';
+import { freePort, NatsCluster } from './nats-cluster.js';
 import { randomInstruction, ReferenceModel, rowsOf, type RefInstruction } from './reference-model.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -684,3 +685,24 @@ export function medianWorst(xs: number[]): { median: number; worst: number } {
 }
 
 export { sleep };
+
+/**
+ * A NATS cluster and an engine cluster for one test file: started before
+ * its tests and stopped (every process) after them. The accessors answer
+ * them once started.
+ */
+export function useClusters(options: { leaseMs: number }): { nats: () => NatsCluster; cluster: () => EngineCluster } {
+  const dirs = tempDirs();
+  let nats: NatsCluster | undefined;
+  let cluster: EngineCluster | undefined;
+  beforeAll(async () => {
+    nats = await NatsCluster.start(dirs.make());
+    cluster = await EngineCluster.start(nats, dirs.make, options);
+  }, 90_000);
+  afterAll(async () => {
+    await cluster?.stopAll();
+    await nats?.stop();
+    dirs.cleanup();
+  }, 60_000);
+  return { nats: () => nats!, cluster: () => cluster! };
+}
