@@ -3,6 +3,7 @@
  * a WebSocket client (the `ws` package) that correlates acks by `seq`.
  */
 
+import { expect } from 'vitest';
 import { decode, encode } from '@msgpack/msgpack';
 import WebSocket from 'ws';
 
@@ -118,4 +119,21 @@ export class StreamClient {
   close(): void {
     this.ws.close();
   }
+}
+
+/** The first pushed message (not matched to a request) that `pred` accepts, taken out of `client.unmatched`; waits up to `timeoutMs`. */
+export async function waitFor(client: StreamClient, pred: (m: Ack) => boolean, timeoutMs = 5000): Promise<Ack> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const i = client.unmatched.findIndex(pred);
+    if (i >= 0) return client.unmatched.splice(i, 1)[0]!;
+    if (Date.now() > deadline) throw new Error(`no matching message; have ${JSON.stringify(client.unmatched.slice(-5))}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Wait `ms` and check that no pushed message matches. */
+export async function noneFor(client: StreamClient, pred: (m: Ack) => boolean, ms = 300): Promise<void> {
+  await new Promise((r) => setTimeout(r, ms));
+  expect(client.unmatched.filter(pred)).toEqual([]);
 }

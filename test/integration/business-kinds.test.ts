@@ -8,7 +8,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { http, StreamClient, type Ack, type HttpReply } from '../helpers/clients.js';
+import { type Ack, http, type HttpReply, noneFor, StreamClient, waitFor } from '../helpers/clients.js';
 import { BANKS, startEngine, tempDirs, testConfig, TOKENS, type RunningEngine } from '../helpers/engine-process.js';
 
 const ABC_TOKEN = 'test-token-bank-ABC-xxxxxxxxx';
@@ -30,20 +30,7 @@ function configFor(dir: string): Record<string, unknown> {
   return config;
 }
 
-async function waitFor(client: StreamClient, pred: (m: Ack) => boolean, timeoutMs = 5000): Promise<Ack> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const i = client.unmatched.findIndex(pred);
-    if (i >= 0) return client.unmatched.splice(i, 1)[0]!;
-    if (Date.now() > deadline) throw new Error(`no matching message; have ${JSON.stringify(client.unmatched.slice(-5))}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
-async function noneFor(client: StreamClient, pred: (m: Ack) => boolean, ms = 300): Promise<void> {
-  await new Promise((r) => setTimeout(r, ms));
-  expect(client.unmatched.filter(pred)).toEqual([]);
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

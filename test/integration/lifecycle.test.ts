@@ -6,7 +6,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { http, StreamClient, type Ack } from '../helpers/clients.js';
+import { http, StreamClient, waitFor } from '../helpers/clients.js';
 import { startEngine, tempDir, testConfig, TOKENS, type RunningEngine } from '../helpers/engine-process.js';
 
 let engine: RunningEngine;
@@ -29,15 +29,6 @@ afterAll(async () => {
 
 const twoPhase = (id: string, extra: Record<string, unknown> = {}) => ({ id, type: 'agreement', payer: 'ICBC', payee: 'CMB', amount: 2500, twoPhase: true, ...extra });
 
-async function waitFor(client: StreamClient, pred: (m: Ack) => boolean, timeoutMs = 5000): Promise<Ack> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const i = client.unmatched.findIndex(pred);
-    if (i >= 0) return client.unmatched.splice(i, 1)[0]!;
-    if (Date.now() > deadline) throw new Error(`no matching message; have ${JSON.stringify(client.unmatched.slice(-5))}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 async function row(bank: string): Promise<any> {
   return (await http(engine.base, 'GET', `/v1/positions/${bank}`, { token: TOKENS.ops })).body;

@@ -8,7 +8,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { http, StreamClient, type Ack, type HttpReply } from '../helpers/clients.js';
+import { type Ack, http, type HttpReply, noneFor, StreamClient, waitFor } from '../helpers/clients.js';
 import { BANKS, startEngine, tempDirs, testConfig, TOKENS, type RunningEngine } from '../helpers/engine-process.js';
 
 /** Bank tokens beyond the shared test principals: a bank that is neither payer nor payee of the mandates below. */
@@ -24,21 +24,7 @@ function configFor(dir: string, overrides: Record<string, unknown> = {}): Record
   return config;
 }
 
-async function waitFor(client: StreamClient, pred: (m: Ack) => boolean, timeoutMs = 5000): Promise<Ack> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const i = client.unmatched.findIndex(pred);
-    if (i >= 0) return client.unmatched.splice(i, 1)[0]!;
-    if (Date.now() > deadline) throw new Error(`no matching message; have ${JSON.stringify(client.unmatched.slice(-5))}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
-/** Wait `ms` and check that no pushed message matches. */
-async function noneFor(client: StreamClient, pred: (m: Ack) => boolean, ms = 300): Promise<void> {
-  await new Promise((r) => setTimeout(r, ms));
-  expect(client.unmatched.filter(pred)).toEqual([]);
-}
 
 const mandateForward = (id: string) => (m: Ack) => m.op === 'forward' && Array.isArray(m['mandates']) && (m['mandates'] as any[]).some((x) => x.id === id);
 const mandateNote = (id: string) => (m: Ack) => m.op === 'notify' && m['mandate'] === id;
