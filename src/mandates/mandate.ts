@@ -33,7 +33,7 @@ export interface MandateRecord {
   via: 'gateway' | 'offline';
   createdAt: number;
   activatedAt?: number;
-  /** When it became declined or revoked. */
+  /** When it was revoked, or declined by the payer bank. */
   revokedAt?: number;
   declinedAt?: number;
   revokedBy?: MandateRevoker;
@@ -41,23 +41,10 @@ export interface MandateRecord {
   reason?: string;
 }
 
-/** The wire view of a mandate (PROTOCOL.md): times as ISO-8601 strings. */
-export interface MandateView {
-  institution: string;
-  id: string;
-  kind: MandateKind;
-  payer: string;
-  account: string;
-  perPaymentMaxCents?: number;
-  status: MandateStatus;
-  via: 'gateway' | 'offline';
-  createdAt: string;
-  activatedAt?: string;
-  revokedAt?: string;
-  revokedBy?: MandateRevoker;
-  declinedAt?: string;
-  reason?: string;
-}
+type MandateTime = 'createdAt' | 'activatedAt' | 'revokedAt' | 'declinedAt';
+
+/** The wire view of a mandate (PROTOCOL.md): the record with its times as ISO-8601 strings. */
+export type MandateView = Omit<MandateRecord, MandateTime> & { createdAt: string } & Partial<Record<Exclude<MandateTime, 'createdAt'>, string>>;
 
 export function mandateView(r: MandateRecord): MandateView {
   const v: MandateView = { institution: r.institution, id: r.id, kind: r.kind, payer: r.payer, account: r.account, status: r.status, via: r.via, createdAt: new Date(r.createdAt).toISOString() };
