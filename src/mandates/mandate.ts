@@ -20,8 +20,8 @@ export type MandateRevoker = 'institution' | 'bank' | 'operator';
 export const ACCOUNT_LENGTH_MAX = 64;
 const BAD_TEXT = /\p{Cc}|\p{Cs}/u;
 
-/** A mandate as stored (times in ms since the epoch). */
-export interface MandateRecord {
+/** What a signing request asks for, validated. */
+export interface MandateTerms {
   institution: string;
   id: string;
   kind: MandateKind;
@@ -29,6 +29,10 @@ export interface MandateRecord {
   /** An opaque reference to the payer's account, never a full account number. */
   account: string;
   perPaymentMaxCents?: number;
+}
+
+/** A mandate as stored (times in ms since the epoch). */
+export interface MandateRecord extends MandateTerms {
   status: MandateStatus;
   via: 'gateway' | 'offline';
   createdAt: number;
@@ -55,16 +59,6 @@ export function mandateView(r: MandateRecord): MandateView {
   if (r.declinedAt !== undefined) v.declinedAt = new Date(r.declinedAt).toISOString();
   if (r.reason !== undefined) v.reason = r.reason;
   return v;
-}
-
-/** What a signing request asks for, validated. */
-export interface MandateTerms {
-  institution: string;
-  id: string;
-  kind: MandateKind;
-  payer: string;
-  account: string;
-  perPaymentMaxCents?: number;
 }
 
 export interface MandateRules {
