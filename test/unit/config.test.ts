@@ -336,3 +336,31 @@ describe('parseConfig: errors name the key', () => {
     expectKey(raw, 'dataDir');
   });
 });
+
+describe('parseConfig: cluster mode and mandates', () => {
+  const cluster = { node: 'n1', advertise: 'http://10.0.0.11:8080', nats: ['nats://10.0.0.11:4222'] };
+
+  it('absent, the engine runs alone; present, its defaults fill in', () => {
+    expect(parseConfig(demo()).cluster).toBeUndefined();
+    expect(parseConfig({ ...demo(), cluster }).cluster).toEqual({ ...cluster, replicas: 3, leaseMs: 3000, logRetainEntries: 10_000_000 });
+  });
+
+  it('names the bad cluster key', () => {
+    expectKey({ ...demo(), cluster: { ...cluster, replicas: 2 } }, 'cluster.replicas');
+    expectKey({ ...demo(), cluster: { ...cluster, leaseMs: 10 } }, 'cluster.leaseMs');
+    expectKey({ ...demo(), cluster: { ...cluster, advertise: 'ftp://x' } }, 'cluster.advertise');
+    expectKey({ ...demo(), cluster: { ...cluster, nats: [] } }, 'cluster.nats');
+    expectKey({ ...demo(), cluster: { ...cluster, node: 'a b' } }, 'cluster.node');
+    expectKey({ ...demo(), cluster: { ...cluster, leader: true } }, 'cluster.leader');
+    expectKey({ ...demo(), cluster: { ...cluster, logRetainEntries: -1 } }, 'cluster.logRetainEntries');
+  });
+
+  it('checks the configured mandates like a signing', () => {
+    const m = { institution: 'PI0001', id: 'M-X', kind: 'agreement', payer: 'ICBC', account: 'a' };
+    expect(parseConfig({ ...demo(), mandates: [m] }).mandates).toEqual([m]);
+    expectKey({ ...demo(), mandates: [{ ...m, payer: 'NOPE' }] }, 'mandates[0].payer');
+    expectKey({ ...demo(), mandates: [m, m] }, 'mandates[1].id');
+    expectKey({ ...demo(), mandates: [{ ...m, kind: 'payout' }] }, 'mandates[0].kind');
+    expectKey({ ...demo(), requireMandates: 'yes' }, 'requireMandates');
+  });
+});
