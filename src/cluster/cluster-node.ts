@@ -37,6 +37,14 @@ const LEASE_TRUST = 0.75;
 /** How often a follower records its committed sequence, and how often the leader purges the log. */
 const REPORT_MS = 2000;
 const PURGE_MS = 10_000;
+/** How long a stop waits for NATS (giving the lease back, closing the connection). */
+const NATS_STOP_MS = 2000;
+
+/** `p`, or nothing once `ms` have passed. */
+function within(p: Promise<unknown>, ms: number): Promise<unknown> {
+  return Promise.race([p.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, ms).unref())]);
+}
+
 /** A follower this many entries behind the log waits before it tries to lead. */
 const FAR_BEHIND_ENTRIES = 10_000;
 /** How long a node keeps trying to become a follower while JetStream does not answer. */
@@ -424,11 +432,12 @@ export class ClusterNode {
       this.gateway?.stopListening();
       await this.engine?.stop(drainMs).catch((err: unknown) => this.logger.error({ err }, 'engine stop failed'));
       this.gateway?.close();
-      if (this.leaseRevision !== undefined) await this.log.release(this.leaseRevision);
+      // Giving the lease back only spares the followers a wait: NATS being gone must not hold the stop.
+      if (this.leaseRevision !== undefined) await within(this.log.release(this.leaseRevision), NATS_STOP_MS);
     } else {
       await this.closeFollower();
     }
-    await this.log.close();
+    await within(this.log.close(), NATS_STOP_MS);
     this.dataLock.release();
   }
 }
