@@ -312,6 +312,7 @@ export class ClusterNode {
       const engine = await Engine.start(this.config, this.logger, {
         replication: {
           node: this.cluster.node,
+          holds: () => this.holds(),
           dataLock: this.dataLock,
           transport: (pools) =>
             new ReplicatedTransport(

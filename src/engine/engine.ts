@@ -61,6 +61,8 @@ export type { MandateActor, MandateFilter };
 export interface EngineReplication {
   /** The node's name, for `GET /readyz`. */
   node: string;
+  /** Whether the node still holds the lease (checked before a request is taken). */
+  holds: () => boolean;
   /** The data folder's lock, held by the node across its roles. */
   dataLock: DataLock;
   /** The shard transport that appends each task to the log before applying it. */
@@ -171,6 +173,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     engine = new Engine(config, log, store, pools, readers, clearing, options.replication === undefined ? dataLock : undefined);
     engine.clusterNode = options.replication?.node;
+    engine.leaseHeld = options.replication?.holds;
     engine.state = 'ready';
     clearing.snapshots.start(config.snapshotIntervalMs);
     if (config.batchSchedule !== undefined) {
@@ -182,9 +185,17 @@ export class Engine extends EventEmitter<EngineEvents> {
     return engine;
   }
 
+  /**
+   * Whether the engine takes requests. In cluster mode also whether the
+   * node still holds its lease: a leader resumed after a pause answers
+   * NOT_READY from its stale state until it learns it was replaced.
+   */
   get ready(): boolean {
-    return this.state === 'ready';
+    return this.state === 'ready' && (this.leaseHeld?.() ?? true);
   }
+
+  /** Cluster mode: whether this node still holds the lease. */
+  private leaseHeld: (() => boolean) | undefined;
 
   /** Plain counters: the core and the gateway bump them, the metrics read them. */
   get counters(): EngineCounters {
