@@ -240,11 +240,22 @@ function heldOf(record: StoredInstruction): Held {
   return { type: record.t, payer: record.p, payee: record.q, status: record.s, step: record.st };
 }
 
+/** The answer to a receipt or a submission that changed nothing: its failure, and the instruction's status (`rejected` when refused at intake). */
+function failedReceipt(item: { institution: string; id: string } | undefined, f: Failure, status: string): ReceiptResult {
+  const r: ReceiptResult = item === undefined ? { status } : { institution: item.institution, id: item.id, status };
+  r.code = f.code;
+  r.message = f.message;
+  if (f.field !== undefined) r.field = f.field;
+  return r;
+}
+
 /** Answers for a list of receipts, filled in as shards commit. */
 class ReceiptBatch extends AnswerList<ReceiptResult> implements OutcomeTarget {
   readonly items: (ReceiptItem | undefined)[];
-  /** Per item routed, the payer and payee, for deciding the answer when the shard found it moved on. */
+  /** Per item routed, the state it was decided against, for deciding the answer when the shard found it moved on. */
   readonly held: (Held | undefined)[];
+  /** Per item routed, the lifecycle operation it made. */
+  readonly kinds: LifecycleKind[] = [];
   readonly bank: string;
 
   constructor(bank: string, size: number, onDone: (results: ReceiptResult[]) => void) {
@@ -255,11 +266,7 @@ class ReceiptBatch extends AnswerList<ReceiptResult> implements OutcomeTarget {
   }
 
   fail(index: number, item: { institution: string; id: string } | undefined, f: Failure, status = 'rejected'): void {
-    const r: ReceiptResult = item === undefined ? { status } : { institution: item.institution, id: item.id, status };
-    r.code = f.code;
-    r.message = f.message;
-    if (f.field !== undefined) r.field = f.field;
-    this.settle(index, r);
+    this.settle(index, failedReceipt(item, f, status));
   }
 
   deliver(index: number, result: OpResult, primary: boolean): void {
@@ -297,8 +304,6 @@ class ReceiptBatch extends AnswerList<ReceiptResult> implements OutcomeTarget {
       this.fail(index, item, failure('NOT_PENDING', `the instruction is ${h.status} at step ${h.step ?? 'receipt'}`), h.status);
     }
   }
-
-  readonly kinds: LifecycleKind[] = [];
 }
 
 /** One operation's answer, for the single calls. */
@@ -686,11 +691,7 @@ export class Lifecycle {
    * duplicate; any other submission out of its step is refused.
    */
   submitVerification(institution: string, id: string, verification: unknown, onDone: (result: ReceiptResult) => void): void {
-    const fail = (f: Failure, status = 'rejected'): void => {
-      const r: ReceiptResult = { institution, id, status, code: f.code, message: f.message };
-      if (f.field !== undefined) r.field = f.field;
-      onDone(r);
-    };
+    const fail = (f: Failure, status = 'rejected'): void => onDone(failedReceipt({ institution, id }, f, status));
     if (typeof verification !== 'string' || verification.length === 0 || [...verification].length > VERIFICATION_LENGTH_MAX || BAD_TEXT.test(verification)) {
       fail(failure('INVALID_FIELD', `verification must be text of 1 to ${VERIFICATION_LENGTH_MAX} characters`, 'verification'));
       return;
