@@ -113,13 +113,20 @@ export class ClusterNode {
     return this.gateway?.port ?? this.followerParts?.gateway.port;
   }
 
-  get isLeader(): boolean {
-    return this.role === 'leader';
+  /** Leading, or taking the lead: the node holds the lease and renews it. */
+  private leading(): boolean {
+    return this.role === 'leader' || this.role === 'promoting';
   }
 
   /** Whether this node may still answer as leader: it holds the lease with a margin left. */
   private holds(): boolean {
-    return (this.role === 'leader' || this.role === 'promoting') && Date.now() < this.leaseUntil;
+    return this.leading() && Date.now() < this.leaseUntil;
+  }
+
+  /** The lease was taken or renewed at `revision` by a request sent at `sentAt`: it is trusted to a margin before it lapses. */
+  private holdLease(revision: number, sentAt: number): void {
+    this.leaseRevision = revision;
+    this.leaseUntil = sentAt + Math.floor(this.cluster.leaseMs * LEASE_TRUST);
   }
 
   private schedule(): void {
@@ -133,7 +140,7 @@ export class ClusterNode {
     if (this.ticking) return;
     this.ticking = true;
     try {
-      if (this.role === 'leader' || this.role === 'promoting') {
+      if (this.leading()) {
         await this.renew();
         if (this.role === 'leader') {
           await this.reportAsLeader();
@@ -157,8 +164,7 @@ export class ClusterNode {
       this.deposed(new FencedError('the lease could not be renewed'));
       return;
     }
-    this.leaseRevision = revision;
-    this.leaseUntil = sentAt + Math.floor(this.cluster.leaseMs * LEASE_TRUST);
+    this.holdLease(revision, sentAt);
     this.metrics.leaseRenewals.inc();
   }
 
@@ -216,7 +222,7 @@ export class ClusterNode {
     if (engine === undefined || Date.now() - this.reportedAt < REPORT_MS) return;
     this.reportedAt = Date.now();
     const through = this.leaderCommittedThrough();
-    await engine.replication.recordLogCommittedThrough(through);
+    await engine.recordLogCommittedThrough(through);
     await this.log.reportApplied(through);
   }
 
@@ -240,7 +246,7 @@ export class ClusterNode {
     const floor = await this.log.appliedFloor();
     if (floor === undefined) return;
     const below = floor - this.cluster.logRetainEntries + 1;
-    if (below <= (await this.log.firstSeq())) return;
+    if (below <= (await this.log.bounds()).first) return;
     const purged = await this.log.purgeBelow(below);
     this.logger.info({ below, purged, floor }, 'purged the log below what every node has committed');
   }
@@ -250,7 +256,7 @@ export class ClusterNode {
     let pools: ShardPools | undefined;
     try {
       await store.checkLayout(this.config.shards);
-      pools = this.newPools();
+      pools = ShardPools.fromConfig(this.config, (err) => this.logger.error({ err }, 'a shard worker failed outside any task; it is replaced'));
       const follower = new Follower(this.log, pools, store, this.config.shards, this.logger);
       await follower.start();
       const gateway = await FollowerGateway.listen(this.config, () => ({ node: this.cluster.node, leader: this.leader }), () => this.metrics.text());
@@ -272,16 +278,6 @@ export class ClusterNode {
     await parts.store.close();
   }
 
-  private newPools(): ShardPools {
-    const c = this.config;
-    return new ShardPools(
-      { dataDir: c.dataDir, shards: c.shards, mapSizeBytes: c.limits.shardMapBytes, faultInjection: c.faultInjection, shardBytesMax: c.limits.shardBytesMax },
-      c.workers,
-      c.limits.shardTasksInflightMax,
-      (err) => this.logger.error({ err }, 'a shard worker failed outside any task; it is replaced'),
-    );
-  }
-
   /**
    * Take the lapsed lease, apply the whole log, fence earlier writers out
    * with a term entry, and start the engine on what this node's LMDB holds.
@@ -291,8 +287,7 @@ export class ClusterNode {
     const sentAt = Date.now();
     const revision = await this.log.acquire();
     if (revision === undefined) return;
-    this.leaseRevision = revision;
-    this.leaseUntil = sentAt + Math.floor(this.cluster.leaseMs * LEASE_TRUST);
+    this.holdLease(revision, sentAt);
     this.role = 'promoting';
     // The promotion runs beside the ticks, which renew the lease meanwhile (recovery can outlast it).
     void this.promote();
@@ -317,34 +312,16 @@ export class ClusterNode {
           transport: (pools) =>
             new ReplicatedTransport(
               pools,
-              this.log,
               this.config.shards,
+              (task) => this.appended(this.log.appendTask(task)),
               () => this.holds(),
               (err) => this.deposed(err),
-              (seq) => this.uncommitted.add(seq),
               (seq) => this.committedHere(seq),
             ),
-          replicator: (w) =>
-            this.log.appendStore(w).then(
-              (seq) => {
-                if (!this.holds()) {
-                  const err = new FencedError('the lease lapsed before a store write was applied');
-                  this.deposed(err);
-                  throw err;
-                }
-                this.uncommitted.add(seq);
-                return seq;
-              },
-              (err: unknown) => {
-                // A failed append fences every later one: a leader that cannot write steps down at once.
-                this.deposed(err instanceof Error ? err : new Error(String(err)));
-                throw err;
-              },
-            ),
+          replicator: { append: (w) => this.appended(this.log.appendStore(w)), committed: (seq) => this.committedHere(seq) },
         },
       });
       this.engine = engine;
-      engine.replication.onStoreWriteCommitted((seq) => this.committedHere(seq));
       this.metrics.registerInto(engine.metrics.registry);
       this.gateway = await Gateway.listen(engine);
       if (this.role !== 'promoting') throw new FencedError('deposed while starting');
@@ -358,9 +335,33 @@ export class ClusterNode {
     }
   }
 
+  /**
+   * An append of this leader, as the engine may use it: its sequence once
+   * it is in the log and the lease still holds (then it counts as not yet
+   * committed here). A failed append fences every later one, and a lapsed
+   * lease answers nothing: either way the node steps down.
+   */
+  private appended(append: Promise<number>): Promise<number> {
+    return append.then(
+      (seq) => {
+        if (!this.holds()) {
+          const err = new FencedError('the lease lapsed before an appended entry was applied');
+          this.deposed(err);
+          throw err;
+        }
+        this.uncommitted.add(seq);
+        return seq;
+      },
+      (err: unknown) => {
+        this.deposed(err instanceof Error ? err : new Error(String(err)));
+        throw err;
+      },
+    );
+  }
+
   /** The lease lapsed, a renewal failed or an append was fenced: answer nothing more. */
   private deposed(err: Error): void {
-    if (this.role !== 'leader' && this.role !== 'promoting') return;
+    if (!this.leading()) return;
     this.logger.warn({ err: err.message, node: this.cluster.node }, 'this node no longer leads; stepping down');
     void this.stepDown();
   }

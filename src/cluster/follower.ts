@@ -15,7 +15,7 @@ import type { ConsumerMessages } from '@nats-io/jetstream';
 import type { Logger } from '../core/log.js';
 import type { ShardPools } from '../shard/shard-pools.js';
 import type { EngineStore } from '../store/engine-store.js';
-import { decodeEntry, type LeaderInfo, type ReplicatedLog } from './replicated-log.js';
+import { decodeEntry, type ReplicatedLog } from './replicated-log.js';
 
 /** The log cannot bring this node's data up to date: it lost entries the node holds, or it was purged past the node. */
 export class LogBehindError extends Error {
@@ -34,8 +34,6 @@ export class Follower {
   private inflight: Promise<unknown>[] = [];
   private failed: Error | undefined;
   private running: Promise<void> | undefined;
-  /** The leader named by the newest term entry read. */
-  leaderOfLog: LeaderInfo | undefined;
 
   constructor(
     private readonly log: ReplicatedLog,
@@ -61,10 +59,9 @@ export class Follower {
     // A log that ends before what this node has applied lost entries (JetStream lost a majority's
     // unsynced writes, or the stream was recreated): applying on would silently diverge.
     const applied = Math.max(this.engineApplied, ...this.shardApplied);
-    const last = await this.log.lastSeq();
+    const { first, last } = await this.log.bounds();
     if (applied > last) throw new LogBehindError(`this node has applied the log up to ${applied}, but the log ends at ${last}: the log has lost entries this node holds`);
     // A log purged past what this node has applied cannot bring it up to date: it needs a copy of a follower's data folder.
-    const first = await this.log.firstSeq();
     if (last > 0 && this.seen + 1 < first) {
       throw new LogBehindError(`this node has applied the log up to ${this.seen}, but the log now starts at ${first}: start it from a copy of a follower's data folder`);
     }
@@ -82,17 +79,14 @@ export class Follower {
         if (entry.k === 'task') {
           const shard = entry.task.shard;
           if (seq > this.shardApplied[shard]!) {
-            this.track(this.pools.apply({ ...entry.task, logSeq: seq }));
+            this.inflight.push(this.pools.apply({ ...entry.task, logSeq: seq }));
             this.shardApplied[shard] = seq;
           }
-        } else if (entry.k === 'store') {
-          if (seq > this.engineApplied) {
-            this.track(this.store.applyWrite(entry.w, seq));
-            this.engineApplied = seq;
-          }
-        } else {
-          this.leaderOfLog = { node: entry.node, url: entry.url };
+        } else if (entry.k === 'store' && seq > this.engineApplied) {
+          this.inflight.push(this.store.applyWrite(entry.w, seq));
+          this.engineApplied = seq;
         }
+        // A term entry changes no data: the node learns the leader from the lease.
         this.seen = seq;
         if (this.inflight.length >= INFLIGHT_MAX) await this.settle();
       }
@@ -103,10 +97,6 @@ export class Follower {
       this.failed = err instanceof Error ? err : new Error(String(err));
       this.logger.error({ err, seq: this.seen }, 'applying the replicated log failed');
     }
-  }
-
-  private track(p: Promise<unknown>): void {
-    this.inflight.push(p);
   }
 
   private async settle(): Promise<void> {

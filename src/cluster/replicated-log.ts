@@ -17,7 +17,7 @@
  */
 
 import { decode, encode } from '@msgpack/msgpack';
-import { DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, type ConsumerMessages, type JetStreamClient } from '@nats-io/jetstream';
+import { DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { ApplyTask } from '../shard/tasks.js';
@@ -75,6 +75,8 @@ export class ReplicatedLog {
 
   private constructor(
     readonly nc: NatsConnection,
+    /** Made once: making one asks the server for the account's JetStream info. */
+    private readonly jsm: JetStreamManager,
     private readonly js: JetStreamClient,
     private readonly kv: KV,
     private readonly appliedKv: KV,
@@ -109,7 +111,8 @@ export class ReplicatedLog {
           });
         }
         const js = jetstream(nc);
-        const kv = await new Kvm(js).create(LEASE_BUCKET, { history: 1, ttl: settings.leaseMs, replicas: settings.replicas });
+        const kvm = new Kvm(js);
+        const kv = await kvm.create(LEASE_BUCKET, { history: 1, ttl: settings.leaseMs, replicas: settings.replicas });
         // An existing lease bucket keeps the lease length it was made with unless it is changed here: a leader
         // trusting a shorter lease than the bucket's would step down early, a longer one would overlap its successor.
         const leaseStream = `KV_${LEASE_BUCKET}`;
@@ -118,8 +121,8 @@ export class ReplicatedLog {
         if (lease.config.max_age !== maxAge || lease.config.num_replicas !== settings.replicas) {
           await jsm.streams.update(leaseStream, { max_age: maxAge, num_replicas: settings.replicas });
         }
-        const appliedKv = await new Kvm(js).create(APPLIED_BUCKET, { history: 1, replicas: settings.replicas });
-        return new ReplicatedLog(nc, js, kv, appliedKv, settings);
+        const appliedKv = await kvm.create(APPLIED_BUCKET, { history: 1, replicas: settings.replicas });
+        return new ReplicatedLog(nc, jsm, js, kv, appliedKv, settings);
       } catch (err) {
         if (Date.now() >= until) {
           await nc.close();
@@ -131,10 +134,15 @@ export class ReplicatedLog {
     }
   }
 
+  /** The stream's first and last sequences: entries below the first have been purged; the last is 0 when none was ever appended. */
+  async bounds(): Promise<{ first: number; last: number }> {
+    const { state } = await this.jsm.streams.info(LOG_STREAM);
+    return { first: state.first_seq, last: state.last_seq };
+  }
+
   /** The stream's last sequence (0 when empty). */
   async lastSeq(): Promise<number> {
-    const jsm = await jetstreamManager(this.nc);
-    return (await jsm.streams.info(LOG_STREAM)).state.last_seq;
+    return (await this.bounds()).last;
   }
 
   /**
@@ -188,16 +196,9 @@ export class ReplicatedLog {
     return consumer.consume({ max_messages: 512, expires: 2000 });
   }
 
-  /** The stream's first sequence: entries below it have been purged. */
-  async firstSeq(): Promise<number> {
-    const jsm = await jetstreamManager(this.nc);
-    return (await jsm.streams.info(LOG_STREAM)).state.first_seq;
-  }
-
   /** Purge every entry below `seq`. */
   async purgeBelow(seq: number): Promise<number> {
-    const jsm = await jetstreamManager(this.nc);
-    return (await jsm.streams.purge(LOG_STREAM, { seq })).purged;
+    return (await this.jsm.streams.purge(LOG_STREAM, { seq })).purged;
   }
 
   /** Record the sequence this node has committed everything up to. */

@@ -17,7 +17,7 @@
 
 import type { ShardTransport } from '../core/ports.js';
 import type { ApplyResult, ApplyTask, OpenResult, OpenTask } from '../shard/tasks.js';
-import { FencedError, type ReplicatedLog } from './replicated-log.js';
+import { FencedError } from './replicated-log.js';
 
 export class ReplicatedTransport implements ShardTransport {
   /** Per shard, settled once the previous task has been handed to the worker. */
@@ -27,61 +27,50 @@ export class ReplicatedTransport implements ShardTransport {
 
   constructor(
     private readonly inner: ShardTransport,
-    private readonly log: ReplicatedLog,
     shards: number,
+    /** Append a task to the log: its sequence, once it is there and this node still leads (it fails otherwise). */
+    private readonly append: (task: ApplyTask) => Promise<number>,
     /** Whether this node still holds the lease (checked before anything is answered). */
     private readonly holds: () => boolean,
-    /** The node must step down: its lease lapsed or its append was fenced. */
+    /** The node must step down: its lease lapsed, or its data and the log diverge. */
     private readonly deposed: (err: Error) => void,
-    /** A task is in the log at this sequence, not yet committed here. */
-    private readonly appended: (seq: number) => void = () => undefined,
     /** A task is in the log and committed here, at this sequence. */
-    private readonly committed: (seq: number) => void = () => undefined,
+    private readonly committed: (seq: number) => void,
   ) {
     this.issued = Array.from({ length: shards }, () => Promise.resolve());
     this.unconfirmed = Array.from({ length: shards }, () => new Map());
   }
 
+  /** Step the node down and fail the task. */
+  private depose(reason: string): never {
+    const err = new FencedError(reason);
+    this.deposed(err);
+    throw err;
+  }
+
   apply(task: ApplyTask): Promise<ApplyResult> {
-    const appended = this.log.appendTask(task);
+    const appended = this.append(task);
     const previous = this.issued[task.shard]!;
     let handed!: () => void;
     this.issued[task.shard] = new Promise((resolve) => (handed = resolve));
     return Promise.all([appended, previous]).then(
       ([seq]) => {
-        this.appended(seq);
-        if (!this.holds()) {
-          handed();
-          const err = new FencedError('the lease lapsed before the task was applied');
-          this.deposed(err);
-          throw err;
-        }
         const logged: ApplyTask = { ...task, logSeq: seq };
         this.unconfirmed[task.shard]!.set(seq, logged);
         const result = this.inner.apply(logged);
         handed();
         return result.then((r) => {
           this.unconfirmed[task.shard]!.delete(seq);
-          if (r.skipped === true) {
-            // The shard had applied this sequence already: its data and the log have diverged.
-            const err = new FencedError(`shard ${task.shard} had applied log sequence ${seq} already; its data and the log diverge`);
-            this.deposed(err);
-            throw err;
-          }
+          // The shard had applied this sequence already: its data and the log have diverged.
+          if (r.skipped === true) this.depose(`shard ${task.shard} had applied log sequence ${seq} already; its data and the log diverge`);
           this.committed(seq);
-          if (!this.holds()) {
-            const err = new FencedError('the lease lapsed before the task was answered');
-            this.deposed(err);
-            throw err;
-          }
+          if (!this.holds()) this.depose('the lease lapsed before the task was answered');
           return r;
         });
       },
       (err: unknown) => {
         handed();
-        const e = err instanceof Error ? err : new Error(String(err));
-        this.deposed(e);
-        throw e;
+        throw err;
       },
     );
   }

@@ -25,7 +25,7 @@ import { BatchSchedule } from '../settlement/batch-schedule.js';
 import { ShardPools } from '../shard/shard-pools.js';
 import type { InstitutionTotals, VerifyReport, WorkerStats } from '../shard/tasks.js';
 import type { Snapshot } from '../snapshots/snapshots.js';
-import { EngineStore, type BatchRecord, type OperatorAction, type StoreWrite } from '../store/engine-store.js';
+import { EngineStore, type BatchRecord, type OperatorAction, type StoreReplicator } from '../store/engine-store.js';
 import { ShardReaders, type BucketEntry, type BucketSums } from '../store/shard-readers.js';
 import type { BankDetail, PositionsOverview } from '../view/live-view.js';
 import { nodeClock } from './clock.js';
@@ -67,8 +67,8 @@ export interface EngineReplication {
   dataLock: DataLock;
   /** The shard transport that appends each task to the log before applying it. */
   transport(inner: ShardPools): ShardTransport;
-  /** Appends each write of the engine's store to the log; resolves with its sequence. */
-  replicator: (w: StoreWrite) => Promise<number>;
+  /** How each write of the engine's store goes through the log. */
+  replicator: StoreReplicator;
 }
 
 export interface EngineOptions {
@@ -117,12 +117,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       releaseLock();
       throw err;
     }
-    const pools = new ShardPools(
-      { dataDir: config.dataDir, shards: config.shards, mapSizeBytes: config.limits.shardMapBytes, faultInjection: config.faultInjection, shardBytesMax: config.limits.shardBytesMax },
-      config.workers,
-      config.limits.shardTasksInflightMax,
-      (err) => log.error({ err }, 'a shard worker failed outside any task; it is replaced'),
-    );
+    const pools = ShardPools.fromConfig(config, (err) => log.error({ err }, 'a shard worker failed outside any task; it is replaced'));
     const transport: ShardTransport = options.replication?.transport(pools) ?? pools;
     const readers = new ShardReaders(config.dataDir, config.shards, config.limits.shardMapBytes);
     // The core's callbacks reach the engine, which is built after it, through this binding.
@@ -249,15 +244,9 @@ export class Engine extends EventEmitter<EngineEvents> {
     return this.clearing.lifecycle.pendingCount;
   }
 
-  /** Cluster mode: hooks of the node into the engine's own store. */
-  get replication(): { onStoreWriteCommitted(fn: (seq: number) => void): void; recordLogCommittedThrough(seq: number): Promise<void> } {
-    const store = this.store;
-    return {
-      onStoreWriteCommitted: (fn) => {
-        store.writeCommitted = fn;
-      },
-      recordLogCommittedThrough: (seq) => store.setLogCommittedThrough(seq),
-    };
+  /** Cluster mode: record in the engine's store the sequence every log entry up to is committed here. */
+  recordLogCommittedThrough(seq: number): Promise<void> {
+    return this.store.setLogCommittedThrough(seq);
   }
 
   /** Two-phase instructions not final, by step. */

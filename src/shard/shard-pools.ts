@@ -6,6 +6,7 @@
  */
 
 import { Piscina } from 'piscina';
+import type { EngineConfig } from '../config/config.js';
 import type { ShardTransport } from '../core/ports.js';
 import type { ApplyResult, ApplyTask, ApplyTaskWire, OpenResult, OpenTask, ShardTask, VerifyReport, WorkerSetup, WorkerStats } from '../shard/tasks.js';
 
@@ -15,6 +16,16 @@ const WORKER_FILE = new URL('../shard/worker.js', import.meta.url).href;
 export class ShardPools implements ShardTransport {
   private readonly pools: Piscina[] = [];
   private readonly shards: number;
+
+  /** The pools a configuration asks for (the engine's, and a cluster follower's). */
+  static fromConfig(c: Pick<EngineConfig, 'dataDir' | 'shards' | 'workers' | 'faultInjection' | 'limits'>, onError: (err: unknown) => void): ShardPools {
+    return new ShardPools(
+      { dataDir: c.dataDir, shards: c.shards, mapSizeBytes: c.limits.shardMapBytes, faultInjection: c.faultInjection, shardBytesMax: c.limits.shardBytesMax },
+      c.workers,
+      c.limits.shardTasksInflightMax,
+      onError,
+    );
+  }
 
   constructor(
     setup: WorkerSetup,

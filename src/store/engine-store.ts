@@ -28,6 +28,14 @@ export interface OperatorAction {
   outcome: string;
 }
 
+/** Cluster mode: how the store's writes go through the replicated log. */
+export interface StoreReplicator {
+  /** Append a write to the log; resolves with its sequence once a majority of the log's replicas holds it. */
+  append(w: StoreWrite): Promise<number>;
+  /** The write at this sequence is committed here too. */
+  committed(seq: number): void;
+}
+
 /** A write of the engine's own store, as cluster mode's log carries it. */
 export type StoreWrite =
   | { m: 'setOpenBatch'; a: [OpenBatch] }
@@ -66,20 +74,16 @@ export class EngineStore implements BatchStore, MandateStore {
   }
 
   /**
-   * Cluster mode: called with every write before it is made; resolves with
-   * the write's log sequence once a majority of the log's replicas holds
-   * it. Absent, the engine runs alone and writes go straight to LMDB.
+   * Cluster mode: how writes go through the log. Absent, the engine runs
+   * alone and writes go straight to LMDB.
    */
-  replicator: ((w: StoreWrite) => Promise<number>) | undefined;
-
-  /** Cluster mode: told each logged write's sequence once it is committed here. */
-  writeCommitted: ((seq: number) => void) | undefined;
+  replicator: StoreReplicator | undefined;
 
   private async write(w: StoreWrite): Promise<unknown> {
     if (this.replicator === undefined) return this.applyLocal(w);
-    const seq = await this.replicator(w);
+    const seq = await this.replicator.append(w);
     const done = await this.applyWrite(w, seq);
-    this.writeCommitted?.(seq);
+    this.replicator.committed(seq);
     return done;
   }
 
