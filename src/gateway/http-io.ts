@@ -10,6 +10,7 @@ import { ID_PATTERN, PARTY_CODE_PATTERN } from '../core/instruction.js';
 import type { Engine } from '../engine/engine.js';
 import { Codec, DecodeFailure, type Encoding } from '../protocol/codec.js';
 import type { Authenticator, Principal } from './auth.js';
+import { receiptItems } from './intake.js';
 import { failure, httpStatusOf, statusLine, type ErrorCode, type Failure } from '../protocol/errors.js';
 
 /** Per-request state kept on the side, since `res` is only valid until answered or aborted. */
@@ -202,4 +203,24 @@ export function checkIds(ctx: HttpContext, ex: Exchange, institution: string | u
     return undefined;
   }
   return [institution, id];
+}
+
+/**
+ * A bank's receipts route (instruction or mandate receipts): one receipt,
+ * or `{ "receipts": [ … ] }`, handed to `sink` and answered item by item.
+ */
+export function postBankReceipts(
+  ctx: HttpContext,
+  res: HttpResponse,
+  req: HttpRequest,
+  sink: (bank: string, items: unknown[], onDone: (results: { code?: string }[]) => void) => void,
+): void {
+  withBody(ctx, res, req, ['bank'], (ex, principal, body) => {
+    const parsed = receiptItems(body, ctx.engine.config.limits.batchItemsMax);
+    if ('code' in parsed) {
+      replyFailure(ex, ctx.codec, parsed as Failure);
+      return;
+    }
+    sink(principal.id, parsed.items, (results) => replyItems(ctx, ex, parsed.single, results));
+  });
 }

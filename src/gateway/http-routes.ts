@@ -8,8 +8,8 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { isPlainObject } from '../core/instruction.js';
 import { statusLine, type Failure } from '../protocol/errors.js';
 import { bankRowWire, counterpartyWire, instructionView, totalsWire, type InstructionResult } from '../protocol/messages.js';
-import { acceptEncoding, authorize, beginExchange, beginScopedRead, checkIds, param, reply, replyCode, replyFailure, replyItems, withBody, type Exchange, type HttpContext } from './http-io.js';
-import { receiptItems, submissionItems } from './intake.js';
+import { acceptEncoding, authorize, beginExchange, beginScopedRead, checkIds, param, postBankReceipts, reply, replyCode, replyFailure, replyItems, withBody, type Exchange, type HttpContext } from './http-io.js';
+import { submissionItems } from './intake.js';
 import { registerBatchRoutes } from './batch-routes.js';
 import { registerMandateRoutes } from './mandate-routes.js';
 
@@ -78,14 +78,7 @@ function getBankPosition(ctx: HttpContext, res: HttpResponse, req: HttpRequest):
 }
 
 function postReceipts(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
-  withBody(ctx, res, req, ['bank'], (ex, principal, body) => {
-    const parsed = receiptItems(body, ctx.engine.config.limits.batchItemsMax);
-    if ('code' in parsed) {
-      replyFailure(ex, ctx.codec, parsed as Failure);
-      return;
-    }
-    ctx.engine.receipts(principal.id, parsed.items, (results) => replyItems(ctx, ex, parsed.single, results));
-  });
+  postBankReceipts(ctx, res, req, (bank, items, onDone) => ctx.engine.receipts(bank, items, onDone));
 }
 
 /** Record an operator's action, then answer it with the instruction as the query route shows it. */

@@ -11,8 +11,7 @@ import type { MandateActor, MandateFilter } from '../engine/engine.js';
 import { MANDATE_STATUSES, type MandateStatus } from '../mandates/mandate.js';
 import type { Failure } from '../protocol/errors.js';
 import type { Principal } from './auth.js';
-import { acceptEncoding, authorize, beginExchange, beginScopedRead, checkIds, param, reply, replyCode, replyFailure, replyItems, withBody, type Exchange, type HttpContext } from './http-io.js';
-import { receiptItems } from './intake.js';
+import { acceptEncoding, authorize, beginExchange, beginScopedRead, checkIds, param, postBankReceipts, reply, replyCode, replyFailure, withBody, type Exchange, type HttpContext } from './http-io.js';
 
 /** Mandates in one page of `GET /v1/mandates` when `?limit=` is not given, and at most. */
 const MANDATE_PAGE_ITEMS_DEFAULT = 100;
@@ -134,14 +133,7 @@ function listMandates(ctx: HttpContext, res: HttpResponse, req: HttpRequest): vo
 
 /** The payer bank's answers to gateway signings: one receipt, or `{ "receipts": [ … ] }`, as for instructions. */
 function postMandateReceipts(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
-  withBody(ctx, res, req, ['bank'], (ex, principal, body) => {
-    const parsed = receiptItems(body, ctx.engine.config.limits.batchItemsMax);
-    if ('code' in parsed) {
-      replyFailure(ex, ctx.codec, parsed as Failure);
-      return;
-    }
-    ctx.engine.mandateReceipts(principal.id, parsed.items, (results) => replyItems(ctx, ex, parsed.single, results));
-  });
+  postBankReceipts(ctx, res, req, (bank, items, onDone) => ctx.engine.mandateReceipts(bank, items, onDone));
 }
 
 export function registerMandateRoutes(app: TemplatedApp, guard: (handler: Handler) => (res: HttpResponse, req: HttpRequest) => void): void {
