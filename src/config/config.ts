@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
 import { AMOUNT_CENTS_LIMIT } from '../core/money.js';
 import { parseTimes, type BatchScheduleConfig } from '../core/business-time.js';
-import { validateMandateTerms, type MandateTerms } from '../mandates/mandate.js';
+import { mandateKey, validateMandateTerms, type MandateTerms } from '../mandates/mandate.js';
 import { BATCH_INTERVAL_MS_MIN, DEFAULTS, SHARDS_MAX, SNAPSHOT_INTERVAL_MS_MIN, TOKEN_LENGTH_MIN } from './defaults.js';
 
 /** `metrics` is the monitoring system (Prometheus): it may read `GET /metrics` and nothing else. */
@@ -292,7 +292,7 @@ export function parseConfig(raw: unknown): EngineConfig {
     return v.map((m, i) => {
       const terms = validateMandateTerms(m, undefined, { isBank: (code) => bankCodes.has(code), amountCentsMax: maxAmountCents });
       if ('code' in terms) throw new ConfigError(`mandates[${i}]${terms.field !== undefined ? `.${terms.field}` : ''}`, terms.message);
-      const key = `${terms.institution}/${terms.id}`;
+      const key = mandateKey(terms);
       if (seen.has(key)) throw new ConfigError(`mandates[${i}].id`, `mandate ${key} is listed twice`);
       seen.add(key);
       return terms;

@@ -20,6 +20,7 @@ import type { Clock, MandateStore } from '../core/ports.js';
 import { AnswerList } from '../router/shard-router.js';
 import {
   checkMandateRecord,
+  mandateKey,
   MANDATE_STATUSES,
   mandateRefusal,
   mandateView,
@@ -59,10 +60,6 @@ export interface MandateBookConfig extends MandateRules {
   seeds: readonly MandateTerms[];
 }
 
-function keyOf(institution: string, id: string): string {
-  return `${institution}/${id}`;
-}
-
 /** The first index of `sorted` whose key is greater than `after`. */
 function upperBound(sorted: readonly string[], after: string): number {
   let lo = 0;
@@ -99,7 +96,7 @@ export class MandateBook {
     // Stored in key order, so each insert into the sorted list lands at its end.
     for (const r of store.loadMandates()) book.set(checkMandateRecord(r));
     for (const seed of config.seeds) {
-      if (book.byKey.has(keyOf(seed.institution, seed.id))) continue;
+      if (book.byKey.has(mandateKey(seed))) continue;
       const now = clock.now();
       const r: MandateRecord = { ...seed, status: 'active', via: 'offline', createdAt: now, activatedAt: now };
       await store.putMandate(r);
@@ -110,7 +107,7 @@ export class MandateBook {
 
   /** Keep a record in memory: its place in the list, the pending set and the counts. */
   private set(r: MandateRecord): void {
-    const key = keyOf(r.institution, r.id);
+    const key = mandateKey(r);
     const old = this.byKey.get(key);
     if (old !== undefined) this.counts.set(old.status, this.counts.get(old.status)! - 1);
     else this.sorted.splice(upperBound(this.sorted, key), 0, key);
@@ -141,7 +138,7 @@ export class MandateBook {
     if (i.mandate === undefined) {
       return this.config.requireMandates ? failure('MANDATE_INVALID', `${i.type} instructions need a mandate on this platform`, 'mandate') : undefined;
     }
-    return mandateRefusal(this.byKey.get(keyOf(i.institution, i.mandate)), i.mandate, i.payer, i.amount);
+    return mandateRefusal(this.byKey.get(mandateKey({ institution: i.institution, id: i.mandate })), i.mandate, i.payer, i.amount);
   }
 
   /** Mandates by status, for the metrics. */
@@ -150,7 +147,7 @@ export class MandateBook {
   }
 
   view(institution: string, id: string): MandateView | undefined {
-    const r = this.byKey.get(keyOf(institution, id));
+    const r = this.byKey.get(mandateKey({ institution, id }));
     return r === undefined ? undefined : mandateView(r);
   }
 
@@ -200,7 +197,7 @@ export class MandateBook {
     const terms = validateMandateTerms(raw, actor.role === 'institution' ? actor.id : undefined, this.config);
     if ('code' in terms) return Promise.resolve(terms);
     if (actor.role === 'bank' && terms.payer !== actor.id) return Promise.resolve(failure('FORBIDDEN', 'a bank signs offline only mandates it is the payer bank of'));
-    const key = keyOf(terms.institution, terms.id);
+    const key = mandateKey(terms);
     return this.serial(key, async () => {
       const stored = this.byKey.get(key);
       if (stored !== undefined) {
@@ -227,7 +224,7 @@ export class MandateBook {
   revoke(actor: MandateActor, institution: string, id: string): Promise<MandateView | Failure> {
     // Another institution is refused before anything is looked up, so it learns nothing of which ids exist.
     if (actor.role === 'institution' && actor.id !== institution) return Promise.resolve(failure('FORBIDDEN', 'an institution may revoke only its own mandates'));
-    const key = keyOf(institution, id);
+    const key = mandateKey({ institution, id });
     return this.serial(key, async () => {
       const stored = this.byKey.get(key);
       if (stored === undefined || (actor.role === 'bank' && stored.payer !== actor.id)) return failure('NOT_FOUND', `no mandate '${id}' of institution '${institution}'`);
@@ -260,7 +257,7 @@ export class MandateBook {
         return;
       }
       const { institution, id } = item;
-      const key = keyOf(institution, id);
+      const key = mandateKey({ institution, id });
       const rejected = (f: Failure, status: MandateReceiptResult['status'] = 'rejected'): MandateReceiptResult => ({ institution, id, status, ...f });
       void this.serial(key, async () => {
         const stored = this.byKey.get(key);

@@ -31,6 +31,11 @@ export interface MandateTerms {
   perPaymentMaxCents?: number;
 }
 
+/** A mandate's key, in the store and in memory: '<institution>/<id>' (neither part holds a '/'). */
+export function mandateKey(m: { institution: string; id: string }): string {
+  return `${m.institution}/${m.id}`;
+}
+
 /** A mandate as stored (times in ms since the epoch). */
 export interface MandateRecord extends MandateTerms {
   status: MandateStatus;

@@ -6,7 +6,7 @@
 import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { BatchRecord, BatchStore, Closing, MandateStore, OpenBatch } from '../core/ports.js';
-import type { MandateRecord } from '../mandates/mandate.js';
+import { mandateKey, type MandateRecord } from '../mandates/mandate.js';
 import { enginePath, LAYOUT_VERSION } from './schema.js';
 
 export type { BatchRecord, Closing, OpenBatch };
@@ -119,7 +119,7 @@ export class EngineStore implements BatchStore, MandateStore {
         return this.snaps.put(seq, snapshot);
       }
       case 'putMandate':
-        return this.mandates.put(`${w.a[0].institution}/${w.a[0].id}`, w.a[0]);
+        return this.mandates.put(mandateKey(w.a[0]), w.a[0]);
       case 'recordAction': {
         const entry: OperatorAction = { seq: ++this.trailSeq, ...w.a[0] };
         return this.trail.put(entry.seq, entry).then(() => entry);
