@@ -95,9 +95,20 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   log.info({ tls: config.tls !== undefined, host: config.listen.host, port: gateway.port }, 'listening');
+  stopOnSignals(config, log, async () => {
+    gateway.stopListening();
+    await engine.stop(config.limits.shutdownDrainMs);
+    gateway.close();
+  });
+}
 
+/**
+ * SIGTERM and SIGINT stop the process in order with `stop`, then exit 0;
+ * exit 1 when the stop fails or outlasts `limits.shutdownMs`.
+ */
+function stopOnSignals(config: EngineConfig, log: Logger, stop: () => Promise<void>): void {
   let stopping = false;
-  const stop = (signal: string): void => {
+  const onSignal = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
@@ -105,20 +116,16 @@ async function main(): Promise<void> {
       log.error('stop took too long; exiting');
       process.exit(1);
     }, config.limits.shutdownMs).unref();
-    gateway.stopListening();
-    engine
-      .stop(config.limits.shutdownDrainMs)
-      .then(() => {
-        gateway.close();
-        process.exit(0);
-      })
-      .catch((err: unknown) => {
+    stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
         log.error({ err }, 'stop failed');
         process.exit(1);
-      });
+      },
+    );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
 }
 
 /** Cluster mode: the node starts as a follower and leads once it holds the lease (src/cluster/cluster-node.ts). */
@@ -135,22 +142,7 @@ async function runClusterNode(config: EngineConfig, log: Logger): Promise<void> 
     throw err;
   }
   log.info({ node: config.cluster!.node, host: config.listen.host, port: node.port }, 'listening');
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    setTimeout(() => process.exit(1), config.limits.shutdownMs).unref();
-    node.stop(config.limits.shutdownDrainMs).then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err }, 'stop failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  stopOnSignals(config, log, () => node.stop(config.limits.shutdownDrainMs));
 }
 
 main().catch((err: unknown) => {
