@@ -1,7 +1,8 @@
 /**
  * One shard's ledger, owned by exactly one worker thread: it books
  * instructions and their lifecycle into the shard's LMDB environment, with
- * the pair flows and digest buckets they change.
+ * the pair flows and digest buckets they change (as one journal record and
+ * one page of the fold per task: see src/store/batch-figures.ts).
  *
  * A task is one LMDB child transaction, run by lmdb-js on this thread when
  * the environment's write transaction is ready. Everything a task decides
@@ -16,20 +17,12 @@
 import { assert } from '../core/assert.js';
 import { IdFilter } from '../core/id-filter.js';
 import { addInstitutionTotals, bucketOfHigh, digestLine, fnv1a64Halves, DigestAccumulator } from '../core/digest.js';
-import { addFlow, applyToFlow, FlowBook, flowIsZero, flowsEqual } from '../core/netting.js';
+import { applyToFlow, FlowBook, flowIsZero, flowsEqual } from '../core/netting.js';
+import { BatchFigures, BUCKETS, type BucketEntry, type BucketFigures } from '../store/batch-figures.js';
 import {
   bucketIndexKey,
   bucketIndexValue,
-  BUCKETS,
-  BucketTable,
-  type BucketFigures,
-  bucketKey,
-  bucketRange,
   checkStoredInstruction,
-  flowFromStored,
-  flowKey,
-  flowRange,
-  flowToStored,
   insertNew,
   instructionKey,
   splitInstructionKey,
@@ -53,12 +46,6 @@ class BucketDelta {
 
 function lineOf(institution: string, id: string, r: StoredInstruction): [number, number] {
   return fnv1a64Halves(digestLine(institution, id, r.p, r.q, r.a));
-}
-
-function institutionOfBucketKey(key: string): string {
-  const parts = key.split('|');
-  assert(parts.length === 2 && parts[1] !== '', `bad bucket key ${key}`);
-  return parts[1]!;
 }
 
 /** Sum a shard's buckets into per-institution totals. */
@@ -116,6 +103,8 @@ export class ShardLedger {
   open(task: OpenTask): OpenResult {
     const open = task.batches[0];
     assert(open !== undefined, 'open task names no batch');
+    // The disk is the truth at an open (a start, or a resynchronisation after a failed task).
+    this.figures.clear();
     const verify = task.verify ? this.verify(open) : null;
     const summaries = task.batches.map((b) => this.summary(b));
     let filter: Uint32Array | null = null;
@@ -145,23 +134,26 @@ export class ShardLedger {
 
   /** The stored state of a batch: its flows and per-institution digests. */
   summary(batch: string): BatchSummary {
-    const flows = new FlowBook();
-    for (const { key, value } of this.dbs.pos.getRange(flowRange(batch))) {
-      const [, a, b] = key.split('|');
-      assert(a !== undefined && b !== undefined && a < b, `bad flow key ${key}`);
-      flows.add(flowFromStored(a, b, value));
-    }
-    return { batch, flows: [...flows.values()], institutions: institutionTotals(this.storedBuckets(batch)) };
+    const figures = BatchFigures.load(this.dbs, batch);
+    return { batch, flows: [...figures.flows()], institutions: institutionTotals(figures.buckets()) };
   }
 
-  private storedBuckets(batch: string): Map<string, BucketFigures> {
-    const buckets = new Map<string, BucketFigures>();
-    for (const { key, value } of this.dbs.dig.getRange(bucketRange(batch))) {
-      const institution = institutionOfBucketKey(key);
-      const table = new BucketTable(value);
-      for (let n = 0; n < BUCKETS; n++) buckets.set(`${institution}|${n}`, table.get(n));
-    }
-    return buckets;
+  /**
+   * The figures of the batches tasks write into, kept in memory so that a
+   * task rewrites a page without reading it. At most two are kept (the open
+   * batch, and one being closed).
+   */
+  private readonly figures = new Map<string, BatchFigures>();
+
+  /** Inside a transaction: the batch's figures, (re)loaded when the disk holds other ones (a commit failed after they were kept). */
+  private figuresOf(batch: string): BatchFigures {
+    let f = this.figures.get(batch);
+    if (f !== undefined && f.matches(this.dbs)) return f;
+    f = BatchFigures.load(this.dbs, batch);
+    this.figures.delete(batch);
+    if (this.figures.size >= 2) this.figures.delete(this.figures.keys().next().value!);
+    this.figures.set(batch, f);
+    return f;
   }
 
   async apply(task: ApplyTask): Promise<ApplyResult> {
@@ -194,7 +186,7 @@ export class ShardLedger {
   }
 
   private applyInTransaction(task: ApplyTask, hashes: readonly ([number, number] | undefined)[], full: boolean): ApplyResult {
-    const { ins, pos, pnd } = this.dbs;
+    const { ins, pnd } = this.dbs;
     const batch = task.batch;
     const now = task.now;
     const outcomes: (OpOutcome | null)[] = new Array(task.ops.length);
@@ -328,33 +320,29 @@ export class ShardLedger {
       outcomes[i] = null;
     }
 
-    // Each touched bucket and pair flow: what is stored (committed, or written earlier in this transaction) plus this task's delta.
+    // The task's figures go in as one journal record and one page of the fold.
+    const flows = [...flowDelta.values()];
+    const buckets: BucketEntry[] = [];
     const institutions = new Map<string, InstitutionTotals>();
-    for (const [institution, buckets] of bucketDeltas) this.storeBuckets(batch, institution, buckets, institutions);
+    for (const [institution, deltas] of bucketDeltas) {
+      for (let n = 0; n < deltas.length; n++) {
+        const d = deltas[n];
+        if (d === undefined) continue;
+        const digest = d.digest.fold();
+        buckets.push({ institution, n, count: d.count, amount: d.amount, digest });
+        addInstitutionTotals(institutions, institution, d.count, d.amount, digest);
+      }
+    }
     for (const [institution, entries] of indexEntries) this.storeIndexEntries(batch, institution, now, entries);
-    for (const d of flowDelta.values()) {
-      const storedKey = flowKey(batch, d.a, d.b);
-      const stored = pos.get(storedKey);
-      const total = stored === undefined ? { ...d } : flowFromStored(d.a, d.b, stored);
-      if (stored !== undefined) addFlow(total, d);
-      pos.put(storedKey, flowToStored(total));
+    const figures = this.figuresOf(batch);
+    try {
+      figures.append(this.dbs, flows, buckets);
+    } catch (err) {
+      // The transaction rolls back: the kept figures may be ahead of the disk.
+      this.figures.delete(batch);
+      throw err;
     }
-    return { outcomes, applyMs: 0, commitMs: 0, delta: { batch, flows: [...flowDelta.values()], institutions: [...institutions.values()] } };
-  }
-
-  /** An institution's stored buckets (committed, or written earlier in this transaction) plus this task's deltas. */
-  private storeBuckets(batch: string, institution: string, deltas: readonly (BucketDelta | undefined)[], institutions: Map<string, InstitutionTotals>): void {
-    const { dig } = this.dbs;
-    const key = bucketKey(batch, institution);
-    const table = new BucketTable(dig.get(key));
-    for (let n = 0; n < deltas.length; n++) {
-      const d = deltas[n];
-      if (d === undefined) continue;
-      const dd = d.digest.fold();
-      table.add(n, d.count, d.amount, dd);
-      addInstitutionTotals(institutions, institution, d.count, d.amount, dd);
-    }
-    dig.put(key, table.bytes());
+    return { outcomes, applyMs: 0, commitMs: 0, delta: { batch, flows, institutions: [...institutions.values()] } };
   }
 
   private indexSeq = 0;
@@ -405,9 +393,9 @@ export class ShardLedger {
         b.acc.add(hi, lo, -1);
       }
     }
-    const stored = this.summary(batch);
+    const stored = BatchFigures.load(this.dbs, batch);
     const storedFlows = new FlowBook();
-    for (const f of stored.flows) storedFlows.add(f);
+    for (const f of stored.flows()) storedFlows.add(f);
     const mismatches: string[] = [];
     const compareFlows = (name: string, book: FlowBook): void => {
       for (const f of flows.values()) {
@@ -419,7 +407,7 @@ export class ShardLedger {
       }
     };
     compareFlows('stored', storedFlows);
-    const storedBuckets = this.storedBuckets(batch);
+    const storedBuckets = stored.buckets();
     const compareBuckets = (name: string, got: Map<string, BucketFigures>): void => {
       const keys = new Set([...buckets.keys(), ...got.keys()]);
       for (const key of keys) {

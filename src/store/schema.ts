@@ -9,8 +9,9 @@
  *     mandates '<institution>/<id>' MandateRecord (委托协议)
  *   <dataDir>/shard-<n>/       one environment per shard, one writer (its worker)
  *     ins      '<institution>/<id>'              StoredInstruction
- *     pos      '<batch>|<a>|<b>'                 the pair's flows in a batch, a < b (binary, see flowToStored)
- *     dig      '<batch>|<institution>'           BucketTable: count, amount, digest of all 256 buckets (binary)
+ *     pos      '<batch>|<page>'                  a page of the batch's fold: flows and digest buckets (binary)
+ *     jrn      '<batch>|<seq>'                   a task's flow and bucket deltas, until every page holds them (binary)
+ *                                                (both: see batch-figures.ts)
  *     bkt      '<batch>|<institution>|<time>.<seq>' BucketIndexEntries: [id, ±(nnn + 1), ...] of one commit
  *     pnd      '<institution>/<id>'              1 while the instruction is pending (two-phase)
  *     meta     'shard'                           { shard, shards }
@@ -27,63 +28,12 @@ import { assert } from '../core/assert.js';
 import { type StoredInstruction } from '../core/stored-instruction.js';
 
 export { checkStoredInstruction, storedContentKey, type StoredInstruction } from '../core/stored-instruction.js';
-import type { PairFlow } from '../core/netting.js';
 
-export const LAYOUT_VERSION = 2;
+/** 3: flows and buckets as a journal and a paged fold (2 kept a record per pair and per institution). */
+export const LAYOUT_VERSION = 3;
 
 
-/** One digest bucket's figures: instructions, Σ amounts (cents), Σ hashes mod 2^64. */
-export interface BucketFigures {
-  count: number;
-  amount: bigint;
-  digest: bigint;
-}
-
-export const BUCKETS = 256;
-const BUCKET_WORDS = 4;
-const TABLE_BYTES = BUCKETS * BUCKET_WORDS * 8;
-
-/**
- * The 256 digest buckets of one institution in one batch, stored as one
- * binary record of 64-bit words, [count, amount low, amount high, digest]
- * per bucket (8 KiB, in the machine's byte order like the rest of an LMDB
- * file). A commit reads and writes one record per institution it touches
- * instead of one per bucket, and nothing is parsed: a per-bucket record
- * measured as costly as the instruction's own insert. The amount has 128
- * bits, so no sum of safe-integer amounts can overflow it.
- */
-export class BucketTable {
-  private readonly words = new BigInt64Array(BUCKETS * BUCKET_WORDS);
-
-  constructor(stored?: Uint8Array) {
-    if (stored === undefined) return;
-    assert(stored.byteLength === TABLE_BYTES, 'a bucket table record has the wrong size');
-    new Uint8Array(this.words.buffer).set(stored);
-  }
-
-  get(n: number): BucketFigures {
-    const i = n * BUCKET_WORDS;
-    const w = this.words;
-    return { count: Number(w[i]!), amount: getInt128(w, i + 1), digest: BigInt.asUintN(64, w[i + 3]!) };
-  }
-
-  add(n: number, count: number, amount: bigint, digest: bigint): void {
-    const i = n * BUCKET_WORDS;
-    const w = this.words;
-    w[i] = w[i]! + BigInt(count);
-    setInt128(w, i + 1, getInt128(w, i + 1) + amount);
-    w[i + 3] = BigInt.asIntN(64, w[i + 3]! + digest);
-  }
-
-  /** The record to store: a view of the table, copied by the write. */
-  bytes(): Uint8Array {
-    return new Uint8Array(this.words.buffer);
-  }
-}
-
-export function bucketKey(batch: string, institution: string): string {
-  return `${batch}|${institution}`;
-}
+export { BUCKETS, type BucketFigures } from './batch-figures.js';
 
 /**
  * The bucket index: which instructions make up each digest bucket, for the
@@ -132,12 +82,6 @@ export function bucketIndexRange(batch: string, institution: string): { start: s
   return { start: prefix, end: `${prefix}~` };
 }
 
-/** Range over the bucket tables of a batch, one per institution. */
-export function bucketRange(batch: string): { start: string; end: string } {
-  return { start: `${batch}|`, end: `${batch}|~` };
-}
-
-
 export function instructionKey(institution: string, id: string): string {
   return `${institution}/${id}`;
 }
@@ -147,17 +91,6 @@ export function splitInstructionKey(key: string): [string, string] {
   assert(slash > 0, `bad instruction key ${key}`);
   return [key.slice(0, slash), key.slice(slash + 1)];
 }
-
-export function flowKey(batch: string, a: string, b: string): string {
-  return `${batch}|${a}|${b}`;
-}
-
-/** Range bounds that cover every flow of one batch. */
-export function flowRange(batch: string): { start: string; end: string } {
-  return { start: `${batch}|`, end: `${batch}|~` };
-}
-
-
 
 /**
  * Inside a write transaction: store `value` under `key` unless the key is
@@ -173,44 +106,11 @@ export function insertNew<V>(db: Database<V, string>, key: string, value: V): bo
 
 
 
-const FLOW_WORDS = 6;
-
-/**
- * A pair's flows in a batch as one binary record of 64-bit words, like the
- * bucket tables: [a→b low, a→b high, b→a low, b→a high, count a→b,
- * count b→a] (48 bytes); nothing to parse when a commit reads it back.
- */
-export function flowToStored(f: PairFlow): Uint8Array {
-  const w = new BigInt64Array(FLOW_WORDS);
-  setInt128(w, 0, f.aToB);
-  setInt128(w, 2, f.bToA);
-  w[4] = BigInt(f.countAToB);
-  w[5] = BigInt(f.countBToA);
-  return new Uint8Array(w.buffer);
-}
-
-export function flowFromStored(a: string, b: string, stored: Uint8Array): PairFlow {
-  assert(stored.byteLength === FLOW_WORDS * 8, 'a flow record has the wrong size');
-  const w = new BigInt64Array(FLOW_WORDS);
-  new Uint8Array(w.buffer).set(stored);
-  return { a, b, aToB: getInt128(w, 0), bToA: getInt128(w, 2), countAToB: Number(w[4]!), countBToA: Number(w[5]!) };
-}
-
-/** A signed 128-bit integer from two 64-bit words, low word first. */
-function getInt128(w: BigInt64Array, i: number): bigint {
-  return (w[i + 1]! << 64n) + BigInt.asUintN(64, w[i]!);
-}
-
-function setInt128(w: BigInt64Array, i: number, value: bigint): void {
-  w[i] = BigInt.asIntN(64, value);
-  w[i + 1] = BigInt.asIntN(64, value >> 64n);
-}
-
 export interface ShardDbs {
   env: RootDatabase;
   ins: Database<StoredInstruction, string>;
   pos: Database<Uint8Array, string>;
-  dig: Database<Uint8Array, string>;
+  jrn: Database<Uint8Array, string>;
   bkt: Database<BucketIndexEntries, string>;
   pnd: Database<number, string>;
   meta: Database<unknown, string>;
@@ -235,7 +135,7 @@ export function openShardDbs(path: string, mapSizeBytes: number): ShardDbs {
     env,
     ins: env.openDB<StoredInstruction, string>({ name: 'ins', encoding: 'msgpack' }),
     pos: env.openDB<Uint8Array, string>({ name: 'pos', encoding: 'binary' }),
-    dig: env.openDB<Uint8Array, string>({ name: 'dig', encoding: 'binary' }),
+    jrn: env.openDB<Uint8Array, string>({ name: 'jrn', encoding: 'binary' }),
     bkt: env.openDB<BucketIndexEntries, string>({ name: 'bkt', encoding: 'msgpack' }),
     pnd: env.openDB<number, string>({ name: 'pnd', encoding: 'msgpack' }),
     meta: env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' }),

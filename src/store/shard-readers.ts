@@ -10,7 +10,8 @@
 
 import { addDigest } from '../core/digest.js';
 import type { InstructionLookup, Located } from '../core/ports.js';
-import { bucketIndexRange, bucketKey, BUCKETS, BucketTable, checkStoredInstruction, instructionKey, openShardDbs, bucketIndexIds, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
+import { readInstitutionBuckets } from './batch-figures.js';
+import { bucketIndexRange, BUCKETS, checkStoredInstruction, instructionKey, openShardDbs, bucketIndexIds, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
 
 export type { Located };
 
@@ -49,11 +50,9 @@ export class ShardReaders implements InstructionLookup {
   buckets(batch: string, institution: string): BucketSums[] {
     const sums: BucketSums[] = Array.from({ length: BUCKETS }, (_, n) => ({ n, count: 0, amount: 0n, digest: 0n }));
     for (const d of this.dbs) {
-      const stored = d.dig.get(bucketKey(batch, institution));
-      if (stored === undefined) continue;
-      const table = new BucketTable(stored);
+      const shard = readInstitutionBuckets(d, batch, institution);
       for (const b of sums) {
-        const f = table.get(b.n);
+        const f = shard[b.n]!;
         b.count += f.count;
         b.amount += f.amount;
         b.digest = addDigest(b.digest, f.digest);

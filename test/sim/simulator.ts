@@ -42,7 +42,8 @@ import type { MandateActor } from '../../src/mandates/mandate-book.js';
 import { mandateView, type MandateKind, type MandateNotification, type MandateReceiptResult, type MandateRecord, type MandateView } from '../../src/mandates/mandate.js';
 import type { InstructionResult } from '../../src/protocol/messages.js';
 import { ShardLedger } from '../../src/shard/ledger.js';
-import { flowFromStored, flowRange, instructionKey, splitInstructionKey } from '../../src/store/schema.js';
+import { BatchFigures } from '../../src/store/batch-figures.js';
+import { instructionKey, splitInstructionKey } from '../../src/store/schema.js';
 import type { MemDb } from './mem-lmdb.js';
 import { Prng } from './prng.js';
 import { SimClock } from './sim-clock.js';
@@ -402,17 +403,13 @@ export class Simulation {
     return out;
   }
 
-  /** Per bank, paid − received in `batch`, from the stored pair flows of every shard (read in place, not copied). */
+  /** Per bank, paid − received in `batch`, from the stored pair flows of every shard (the fold's pages and the journal). */
   private diskNetDebits(batch: string): Map<string, bigint> {
     const d = new Map<string, bigint>();
-    const { start, end } = flowRange(batch);
     for (const dbs of this.disk.dbs) {
-      for (const [key, value] of (dbs.pos as unknown as MemDb).committed) {
-        if (key < start || key >= end) continue;
-        const [, a, b] = key.split('|');
-        const f = flowFromStored(a!, b!, value as Uint8Array);
-        d.set(a!, (d.get(a!) ?? 0n) + f.aToB - f.bToA);
-        d.set(b!, (d.get(b!) ?? 0n) + f.bToA - f.aToB);
+      for (const f of BatchFigures.load(dbs, batch).flows()) {
+        d.set(f.a, (d.get(f.a) ?? 0n) + f.aToB - f.bToA);
+        d.set(f.b, (d.get(f.b) ?? 0n) + f.bToA - f.aToB);
       }
     }
     return d;
