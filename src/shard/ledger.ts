@@ -335,14 +335,17 @@ export class ShardLedger {
     }
     for (const [institution, entries] of indexEntries) this.storeIndexEntries(batch, institution, now, entries);
     const figures = this.figuresOf(batch);
+    let record: Uint8Array | undefined;
     try {
-      figures.append(this.dbs, flows, buckets);
+      record = figures.append(this.dbs, flows, buckets);
     } catch (err) {
       // The transaction rolls back: the kept figures may be ahead of the disk.
       this.figures.delete(batch);
       throw err;
     }
-    return { outcomes, applyMs: 0, commitMs: 0, delta: { batch, flows, institutions: [...institutions.values()] } };
+    const result: ApplyResult = { outcomes, applyMs: 0, commitMs: 0, delta: { batch, flows, institutions: [...institutions.values()] } };
+    if (record !== undefined) result.record = record;
+    return result;
   }
 
   private indexSeq = 0;

@@ -8,6 +8,7 @@
 import { Piscina } from 'piscina';
 import type { EngineConfig } from '../config/config.js';
 import type { ShardTransport } from '../core/ports.js';
+import { decodeFlows } from '../store/batch-figures.js';
 import type { ApplyResult, ApplyTask, ApplyTaskWire, OpenResult, OpenTask, ShardTask, VerifyReport, WorkerSetup, WorkerStats } from '../shard/tasks.js';
 
 const WORKER_FILE = new URL('../shard/worker.js', import.meta.url).href;
@@ -81,7 +82,13 @@ export class ShardPools implements ShardTransport {
   apply(task: ApplyTask): Promise<ApplyResult> {
     const wire: ApplyTaskWire = { kind: 'apply-json', shard: task.shard, batch: task.batch, now: task.now, ops: JSON.stringify(task.ops) };
     if (task.logSeq !== undefined) wire.logSeq = task.logSeq;
-    return this.run(wire);
+    return this.run<ApplyResult>(wire).then((result) => {
+      if (result.record !== undefined) {
+        result.delta.flows = decodeFlows(result.record);
+        delete result.record;
+      }
+      return result;
+    });
   }
 
   verify(shard: number, batch: string): Promise<VerifyReport> {

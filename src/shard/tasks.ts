@@ -144,6 +144,12 @@ export interface ApplyResult {
   delta: BatchSummary;
   /** Cluster mode: the shard had applied this log entry already, and nothing was done. */
   skipped?: true;
+  /**
+   * The task's journal record (its flows and buckets, binary; see
+   * batch-figures.ts). Between threads the flows travel in it alone, as
+   * bytes: a thousand flow objects cost more to clone than to decode.
+   */
+  record?: Uint8Array;
 }
 
 export interface VerifyTask {

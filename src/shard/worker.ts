@@ -10,7 +10,7 @@ import { workerData } from 'piscina';
 import { assert } from '../core/assert.js';
 import { openShardDbs, shardPath, type ShardDbs } from '../store/schema.js';
 import { ShardLedger } from './ledger.js';
-import type { ApplyTask, OpenResult, OpenTask, ShardOp, ShardTask, WorkerSetup, WorkerStats } from './tasks.js';
+import type { ApplyResult, ApplyTask, OpenResult, OpenTask, ShardOp, ShardTask, WorkerSetup, WorkerStats } from './tasks.js';
 
 const setup = workerData as WorkerSetup;
 
@@ -72,7 +72,7 @@ async function openShard(task: OpenTask): Promise<OpenResult> {
   return (await ensureOpen(task.shard)).ledger.open(task);
 }
 
-function apply(task: ApplyTask): Promise<unknown> {
+function apply(task: ApplyTask): Promise<ApplyResult> {
   // Synchronous when the shard is open, so tasks reach LMDB in the order they arrived.
   const s = shards.get(task.shard);
   return s !== undefined ? s.ledger.apply(task) : ensureOpen(task.shard).then((o) => o.ledger.apply(task));
@@ -84,7 +84,10 @@ export default async function handle(task: ShardTask): Promise<unknown> {
     {
       const t: ApplyTask = { kind: 'apply', shard: task.shard, batch: task.batch, now: task.now, ops: JSON.parse(task.ops) as ShardOp[] };
       if (task.logSeq !== undefined) t.logSeq = task.logSeq;
-      return apply(t);
+      const result = await apply(t);
+      // The flows go back in the journal record's bytes (ShardPools.apply decodes them).
+      if (result.record !== undefined) result.delta.flows = [];
+      return result;
     }
     case 'open':
       return openShard(task);

@@ -205,6 +205,14 @@ export interface DecodedFigures {
   buckets: BucketEntry[];
 }
 
+/** The flows of a record alone (its buckets are not read). */
+export function decodeFlows(bytes: Uint8Array): PairFlow[] {
+  const l = layoutOf(bytes);
+  const flows: PairFlow[] = new Array<PairFlow>(l.flows);
+  for (let i = 0; i < l.flows; i++) flows[i] = flowAt(l, i);
+  return flows;
+}
+
 export function decodeFigures(bytes: Uint8Array): DecodedFigures {
   const l = layoutOf(bytes);
   const flows: PairFlow[] = new Array<PairFlow>(l.flows);
@@ -309,11 +317,13 @@ export class BatchFigures {
    * journal record, fold them in memory, rewrite one page and drop the
    * record every page now holds. If anything throws, these figures may be
    * ahead of the disk (the transaction rolls back): the caller drops them.
+   * Answers the journal record written, if any.
    */
-  append(dbs: FiguresDbs, flows: readonly PairFlow[], buckets: readonly BucketEntry[]): void {
-    if (flows.length === 0 && buckets.length === 0) return;
+  append(dbs: FiguresDbs, flows: readonly PairFlow[], buckets: readonly BucketEntry[]): Uint8Array | undefined {
+    if (flows.length === 0 && buckets.length === 0) return undefined;
     const seq = this.seq + 1;
-    dbs.jrn.put(journalKey(this.batch, seq), encodeFigures(seq, flows, buckets));
+    const record = encodeFigures(seq, flows, buckets);
+    dbs.jrn.put(journalKey(this.batch, seq), record);
     for (const flow of flows) this.pages[pageOfPair(flow.a, flow.b)]!.flows.add(flow);
     for (const b of buckets) addBucket(this.pages[b.n]!.buckets, b);
     const p = seq % PAGES;
@@ -322,6 +332,7 @@ export class BatchFigures {
     dbs.pos.put(pageKey(this.batch, p), encodeFigures(seq, [...page.flows.values()], [...page.buckets.values()]));
     if (seq > JOURNAL_BEHIND) dbs.jrn.remove(journalKey(this.batch, seq - JOURNAL_BEHIND));
     this.seq = seq;
+    return record;
   }
 
   *flows(): IterableIterator<PairFlow> {

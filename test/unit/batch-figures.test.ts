@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { addDigest } from '../../src/core/digest.js';
 import { FlowBook, type PairFlow } from '../../src/core/netting.js';
-import { BatchFigures, BUCKETS, type BucketEntry, decodeFigures, encodeFigures, journalKey, pageOfPair, PAGES, readInstitutionBuckets } from '../../src/store/batch-figures.js';
+import { BatchFigures, BUCKETS, type BucketEntry, decodeFigures, decodeFlows, encodeFigures, journalKey, pageOfPair, PAGES, readInstitutionBuckets } from '../../src/store/batch-figures.js';
 import { MemEnv, memShardDbs } from '../sim/mem-lmdb.js';
 
 const BATCH = '20261127-001';
@@ -72,6 +72,8 @@ describe('figures records', () => {
     ];
     const bytes = encodeFigures(42, flows, buckets);
     expect(decodeFigures(new Uint8Array(bytes))).toEqual({ through: 42, flows, buckets });
+    // What crosses from a worker to the main thread: the flows alone.
+    expect(decodeFlows(bytes)).toEqual(flows);
     expect(() => decodeFigures(bytes.subarray(0, bytes.length - 8))).toThrow(/wrong size/);
   });
 
