@@ -131,13 +131,40 @@ export function enginePath(dataDir: string): string {
  */
 export function openShardDbs(path: string, mapSizeBytes: number): ShardDbs {
   const env = open({ path, maxDbs: 12, mapSize: mapSizeBytes });
+  const meta = env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' });
   return {
     env,
-    ins: env.openDB<StoredInstruction, string>({ name: 'ins', encoding: 'msgpack' }),
+    ins: env.openDB<StoredInstruction, string>({ name: 'ins', encoding: 'msgpack', ...sharedStructures(meta, 'ins') }),
     pos: env.openDB<Uint8Array, string>({ name: 'pos', encoding: 'binary' }),
     jrn: env.openDB<Uint8Array, string>({ name: 'jrn', encoding: 'binary' }),
     bkt: env.openDB<BucketIndexEntries, string>({ name: 'bkt', encoding: 'msgpack' }),
     pnd: env.openDB<number, string>({ name: 'pnd', encoding: 'msgpack' }),
-    meta: env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' }),
+    meta,
+  };
+}
+
+/**
+ * The msgpack record structures of a database, kept in the environment's
+ * meta database under 'structures:<name>'. Without them msgpackr writes
+ * each record's key list into the record itself: an instruction record
+ * was 64 bytes where 36 carry its values, and every write and read
+ * defined the record anew. lmdb-js keeps shared structures under a key of
+ * the database itself, which the scans over all instruction keys would
+ * meet; so they live beside it. A new structure is saved by the write that
+ * first uses it, in its transaction (only the shard's worker writes
+ * instruction records); a reader that meets a structure it does not know
+ * reads them again, in its own read transaction, which holds the record's
+ * and so the structure's commit.
+ */
+export function sharedStructures(meta: Database<unknown, string>, name: string): { getStructures: () => unknown; saveStructures: (structures: unknown[], isCompatible: number | ((existing: unknown) => boolean)) => boolean } {
+  const key = `structures:${name}`;
+  return {
+    getStructures: () => meta.get(key),
+    saveStructures: (structures, isCompatible) => {
+      const existing = meta.get(key) as unknown[] | undefined;
+      if (typeof isCompatible === 'function' ? !isCompatible(existing) : existing !== undefined && existing.length !== isCompatible) return false;
+      meta.putSync(key, structures);
+      return true;
+    },
   };
 }
