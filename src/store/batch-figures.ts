@@ -33,8 +33,13 @@ import { FlowBook, type PairFlow } from '../core/netting.js';
 /** Pages of the fold; also the number of digest buckets, so bucket n lives in page n. */
 export const PAGES = 256;
 export const BUCKETS = PAGES;
-/** Journal records kept behind the newest: each is in every page by then. */
-const JOURNAL_BEHIND = PAGES - 1;
+/**
+ * What rewriting a page costs beside its entries, in entries: a B-tree put
+ * and the record around them. Pages are rewritten as journal entries come
+ * in, one entry's worth of page for each entry appended, so the fold costs
+ * about what the journal does whatever the task size (see append).
+ */
+const PAGE_FOLD_COST = 32;
 
 /** One digest bucket's figures: instructions, Σ amounts (cents), Σ hashes mod 2^64. */
 export interface BucketFigures {
@@ -284,10 +289,12 @@ export class BatchFigures {
     for (const { key, value } of dbs.jrn.getRange(batchRange(batch))) {
       const seq = keySuffix(key, SEQ_DIGITS);
       assert(expected === 0 || seq === expected, `journal of ${batch} skips from ${expected - 1} to ${seq}`);
+      if (expected === 0) f.removedThrough = seq - 1;
       expected = seq + 1;
       f.seq = Math.max(f.seq, seq);
       f.add(layoutOf(value), seq);
     }
+    if (expected === 0) f.removedThrough = f.seq;
     return f;
   }
 
@@ -312,11 +319,18 @@ export class BatchFigures {
     return dbs.jrn.get(journalKey(this.batch, this.seq + 1)) === undefined;
   }
 
+  /** Entries appended and not yet paid for by page rewrites (kept in memory only: it paces the rewrites, nothing depends on it). */
+  private budget = 0;
+  /** Journal records up to this seq are removed. */
+  private removedThrough = 0;
+
   /**
    * Inside the task's transaction: append a task's deltas as the next
-   * journal record, fold them in memory, rewrite one page and drop the
-   * record every page now holds. If anything throws, these figures may be
-   * ahead of the disk (the transaction rolls back): the caller drops them.
+   * journal record, fold them in memory, rewrite the pages folded longest
+   * ago as far as the entries appended pay for them, and remove the
+   * journal records every page now holds (never the newest: it marks these
+   * figures, see matches). If anything throws, these figures may be ahead
+   * of the disk (the transaction rolls back): the caller drops them.
    * Answers the journal record written, if any.
    */
   append(dbs: FiguresDbs, flows: readonly PairFlow[], buckets: readonly BucketEntry[]): Uint8Array | undefined {
@@ -326,13 +340,28 @@ export class BatchFigures {
     dbs.jrn.put(journalKey(this.batch, seq), record);
     for (const flow of flows) this.pages[pageOfPair(flow.a, flow.b)]!.flows.add(flow);
     for (const b of buckets) addBucket(this.pages[b.n]!.buckets, b);
-    const p = seq % PAGES;
-    const page = this.pages[p]!;
-    page.through = seq;
-    dbs.pos.put(pageKey(this.batch, p), encodeFigures(seq, [...page.flows.values()], [...page.buckets.values()]));
-    if (seq > JOURNAL_BEHIND) dbs.jrn.remove(journalKey(this.batch, seq - JOURNAL_BEHIND));
+    this.budget += flows.length + buckets.length;
+    for (;;) {
+      const p = this.oldestPage();
+      const page = this.pages[p]!;
+      const cost = PAGE_FOLD_COST + page.flows.size + page.buckets.size;
+      if (page.through === seq || this.budget < cost) break;
+      page.through = seq;
+      dbs.pos.put(pageKey(this.batch, p), encodeFigures(seq, [...page.flows.values()], [...page.buckets.values()]));
+      this.budget -= cost;
+    }
+    const held = Math.min(this.pages[this.oldestPage()]!.through, seq - 1);
+    for (let r = this.removedThrough + 1; r <= held; r++) dbs.jrn.remove(journalKey(this.batch, r));
+    this.removedThrough = Math.max(this.removedThrough, held);
     this.seq = seq;
     return record;
+  }
+
+  /** The page folded longest ago (the lowest through; the first of equals). */
+  private oldestPage(): number {
+    let p = 0;
+    for (let i = 1; i < PAGES; i++) if (this.pages[i]!.through < this.pages[p]!.through) p = i;
+    return p;
   }
 
   *flows(): IterableIterator<PairFlow> {
