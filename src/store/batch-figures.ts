@@ -1,18 +1,19 @@
 /**
  * A shard's figures of a batch (the flows of its pairs and the digest
  * buckets of its institutions), stored as a journal and a paged fold, so
- * that a commit writes two records for them, whatever the number of pairs
- * and institutions it touches:
+ * that a commit writes a journal record and now and then a page for them,
+ * whatever the number of pairs and institutions it touches:
  *
  *   jrn  '<batch>|<seq>'   the deltas of one committed task (seq 1, 2, ... per batch, no gaps)
  *   pos  '<batch>|<page>'  page p of the fold: the flows of the pairs with pageOfPair = p and
  *                          bucket p of every institution, folded through a journal seq
  *
- * A task that changes figures appends its journal record and rewrites page
- * seq mod 256 from the worker's in-memory copy of the fold (see
- * BatchFigures). Page q was then rewritten at one of the last 256 seqs, so
- * every page holds every record up to seq − 255, and that record is
- * removed: the journal stays under 256 records. A record per pair and per
+ * A task that changes figures appends its journal record, and the worker,
+ * which keeps the fold in memory (BatchFigures), rewrites the pages folded
+ * longest ago, as many as the entries it appended pay for: a small task
+ * rewrites a page now and then, a large one a few. Journal records that
+ * every page holds are removed (never the newest), so the journal holds
+ * about one round of the pages' worth of entries. A record per pair and per
  * institution, rewritten at every commit as before, measured as more than
  * the instruction's own insert at 500 banks: each lands on its own B-tree
  * page, and LMDB copies every page a transaction writes.
