@@ -149,7 +149,8 @@ export class FlowBook {
 
   /** The flow of a pair, created empty when first touched. */
   touch(x: string, y: string): PairFlow {
-    const [a, b] = x < y ? [x, y] : [y, x];
+    const a = x < y ? x : y;
+    const b = x < y ? y : x;
     let row = this.flows.get(a);
     if (row === undefined) {
       row = new Map();
