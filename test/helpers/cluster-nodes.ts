@@ -280,6 +280,36 @@ export async function streamLeader(nats: NatsCluster, stream: string): Promise<s
   }
 }
 
+/**
+ * Wait until every replica of each stream is current (none offline or
+ * behind): a NATS server that was restarted has caught up, so losing
+ * another one leaves a majority that can go on. Answers whether it did in
+ * time.
+ */
+export async function waitStreamsCurrent(nats: NatsCluster, streams: readonly string[], timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  const nc = await connect({ servers: nats.urls, timeout: 5000 });
+  try {
+    const jsm = await jetstreamManager(nc, { timeout: 5000 });
+    while (Date.now() < until) {
+      let current = true;
+      for (const stream of streams) {
+        try {
+          const cluster = (await jsm.streams.info(stream)).cluster;
+          if (cluster?.leader === undefined || (cluster.replicas ?? []).some((r) => !r.current || r.offline === true)) current = false;
+        } catch {
+          current = false;
+        }
+      }
+      if (current) return true;
+      await sleep(250);
+    }
+    return false;
+  } finally {
+    await nc.close();
+  }
+}
+
 // ---- the clients' side ------------------------------------------------------------------
 
 export interface SentInstruction extends RefInstruction {
