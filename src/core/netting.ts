@@ -143,6 +143,15 @@ export class FlowBook {
     for (const row of this.flows.values()) yield* row.values();
   }
 
+  /** Every flow, as an array (built with loops: spreading the generator above costs several times more). */
+  list(): PairFlow[] {
+    const out: PairFlow[] = new Array<PairFlow>(this.count);
+    let i = 0;
+    for (const row of this.flows.values()) for (const f of row.values()) out[i++] = f;
+    out.length = i;
+    return out;
+  }
+
   get(x: string, y: string): PairFlow | undefined {
     return x < y ? this.flows.get(x)?.get(y) : this.flows.get(y)?.get(x);
   }

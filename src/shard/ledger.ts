@@ -321,7 +321,7 @@ export class ShardLedger {
     }
 
     // The task's figures go in as one journal record and one page of the fold.
-    const flows = [...flowDelta.values()];
+    const flows = flowDelta.list();
     const buckets: BucketEntry[] = [];
     const institutions = new Map<string, InstitutionTotals>();
     for (const [institution, deltas] of bucketDeltas) {

@@ -348,7 +348,7 @@ export class BatchFigures {
       const cost = PAGE_FOLD_COST + page.flows.size + page.buckets.size;
       if (page.through === seq || this.budget < cost) break;
       page.through = seq;
-      dbs.pos.put(pageKey(this.batch, p), encodeFigures(seq, [...page.flows.values()], [...page.buckets.values()]));
+      dbs.pos.put(pageKey(this.batch, p), encodeFigures(seq, page.flows.list(), [...page.buckets.values()]));
       this.budget -= cost;
     }
     const held = Math.min(this.pages[this.oldestPage()]!.through, seq - 1);

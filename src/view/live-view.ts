@@ -94,7 +94,7 @@ function accumulate(state: BatchState, part: ShardPart, s: BatchSummary, sign: 1
 }
 
 function asSummary(batch: string, part: ShardPart): BatchSummary {
-  return { batch, flows: [...part.flows.values()].map((f) => ({ ...f })), institutions: [...part.institutions.values()].map((i) => ({ ...i })) };
+  return { batch, flows: part.flows.list().map((f) => ({ ...f })), institutions: [...part.institutions.values()].map((i) => ({ ...i })) };
 }
 
 export interface PositionsOverview {
