@@ -156,8 +156,12 @@ export function encodeFigures(through: number, flows: readonly PairFlow[], bucke
 }
 
 interface Layout {
+  bytes: Uint8Array;
   v: DataView;
   through: number;
+  /** Names in the table. */
+  count: number;
+  /** The table decoded, or empty when it was not asked for. */
   names: string[];
   flowsAt: number;
   flows: number;
@@ -165,7 +169,8 @@ interface Layout {
   buckets: number;
 }
 
-function layoutOf(bytes: Uint8Array): Layout {
+/** A record's header and offsets; its names decoded too unless `names` is false (see nameIndex). */
+function layoutOf(bytes: Uint8Array, names = true): Layout {
   assert(bytes.byteLength >= HEADER_BYTES, 'a figures record is too short');
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const through = v.getFloat64(0, true);
@@ -176,15 +181,33 @@ function layoutOf(bytes: Uint8Array): Layout {
   const flowsAt = HEADER_BYTES + ((nameBytes + 7) & ~7);
   const bucketsAt = flowsAt + flows * FLOW_BYTES;
   assert(Number.isSafeInteger(through) && through >= 0 && bucketsAt + buckets * BUCKET_BYTES === bytes.byteLength, 'a figures record has the wrong size');
-  const names: string[] = new Array<string>(count);
+  const l: Layout = { bytes, v, through, count, names: [], flowsAt, flows, bucketsAt, buckets };
+  if (!names) return l;
+  l.names = new Array<string>(count);
   let at = HEADER_BYTES;
   for (let i = 0; i < count; i++) {
     const len = bytes[at++]!;
-    names[i] = String.fromCharCode(...bytes.subarray(at, at + len));
+    l.names[i] = String.fromCharCode(...bytes.subarray(at, at + len));
     at += len;
   }
   assert(at === HEADER_BYTES + nameBytes, 'a figures record has bad names');
-  return { v, through, names, flowsAt, flows, bucketsAt, buckets };
+  return l;
+}
+
+/** The index of `name` (ASCII) in a record's name table, or -1, found by its bytes without decoding the table. */
+function nameIndex(l: Layout, name: string): number {
+  const bytes = l.bytes;
+  let at = HEADER_BYTES;
+  for (let i = 0; i < l.count; i++) {
+    const len = bytes[at++]!;
+    if (len === name.length) {
+      let k = 0;
+      while (k < len && bytes[at + k] === name.charCodeAt(k)) k++;
+      if (k === len) return i;
+    }
+    at += len;
+  }
+  return -1;
 }
 
 function nameAt(l: Layout, at: number): string {
@@ -386,24 +409,26 @@ export function readInstitutionBuckets(dbs: Pick<FiguresDbs, 'pos' | 'jrn'>, bat
   const out: BucketFigures[] = Array.from({ length: BUCKETS }, () => ({ count: 0, amount: 0n, digest: 0n }));
   const through = new Array<number>(PAGES).fill(0);
   const take = (l: Layout, page: number | undefined, seq: number): void => {
+    const mine = nameIndex(l, institution);
+    if (mine < 0) return;
     for (let i = 0; i < l.buckets; i++) {
       const at = l.bucketsAt + i * BUCKET_BYTES;
-      if (nameAt(l, at) !== institution) continue;
-      const b = bucketAt(l, i);
-      assert(page === undefined || b.n === page, `page ${page} holds bucket ${b.n}`);
-      if (seq <= through[b.n]!) continue;
-      const o = out[b.n]!;
-      o.count += b.count;
-      o.amount += b.amount;
-      o.digest = addDigest(o.digest, b.digest);
+      if (l.v.getUint32(at, true) !== mine) continue;
+      const n = l.v.getUint32(at + 4, true);
+      assert(n < BUCKETS && (page === undefined || n === page), `page ${page} holds bucket ${n}`);
+      if (seq <= through[n]!) continue;
+      const o = out[n]!;
+      o.count += l.v.getFloat64(at + 8, true);
+      o.amount += getInt128(l.v, at + 16);
+      o.digest = addDigest(o.digest, l.v.getBigUint64(at + 32, true));
     }
   };
   for (const { key, value } of dbs.pos.getRange(batchRange(batch))) {
     const p = keySuffix(key, PAGE_DIGITS);
-    const l = layoutOf(value);
+    const l = layoutOf(value, false);
     take(l, p, Number.POSITIVE_INFINITY);
     through[p] = l.through;
   }
-  for (const { key, value } of dbs.jrn.getRange(batchRange(batch))) take(layoutOf(value), undefined, keySuffix(key, SEQ_DIGITS));
+  for (const { key, value } of dbs.jrn.getRange(batchRange(batch))) take(layoutOf(value, false), undefined, keySuffix(key, SEQ_DIGITS));
   return out;
 }
