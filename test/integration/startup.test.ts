@@ -6,9 +6,11 @@
  */
 
 import { spawn } from 'node:child_process';
+import { open } from 'lmdb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { http } from '../helpers/clients.js';
 import { MAIN, runToExit, startEngine, tempDirs, testConfig } from '../helpers/engine-process.js';
+import { enginePath, LAYOUT_VERSION } from '../../src/store/schema.js';
 
 const dirs = tempDirs();
 afterAll(dirs.cleanup);
@@ -40,6 +42,25 @@ describe('start-up', () => {
     const { code, output } = await runToExit(d, JSON.stringify(testConfig(d, { shards: 2, workers: 2 })));
     expect(code).toBe(2);
     expect(output).toMatch(/created with 4 shards/);
+  });
+
+  it('refuses a data folder of another storage layout, and leaves it as it was', async () => {
+    const d = dir();
+    const engine = await startEngine(d, testConfig(d));
+    expect(await engine.stop()).toBe(0);
+    // The folder as an engine of layout 2 would have left it.
+    const env = open({ path: enginePath(d), maxDbs: 12 });
+    const meta = env.openDB<{ version: number; shards: number; createdAt: number }, string>({ name: 'meta', encoding: 'msgpack' });
+    const layout = meta.get('layout')!;
+    expect(layout.version).toBe(LAYOUT_VERSION);
+    await meta.put('layout', { ...layout, version: 2 });
+    await env.close();
+    const { code, output } = await runToExit(d, JSON.stringify(testConfig(d)));
+    expect(code).toBe(2);
+    expect(output).toContain(`data folder has layout version 2; this engine reads version ${LAYOUT_VERSION}`);
+    const again = open({ path: enginePath(d), maxDbs: 12 });
+    expect(again.openDB<{ version: number }, string>({ name: 'meta', encoding: 'msgpack' }).get('layout')).toEqual({ ...layout, version: 2 });
+    await again.close();
   });
 
   it('starts on the embedded demo configuration and prints its demo tokens', async () => {
