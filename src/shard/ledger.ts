@@ -1,8 +1,9 @@
 /**
  * One shard's ledger, owned by exactly one worker thread: it books
  * instructions and their lifecycle into the shard's LMDB environment, with
- * the pair flows and digest buckets they change (as one journal record and
- * one page of the fold per task: see src/store/batch-figures.ts).
+ * the pair flows and digest buckets they change (as one journal record per
+ * task, and pages of the fold as the journal pays for them: see
+ * src/store/batch-figures.ts).
  *
  * A task is one LMDB child transaction, run by lmdb-js on this thread when
  * the environment's write transaction is ready. Everything a task decides
@@ -320,7 +321,7 @@ export class ShardLedger {
       outcomes[i] = null;
     }
 
-    // The task's figures go in as one journal record and one page of the fold.
+    // The task's figures go in as one journal record (and such pages of the fold as it pays for).
     const flows = flowDelta.list();
     const buckets: BucketEntry[] = [];
     const institutions = new Map<string, InstitutionTotals>();

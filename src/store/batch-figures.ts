@@ -222,10 +222,14 @@ function flowAt(l: Layout, i: number): PairFlow {
   return { a: nameAt(l, at), b: nameAt(l, at + 4), aToB: getInt128(v, at + 8), bToA: getInt128(v, at + 24), countAToB: v.getFloat64(at + 40, true), countBToA: v.getFloat64(at + 48, true) };
 }
 
+/** The figures of the bucket entry at byte `at`, without its name. */
+function bucketFiguresAt(v: DataView, at: number): BucketFigures {
+  return { count: v.getFloat64(at + 8, true), amount: getInt128(v, at + 16), digest: v.getBigUint64(at + 32, true) };
+}
+
 function bucketAt(l: Layout, i: number): BucketEntry {
   const at = l.bucketsAt + i * BUCKET_BYTES;
-  const v = l.v;
-  return { institution: nameAt(l, at), n: v.getUint32(at + 4, true), count: v.getFloat64(at + 8, true), amount: getInt128(v, at + 16), digest: v.getBigUint64(at + 32, true) };
+  return { institution: nameAt(l, at), n: l.v.getUint32(at + 4, true), ...bucketFiguresAt(l.v, at) };
 }
 
 export interface DecodedFigures {
@@ -234,21 +238,22 @@ export interface DecodedFigures {
   buckets: BucketEntry[];
 }
 
-/** The flows of a record alone (its buckets are not read). */
-export function decodeFlows(bytes: Uint8Array): PairFlow[] {
-  const l = layoutOf(bytes);
+function flowsOf(l: Layout): PairFlow[] {
   const flows: PairFlow[] = new Array<PairFlow>(l.flows);
   for (let i = 0; i < l.flows; i++) flows[i] = flowAt(l, i);
   return flows;
 }
 
+/** The flows of a record alone (its buckets are not read). */
+export function decodeFlows(bytes: Uint8Array): PairFlow[] {
+  return flowsOf(layoutOf(bytes));
+}
+
 export function decodeFigures(bytes: Uint8Array): DecodedFigures {
   const l = layoutOf(bytes);
-  const flows: PairFlow[] = new Array<PairFlow>(l.flows);
-  for (let i = 0; i < l.flows; i++) flows[i] = flowAt(l, i);
   const buckets: BucketEntry[] = new Array<BucketEntry>(l.buckets);
   for (let i = 0; i < l.buckets; i++) buckets[i] = bucketAt(l, i);
-  return { through: l.through, flows, buckets };
+  return { through: l.through, flows: flowsOf(l), buckets };
 }
 
 /** One page of the fold in memory. */
@@ -418,9 +423,10 @@ export function readInstitutionBuckets(dbs: Pick<FiguresDbs, 'pos' | 'jrn'>, bat
       assert(n < BUCKETS && (page === undefined || n === page), `page ${page} holds bucket ${n}`);
       if (seq <= through[n]!) continue;
       const o = out[n]!;
-      o.count += l.v.getFloat64(at + 8, true);
-      o.amount += getInt128(l.v, at + 16);
-      o.digest = addDigest(o.digest, l.v.getBigUint64(at + 32, true));
+      const b = bucketFiguresAt(l.v, at);
+      o.count += b.count;
+      o.amount += b.amount;
+      o.digest = addDigest(o.digest, b.digest);
     }
   };
   for (const { key, value } of dbs.pos.getRange(batchRange(batch))) {
