@@ -21,7 +21,7 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll } from 'vitest';
 import { join } from 'node:path';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { http, StreamClient, type Ack } from './clients.js';
 import { BANKS, startEngine, tempDirs, testConfig, TOKENS, type RunningEngine } from './engine-process.js';
@@ -267,17 +267,25 @@ export class EngineCluster {
   }
 }
 
-/** The name of the NATS server that leads stream `stream`'s Raft group, as JetStream reports it. */
-export async function streamLeader(nats: NatsCluster, stream: string): Promise<string | undefined> {
+/** Run `work` with a JetStream manager on a connection of its own, closed after. */
+async function withJetStream<T>(nats: NatsCluster, work: (jsm: JetStreamManager) => Promise<T>): Promise<T> {
   const nc = await connect({ servers: nats.urls, timeout: 5000 });
   try {
-    const jsm = await jetstreamManager(nc, { timeout: 5000 });
-    return (await jsm.streams.info(stream)).cluster?.leader;
-  } catch {
-    return undefined;
+    return await work(await jetstreamManager(nc, { timeout: 5000 }));
   } finally {
     await nc.close();
   }
+}
+
+/** The name of the NATS server that leads stream `stream`'s Raft group, as JetStream reports it. */
+export async function streamLeader(nats: NatsCluster, stream: string): Promise<string | undefined> {
+  return withJetStream(nats, async (jsm) => {
+    try {
+      return (await jsm.streams.info(stream)).cluster?.leader;
+    } catch {
+      return undefined;
+    }
+  });
 }
 
 /**
@@ -288,9 +296,7 @@ export async function streamLeader(nats: NatsCluster, stream: string): Promise<s
  */
 export async function waitStreamsCurrent(nats: NatsCluster, streams: readonly string[], timeoutMs: number): Promise<boolean> {
   const until = Date.now() + timeoutMs;
-  const nc = await connect({ servers: nats.urls, timeout: 5000 });
-  try {
-    const jsm = await jetstreamManager(nc, { timeout: 5000 });
+  return withJetStream(nats, async (jsm) => {
     while (Date.now() < until) {
       let current = true;
       for (const stream of streams) {
@@ -305,9 +311,7 @@ export async function waitStreamsCurrent(nats: NatsCluster, streams: readonly st
       await sleep(250);
     }
     return false;
-  } finally {
-    await nc.close();
-  }
+  });
 }
 
 // ---- the clients' side ------------------------------------------------------------------
