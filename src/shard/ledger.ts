@@ -20,18 +20,8 @@ import { IdFilter } from '../core/id-filter.js';
 import { addInstitutionTotals, bucketOfHigh, digestLine, fnv1a64Halves, DigestAccumulator } from '../core/digest.js';
 import { applyToFlow, FlowBook, flowIsZero, flowsEqual } from '../core/netting.js';
 import { BatchFigures, BUCKETS, type BucketEntry, type BucketFigures } from '../store/batch-figures.js';
-import {
-  bucketIndexKey,
-  bucketIndexValue,
-  checkStoredInstruction,
-  insertNew,
-  instructionKey,
-  splitInstructionKey,
-  storedContentKey,
-  type BucketIndexEntries,
-  type ShardDbs,
-  type StoredInstruction,
-} from '../store/schema.js';
+import { bucketIndexIds, bucketIndexValue, BucketIndex, INDEX_PACING, indexedInstitutions, institutionIndexRecords, type BucketIndexEntries, type IndexPacing } from '../store/bucket-index.js';
+import { checkStoredInstruction, insertNew, instructionKey, splitInstructionKey, storedContentKey, type ShardDbs, type StoredInstruction } from '../store/schema.js';
 import { firstStep, isOpen, lifecycleApplies, stepOf } from '../core/stored-instruction.js';
 import { S, type ApplyResult, type ApplyTask, type BatchSummary, type InstitutionTotals, type OpenResult, type OpenTask, type OpOutcome, type PendingEntry, submittedContentKey, type VerifyReport } from './tasks.js';
 
@@ -50,6 +40,17 @@ function lineOf(institution: string, id: string, r: StoredInstruction): [number,
 }
 
 /** Sum a shard's buckets into per-institution totals. */
+/** A batch's kept state if it still matches the disk, else loaded afresh; at most two batches are kept (the open one, and one being closed). */
+function kept<T>(map: Map<string, T>, batch: string, matches: (t: T) => boolean, load: () => T): T {
+  let t = map.get(batch);
+  if (t !== undefined && matches(t)) return t;
+  t = load();
+  map.delete(batch);
+  if (map.size >= 2) map.delete(map.keys().next().value!);
+  map.set(batch, t);
+  return t;
+}
+
 function institutionTotals(buckets: Iterable<[string, BucketFigures]>): InstitutionTotals[] {
   const byInstitution = new Map<string, InstitutionTotals>();
   for (const [key, b] of buckets) addInstitutionTotals(byInstitution, key.slice(0, key.indexOf('|')), b.count, b.amount, b.digest);
@@ -69,6 +70,7 @@ export class ShardLedger {
     readonly shard: number,
     private readonly dbs: ShardDbs,
     private readonly bytesMax: number,
+    private readonly indexPacing: IndexPacing = INDEX_PACING,
   ) {}
 
   /** Bytes of the environment in use: its pages up to the highest one written. */
@@ -106,6 +108,7 @@ export class ShardLedger {
     assert(open !== undefined, 'open task names no batch');
     // The disk is the truth at an open (a start, or a resynchronisation after a failed task).
     this.figures.clear();
+    this.indexes.clear();
     const verify = task.verify ? this.verify(open) : null;
     const summaries = task.batches.map((b) => this.summary(b));
     let filter: Uint32Array | null = null;
@@ -146,15 +149,17 @@ export class ShardLedger {
    */
   private readonly figures = new Map<string, BatchFigures>();
 
+  /** The bucket index of the batches tasks write into, kept as the figures are. */
+  private readonly indexes = new Map<string, BucketIndex>();
+
   /** Inside a transaction: the batch's figures, (re)loaded when the disk holds other ones (a commit failed after they were kept). */
   private figuresOf(batch: string): BatchFigures {
-    let f = this.figures.get(batch);
-    if (f !== undefined && f.matches(this.dbs)) return f;
-    f = BatchFigures.load(this.dbs, batch);
-    this.figures.delete(batch);
-    if (this.figures.size >= 2) this.figures.delete(this.figures.keys().next().value!);
-    this.figures.set(batch, f);
-    return f;
+    return kept(this.figures, batch, (f) => f.matches(this.dbs), () => BatchFigures.load(this.dbs, batch));
+  }
+
+  /** Inside a transaction: the batch's bucket index, (re)loaded like the figures. */
+  private indexOf(batch: string): BucketIndex {
+    return kept(this.indexes, batch, (i) => i.matches(this.dbs), () => BucketIndex.load(this.dbs, batch, this.indexPacing));
   }
 
   async apply(task: ApplyTask): Promise<ApplyResult> {
@@ -334,14 +339,16 @@ export class ShardLedger {
         addInstitutionTotals(institutions, institution, d.count, d.amount, digest);
       }
     }
-    for (const [institution, entries] of indexEntries) this.storeIndexEntries(batch, institution, now, entries);
     const figures = this.figuresOf(batch);
+    const index = this.indexOf(batch);
     let record: Uint8Array | undefined;
     try {
+      index.append(this.dbs, indexEntries);
       record = figures.append(this.dbs, flows, buckets);
     } catch (err) {
-      // The transaction rolls back: the kept figures may be ahead of the disk.
+      // The transaction rolls back: the kept figures and index may be ahead of the disk.
       this.figures.delete(batch);
+      this.indexes.delete(batch);
       throw err;
     }
     const result: ApplyResult = { outcomes, applyMs: 0, commitMs: 0, delta: { batch, flows, institutions: [...institutions.values()] } };
@@ -349,13 +356,6 @@ export class ShardLedger {
     return result;
   }
 
-  private indexSeq = 0;
-
-  /** One bucket index record for this task's entries of an institution, under a key no other record has. */
-  private storeIndexEntries(batch: string, institution: string, now: number, entries: BucketIndexEntries): void {
-    while (!insertNew(this.dbs.bkt, bucketIndexKey(batch, institution, now, this.indexSeq), entries)) this.indexSeq++;
-    this.indexSeq++;
-  }
 
   /**
    * Law 6: recompute a batch's flows and digest buckets from the
@@ -373,6 +373,19 @@ export class ShardLedger {
       }
       return b;
     };
+    // The drill-down's index: per institution, '<bucket>|<id>' with its net sign.
+    const listed = new Map<string, Map<string, number>>();
+    const list = (institution: string, id: string, n: number, sign: 1 | -1): void => {
+      let l = listed.get(institution);
+      if (l === undefined) {
+        l = new Map();
+        listed.set(institution, l);
+      }
+      const k = `${n}|${id}`;
+      const net = (l.get(k) ?? 0) + sign;
+      if (net === 0) l.delete(k);
+      else l.set(k, net);
+    };
     let instructions = 0;
     let cleared = 0;
     for (const { key, value } of this.dbs.ins.getRange({})) {
@@ -388,6 +401,7 @@ export class ShardLedger {
         b.count++;
         b.amount += BigInt(rec.a);
         b.acc.add(hi, lo, 1);
+        list(institution, id, bucketOfHigh(hi), 1);
       }
       if (rec.s === 'reversed' && rec.rb === batch) {
         applyToFlow(flows.touch(rec.q, rec.p), rec.q, BigInt(rec.a), 1);
@@ -395,6 +409,7 @@ export class ShardLedger {
         b.count--;
         b.amount -= BigInt(rec.a);
         b.acc.add(hi, lo, -1);
+        list(institution, id, bucketOfHigh(hi), -1);
       }
     }
     const stored = BatchFigures.load(this.dbs, batch);
@@ -424,6 +439,12 @@ export class ShardLedger {
       }
     };
     compareBuckets('stored', storedBuckets);
+    for (const institution of new Set([...listed.keys(), ...indexedInstitutions(this.dbs, batch)])) {
+      const want = listed.get(institution) ?? new Map<string, number>();
+      const have = bucketIndexIds(institutionIndexRecords(this.dbs, batch, institution), -1);
+      const wrong = [...new Set([...want.keys(), ...have.keys()])].filter((k) => want.get(k) !== have.get(k));
+      if (wrong.length > 0) mismatches.push(`bucket index of ${institution}: ${wrong.slice(0, 3).join(', ')}${wrong.length > 3 ? ` and ${wrong.length - 3} more` : ''}`);
+    }
     return { shard: this.shard, batch, instructions, cleared, matches: mismatches.length === 0, mismatches };
   }
 }

@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import type { BatchRecord, BatchStore, Closing, MandateStore, OpenBatch } from '../core/ports.js';
 import { mandateKey, type MandateRecord } from '../mandates/mandate.js';
-import { enginePath, LAYOUT_VERSION } from './schema.js';
+import { enginePath, LAYOUT_UPGRADES_FROM, LAYOUT_VERSION } from './schema.js';
 
 export type { BatchRecord, Closing, OpenBatch };
 
@@ -138,7 +138,12 @@ export class EngineStore implements BatchStore, MandateStore {
     return out.reverse();
   }
 
-  /** Record the layout on first start; refuse a data folder made for another shard count. */
+  /**
+   * Record the layout on first start; refuse a data folder made for another
+   * shard count or a layout this engine does not read. A layout it reads as
+   * it is (LAYOUT_UPGRADES_FROM) is marked as its own, so that an older
+   * engine then refuses the folder rather than misread it.
+   */
   async checkLayout(shards: number): Promise<Layout> {
     const existing = this.meta.get('layout') as Layout | undefined;
     if (existing === undefined) {
@@ -146,13 +151,16 @@ export class EngineStore implements BatchStore, MandateStore {
       await this.meta.put('layout', layout);
       return layout;
     }
-    if (existing.version !== LAYOUT_VERSION) {
-      throw new LayoutError(`data folder has layout version ${existing.version}; this engine reads version ${LAYOUT_VERSION}`);
+    if (existing.version !== LAYOUT_VERSION && !LAYOUT_UPGRADES_FROM.includes(existing.version)) {
+      throw new LayoutError(`data folder has layout version ${existing.version}; this engine reads version ${LAYOUT_VERSION}, and ${LAYOUT_UPGRADES_FROM.join(', ')} as it is`);
     }
     if (existing.shards !== shards) {
       throw new LayoutError(`data folder was created with ${existing.shards} shards but the config says ${shards}; shards are fixed for a data folder`);
     }
-    return existing;
+    if (existing.version === LAYOUT_VERSION) return existing;
+    const upgraded: Layout = { ...existing, version: LAYOUT_VERSION };
+    await this.meta.put('layout', upgraded);
+    return upgraded;
   }
 
   openBatch(): OpenBatch | undefined {

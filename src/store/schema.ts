@@ -12,7 +12,9 @@
  *     pos      '<batch>|<page>'                  a page of the batch's fold: flows and digest buckets (binary)
  *     jrn      '<batch>|<seq>'                   a task's flow and bucket deltas, until every page holds them (binary)
  *                                                (both: see batch-figures.ts)
- *     bkt      '<batch>|<institution>|<time>.<seq>' BucketIndexEntries: [id, ±(nnn + 1), ...] of one commit
+ *     bkj      '<batch>|<seq>'                   a task's bucket index entries by institution, until they move to bkt
+ *     bkt      '<batch>|<institution>|j<seq>'    an institution's bucket index entries: [id, ±(bucket + 1), ...]
+ *                                                (both: see bucket-index.ts)
  *     pnd      '<institution>/<id>'              1 while the instruction is pending (two-phase)
  *     meta     'shard'                           { shard, shards }
  *
@@ -26,61 +28,22 @@ import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { assert } from '../core/assert.js';
 import { type StoredInstruction } from '../core/stored-instruction.js';
+import type { BucketIndexEntries, TaskIndexRecord } from './bucket-index.js';
 
 export { checkStoredInstruction, storedContentKey, type StoredInstruction } from '../core/stored-instruction.js';
 
-/** 3: flows and buckets as a journal and a paged fold (2 kept a record per pair and per institution). */
-export const LAYOUT_VERSION = 3;
+/**
+ * 4: the bucket index as task records and per-institution records (bkj, bkt 'j' keys).
+ * 3: flows and buckets as a journal and a paged fold (2 kept a record per pair and per institution).
+ */
+export const LAYOUT_VERSION = 4;
+/** Layouts this engine reads as they are and marks as its own at start: 3 has no task index records, and its index records are read as moved ones. */
+export const LAYOUT_UPGRADES_FROM: readonly number[] = [3];
 
 
 export { BUCKETS, type BucketFigures } from './batch-figures.js';
 
-/**
- * The bucket index: which instructions make up each digest bucket, for the
- * drill-down. One record per commit and institution lists the commit's
- * entries as pairs [id, ±(bucket + 1)] (+ cleared in the batch, - reversed
- * in it), so the index costs one write per commit rather than one B-tree
- * insert per instruction (an insert per id measured as costly as the
- * instruction's own). A drill-down reads the institution's records for the
- * batch and sums each id's signs: cleared and reversed in the same batch
- * nets to nothing.
- */
-export type BucketIndexEntries = (string | number)[];
-
-export function bucketIndexKey(batch: string, institution: string, now: number, seq: number): string {
-  return `${batch}|${institution}|${String(now).padStart(15, '0')}.${String(seq).padStart(9, '0')}`;
-}
-
-/** The index value of an instruction in bucket `bucket`: positive if cleared in the batch, negative if reversed in it. */
-export function bucketIndexValue(bucket: number, sign: 1 | -1): number {
-  return sign * (bucket + 1);
-}
-
-/** Each id of one bucket in an institution's index records for a batch, with its net sign (ids that net to zero left out). */
-export function bucketIndexIds(records: Iterable<unknown>, bucket: number): Map<string, number> {
-  const net = new Map<string, number>();
-  for (const entries of records) {
-    assert(Array.isArray(entries) && entries.length % 2 === 0, 'bad bucket index record');
-    for (let i = 0; i < entries.length; i += 2) {
-      const id = entries[i] as unknown;
-      const value = entries[i + 1] as unknown;
-      assert(typeof id === 'string' && typeof value === 'number' && Number.isInteger(value) && value !== 0 && Math.abs(value) <= 256, 'bad bucket index entry');
-      if (Math.abs(value) - 1 !== bucket) continue;
-      net.set(id, (net.get(id) ?? 0) + Math.sign(value));
-    }
-  }
-  for (const [id, sign] of net) {
-    if (sign === 0) net.delete(id);
-    else assert(sign === 1 || sign === -1, `id ${id} is listed ${sign} times in one bucket`);
-  }
-  return net;
-}
-
-/** Range over the bucket index of one institution in a batch. */
-export function bucketIndexRange(batch: string, institution: string): { start: string; end: string } {
-  const prefix = `${batch}|${institution}|`;
-  return { start: prefix, end: `${prefix}~` };
-}
+export { bucketIndexIds, bucketIndexRange, bucketIndexValue, type BucketIndexEntries, type TaskIndexRecord } from './bucket-index.js';
 
 export function instructionKey(institution: string, id: string): string {
   return `${institution}/${id}`;
@@ -112,6 +75,7 @@ export interface ShardDbs {
   pos: Database<Uint8Array, string>;
   jrn: Database<Uint8Array, string>;
   bkt: Database<BucketIndexEntries, string>;
+  bkj: Database<TaskIndexRecord, string>;
   pnd: Database<number, string>;
   meta: Database<unknown, string>;
 }
@@ -138,6 +102,7 @@ export function openShardDbs(path: string, mapSizeBytes: number): ShardDbs {
     pos: env.openDB<Uint8Array, string>({ name: 'pos', encoding: 'binary' }),
     jrn: env.openDB<Uint8Array, string>({ name: 'jrn', encoding: 'binary' }),
     bkt: env.openDB<BucketIndexEntries, string>({ name: 'bkt', encoding: 'msgpack' }),
+    bkj: env.openDB<TaskIndexRecord, string>({ name: 'bkj', encoding: 'msgpack' }),
     pnd: env.openDB<number, string>({ name: 'pnd', encoding: 'msgpack' }),
     meta,
   };

@@ -11,7 +11,8 @@
 import { addDigest } from '../core/digest.js';
 import type { InstructionLookup, Located } from '../core/ports.js';
 import { readInstitutionBuckets } from './batch-figures.js';
-import { bucketIndexRange, BUCKETS, checkStoredInstruction, instructionKey, openShardDbs, bucketIndexIds, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
+import { BUCKETS, checkStoredInstruction, instructionKey, openShardDbs, bucketIndexIds, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
+import { institutionIndexRecords } from './bucket-index.js';
 
 export type { Located };
 
@@ -65,8 +66,7 @@ export class ShardReaders implements InstructionLookup {
   bucketEntries(batch: string, institution: string, bucket: number): BucketEntry[] {
     const out: BucketEntry[] = [];
     for (const d of this.dbs) {
-      const records = d.bkt.getRange(bucketIndexRange(batch, institution)).map(({ value }) => value);
-      const ids = bucketIndexIds(records, bucket);
+      const ids = bucketIndexIds(institutionIndexRecords(d, batch, institution), bucket);
       for (const [id, sign] of ids) {
         const ikey = instructionKey(institution, id);
         out.push({ id, sign, record: checkStoredInstruction(d.ins.get(ikey), ikey) });

@@ -10,7 +10,7 @@ import { open } from 'lmdb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { http } from '../helpers/clients.js';
 import { MAIN, runToExit, startEngine, tempDirs, testConfig } from '../helpers/engine-process.js';
-import { enginePath, LAYOUT_VERSION } from '../../src/store/schema.js';
+import { enginePath, LAYOUT_UPGRADES_FROM, LAYOUT_VERSION } from '../../src/store/schema.js';
 
 const dirs = tempDirs();
 afterAll(dirs.cleanup);
@@ -61,6 +61,23 @@ describe('start-up', () => {
     const again = open({ path: enginePath(d), maxDbs: 12 });
     expect(again.openDB<{ version: number }, string>({ name: 'meta', encoding: 'msgpack' }).get('layout')).toEqual({ ...layout, version: 2 });
     await again.close();
+  });
+
+  it('takes over a data folder of layout 3 as it is, and marks it as its own so that an older engine refuses it', async () => {
+    const d = dir();
+    const engine = await startEngine(d, testConfig(d));
+    expect(await engine.stop()).toBe(0);
+    const env = open({ path: enginePath(d), maxDbs: 12 });
+    const meta = env.openDB<{ version: number; shards: number; createdAt: number }, string>({ name: 'meta', encoding: 'msgpack' });
+    const layout = meta.get('layout')!;
+    await meta.put('layout', { ...layout, version: 3 });
+    await env.close();
+    expect(LAYOUT_UPGRADES_FROM).toContain(3);
+    const again = await startEngine(d, testConfig(d));
+    expect(await again.stop()).toBe(0);
+    const after = open({ path: enginePath(d), maxDbs: 12 });
+    expect(after.openDB<{ version: number }, string>({ name: 'meta', encoding: 'msgpack' }).get('layout')).toEqual({ ...layout, version: LAYOUT_VERSION });
+    await after.close();
   });
 
   it('starts on the embedded demo configuration and prints its demo tokens', async () => {

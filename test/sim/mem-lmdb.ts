@@ -149,7 +149,7 @@ export class MemDb {
 
 /** A shard's databases, shaped as the ledger expects them. */
 export function memShardDbs(env: MemEnv): ShardDbs {
-  const dbs = { env, ins: env.db(), pos: env.db(), jrn: env.db(), bkt: env.db(), pnd: env.db(), meta: env.db() };
+  const dbs = { env, ins: env.db(), pos: env.db(), jrn: env.db(), bkt: env.db(), bkj: env.db(), pnd: env.db(), meta: env.db() };
   return dbs as unknown as ShardDbs;
 }
 

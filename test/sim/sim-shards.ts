@@ -15,6 +15,7 @@
  */
 
 import { ShardLedger } from '../../src/shard/ledger.js';
+import { INDEX_PACING, type IndexPacing } from '../../src/store/bucket-index.js';
 import type { ShardTransport } from '../../src/core/ports.js';
 import type { ApplyResult, ApplyTask, OpenResult, OpenTask } from '../../src/shard/tasks.js';
 import type { ShardDbs } from '../../src/store/schema.js';
@@ -63,6 +64,8 @@ export class SimShards implements ShardTransport {
   private readonly workers: SimWorker[] = [];
   private dead = false;
   tasksRun = 0;
+  /** When bucket index entries leave the task records; the simulator varies it by seed so that small runs move them too. */
+  indexPacing: IndexPacing = INDEX_PACING;
   faultsInjected = { commitFails: 0, reportsLost: 0, workerDeaths: 0 };
 
   constructor(
@@ -82,7 +85,7 @@ export class SimShards implements ShardTransport {
   private ledger(w: SimWorker, shard: number): ShardLedger {
     let l = w.ledgers.get(shard);
     if (l === undefined) {
-      l = new ShardLedger(shard, this.disk.dbs[shard]!, Number.MAX_SAFE_INTEGER);
+      l = new ShardLedger(shard, this.disk.dbs[shard]!, Number.MAX_SAFE_INTEGER, this.indexPacing);
       w.ledgers.set(shard, l);
     }
     return l;

@@ -43,6 +43,7 @@ import { mandateView, type MandateKind, type MandateNotification, type MandateRe
 import type { InstructionResult } from '../../src/protocol/messages.js';
 import { ShardLedger } from '../../src/shard/ledger.js';
 import { BatchFigures } from '../../src/store/batch-figures.js';
+import { INDEX_PACING, type IndexPacing } from '../../src/store/bucket-index.js';
 import { instructionKey, splitInstructionKey } from '../../src/store/schema.js';
 import type { MemDb } from './mem-lmdb.js';
 import { Prng } from './prng.js';
@@ -60,6 +61,17 @@ export interface SimOptions {
   faults: boolean;
   /** Crash and restart the whole engine now and then. */
   crashes: boolean;
+}
+
+/**
+ * The bucket index's pacing for a seed, taken from the seed itself rather
+ * than the PRNG so that older seeds replay as they did: the engine's own,
+ * or one small enough that a run of a few hundred tasks moves entries out
+ * of the task records by size and by age.
+ */
+export function indexPacingOf(seed: number): IndexPacing {
+  const paces: IndexPacing[] = [INDEX_PACING, { flushPairs: 1, lagTasks: 1 }, { flushPairs: 3, lagTasks: 5 }, { flushPairs: 8, lagTasks: 40 }];
+  return paces[seed % paces.length]!;
 }
 
 export const DEFAULT_SIM: Omit<SimOptions, 'seed'> = { steps: 3000, banks: 6, shards: 4, workers: 2, faults: true, crashes: true };
@@ -464,6 +476,7 @@ export class Simulation {
       commitFails: this.opts.faults ? 0.01 : 0,
       reportLost: this.opts.faults ? 0.01 : 0,
     });
+    this.shards.indexPacing = indexPacingOf(this.opts.seed);
     const live = (): boolean => epoch === this.epoch;
     const starting = Clearing.start(this.config, {
       clock: this.clock,

@@ -9,7 +9,8 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { PairFlow } from '../../src/core/netting.js';
 import { ShardLedger } from '../../src/shard/ledger.js';
 import type { ApplyTask, ShardOp, SubmitOp } from '../../src/shard/tasks.js';
-import { bucketIndexIds, bucketIndexRange, openShardDbs, type ShardDbs } from '../../src/store/schema.js';
+import { bucketIndexIds, openShardDbs, type ShardDbs } from '../../src/store/schema.js';
+import { institutionIndexRecords } from '../../src/store/bucket-index.js';
 import { tempDirs } from '../helpers/engine-process.js';
 
 const BATCH = '20261122-001';
@@ -44,7 +45,7 @@ function task(ops: ShardOp[], now = 1_795_000_000_000, batch = BATCH): ApplyTask
 /** Every id the bucket index lists for PI0001 in a batch, over all 256 buckets, with its sign. */
 function listed(dbs: ShardDbs, batch: string): Record<string, number> {
   const out: Record<string, number> = {};
-  const records = [...dbs.bkt.getRange(bucketIndexRange(batch, 'PI0001')).map(({ value }) => value)];
+  const records = institutionIndexRecords(dbs, batch, 'PI0001');
   for (let n = 0; n < 256; n++) for (const [id, sign] of bucketIndexIds(records, n)) out[id] = sign;
   return out;
 }
