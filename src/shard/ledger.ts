@@ -20,7 +20,7 @@ import { IdFilter } from '../core/id-filter.js';
 import { addInstitutionTotals, bucketOfHigh, digestLine, fnv1a64Halves, DigestAccumulator } from '../core/digest.js';
 import { applyToFlow, FlowBook, flowIsZero, flowsEqual } from '../core/netting.js';
 import { BatchFigures, BUCKETS, type BucketEntry, type BucketFigures } from '../store/batch-figures.js';
-import { bucketIndexIds, bucketIndexValue, BucketIndex, INDEX_PACING, indexedInstitutions, institutionIndexRecords, type BucketIndexEntries, type IndexPacing } from '../store/bucket-index.js';
+import { bucketIndexValue, BucketIndex, indexedValues, INDEX_PACING, indexedInstitutions, institutionIndexRecords, type BucketIndexEntries, type IndexPacing } from '../store/bucket-index.js';
 import { checkStoredInstruction, insertNew, instructionKey, splitInstructionKey, storedContentKey, type ShardDbs, type StoredInstruction } from '../store/schema.js';
 import { firstStep, isOpen, lifecycleApplies, stepOf } from '../core/stored-instruction.js';
 import { S, type ApplyResult, type ApplyTask, type BatchSummary, type InstitutionTotals, type OpenResult, type OpenTask, type OpOutcome, type PendingEntry, submittedContentKey, type VerifyReport } from './tasks.js';
@@ -373,7 +373,7 @@ export class ShardLedger {
       }
       return b;
     };
-    // The drill-down's index: per institution, '<bucket>|<id>' with its net sign.
+    // The drill-down's index: per institution, each id with its entries summed (see indexedValues).
     const listed = new Map<string, Map<string, number>>();
     const list = (institution: string, id: string, n: number, sign: 1 | -1): void => {
       let l = listed.get(institution);
@@ -381,10 +381,9 @@ export class ShardLedger {
         l = new Map();
         listed.set(institution, l);
       }
-      const k = `${n}|${id}`;
-      const net = (l.get(k) ?? 0) + sign;
-      if (net === 0) l.delete(k);
-      else l.set(k, net);
+      const sum = (l.get(id) ?? 0) + bucketIndexValue(n, sign);
+      if (sum === 0) l.delete(id);
+      else l.set(id, sum);
     };
     let instructions = 0;
     let cleared = 0;
@@ -441,7 +440,7 @@ export class ShardLedger {
     compareBuckets('stored', storedBuckets);
     for (const institution of new Set([...listed.keys(), ...indexedInstitutions(this.dbs, batch)])) {
       const want = listed.get(institution) ?? new Map<string, number>();
-      const have = bucketIndexIds(institutionIndexRecords(this.dbs, batch, institution), -1);
+      const have = indexedValues(institutionIndexRecords(this.dbs, batch, institution));
       const wrong = [...new Set([...want.keys(), ...have.keys()])].filter((k) => want.get(k) !== have.get(k));
       if (wrong.length > 0) mismatches.push(`bucket index of ${institution}: ${wrong.slice(0, 3).join(', ')}${wrong.length > 3 ? ` and ${wrong.length - 3} more` : ''}`);
     }

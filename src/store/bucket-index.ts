@@ -117,21 +117,25 @@ export function institutionIndexRecords(dbs: IndexDbs, batch: string, institutio
 /** Each id of one bucket in an institution's index records for a batch, with its net sign (ids that net to zero left out). */
 export function bucketIndexIds(records: Iterable<unknown>, bucket: number): Map<string, number> {
   const net = new Map<string, number>();
+  for (const [id, value] of indexedValues(records)) if (Math.abs(value) - 1 === bucket) net.set(id, Math.sign(value));
+  return net;
+}
+
+/** Each id in an institution's index records with its entries summed: ±(bucket + 1) while it counts in the batch (ids that net to zero left out). */
+export function indexedValues(records: Iterable<unknown>): Map<string, number> {
+  const net = new Map<string, number>();
   for (const entries of records) {
     assert(Array.isArray(entries) && entries.length % 2 === 0, 'bad bucket index record');
     for (let i = 0; i < entries.length; i += 2) {
       const id = entries[i] as unknown;
       const value = entries[i + 1] as unknown;
       assert(typeof id === 'string' && typeof value === 'number' && Number.isInteger(value) && value !== 0 && Math.abs(value) <= 256, 'bad bucket index entry');
-      if (bucket >= 0 && Math.abs(value) - 1 !== bucket) continue;
-      const k = bucket >= 0 ? id : `${Math.abs(value) - 1}|${id}`;
-      net.set(k, (net.get(k) ?? 0) + Math.sign(value));
+      const sum = (net.get(id) ?? 0) + value;
+      if (sum === 0) net.delete(id);
+      else net.set(id, sum);
     }
   }
-  for (const [id, sign] of net) {
-    if (sign === 0) net.delete(id);
-    else assert(sign === 1 || sign === -1, `id ${id} is listed ${sign} times in one bucket`);
-  }
+  for (const [id, value] of net) assert(Math.abs(value) <= 256, `id ${id} is listed more than once in its bucket`);
   return net;
 }
 
