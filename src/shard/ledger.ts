@@ -39,7 +39,6 @@ function lineOf(institution: string, id: string, r: StoredInstruction): [number,
   return fnv1a64Halves(digestLine(institution, id, r.p, r.q, r.a));
 }
 
-/** Sum a shard's buckets into per-institution totals. */
 /** A batch's kept state if it still matches the disk, else loaded afresh; at most two batches are kept (the open one, and one being closed). */
 function kept<T>(map: Map<string, T>, batch: string, matches: (t: T) => boolean, load: () => T): T {
   let t = map.get(batch);
@@ -51,6 +50,7 @@ function kept<T>(map: Map<string, T>, batch: string, matches: (t: T) => boolean,
   return t;
 }
 
+/** Sum a shard's buckets into per-institution totals. */
 function institutionTotals(buckets: Iterable<[string, BucketFigures]>): InstitutionTotals[] {
   const byInstitution = new Map<string, InstitutionTotals>();
   for (const [key, b] of buckets) addInstitutionTotals(byInstitution, key.slice(0, key.indexOf('|')), b.count, b.amount, b.digest);
