@@ -471,9 +471,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   /**
    * Recompute every shard's flows and digests from its instruction log and
    * compare (laws 2 and 6). It does not wait for the stream to pause: each
-   * shard's check runs in its worker as one synchronous pass over one read
-   * snapshot of its environment, between two of its commits, so it is
-   * consistent while tasks keep coming.
+   * shard's check runs in its worker over one read snapshot of its
+   * environment, so it is consistent while tasks keep coming, and in chunks
+   * between which the shard's tasks go on (ShardLedger.verifyPaced).
    */
   async audit(): Promise<AuditReport> {
     const batch = this.clearing.router.batch;

@@ -19,12 +19,14 @@ import { assert } from '../core/assert.js';
 import { IdFilter } from '../core/id-filter.js';
 import { addInstitutionTotals, bucketOfHigh, digestLine, fnv1a64Halves, DigestAccumulator } from '../core/digest.js';
 import { applyToFlow, FlowBook, flowIsZero, flowsEqual } from '../core/netting.js';
-import { BatchFigures, BUCKETS, type BucketEntry, type BucketFigures } from '../store/batch-figures.js';
-import { bucketIndexValue, BucketIndex, indexedValues, INDEX_PACING, indexedInstitutions, institutionIndexRecords, type BucketIndexEntries, type IndexPacing } from '../store/bucket-index.js';
+import { BatchFigures, BUCKETS, type BucketEntry, type BucketFigures, type ReadOptions } from '../store/batch-figures.js';
+import { addIndexed, bucketIndexValue, BucketIndex, INDEX_PACING, indexedInstitutions, institutionIndexRecords, type BucketIndexEntries, type IndexPacing } from '../store/bucket-index.js';
 import { checkStoredInstruction, insertNew, instructionKey, splitInstructionKey, storedContentKey, type ShardDbs, type StoredInstruction } from '../store/schema.js';
 import { firstStep, isOpen, lifecycleApplies, stepOf } from '../core/stored-instruction.js';
 import { S, type ApplyResult, type ApplyTask, type BatchSummary, type InstitutionTotals, type OpenResult, type OpenTask, type OpOutcome, type PendingEntry, submittedContentKey, type VerifyReport } from './tasks.js';
 
+/** Instruction records an audit reads before it lets the shard's tasks run (about 15 ms of work). */
+const VERIFY_CHUNK = 4096;
 /** How often a shard reads its size for the storage quota. */
 const QUOTA_CHECK_MS = 50;
 
@@ -357,12 +359,44 @@ export class ShardLedger {
   }
 
 
-  /**
-   * Law 6: recompute a batch's flows and digest buckets from the
-   * instruction log and compare them with the stored ones (and, for the
-   * batch in memory, the live ones).
-   */
+  /** Law 6 (see verifyPass) in one synchronous pass: at an open, and in the simulator. */
   verify(batch: string): VerifyReport {
+    const pass = this.verifyPass(batch, {});
+    for (;;) {
+      const step = pass.next();
+      if (step.done === true) return step.value;
+    }
+  }
+
+  /**
+   * Law 6 while tasks keep coming (an operator's audit): the same pass over
+   * one read transaction, a snapshot of the environment, handing the thread
+   * back to the shard's tasks every VERIFY_CHUNK records. An audit of
+   * millions of instructions then delays a commit by one chunk's time, not
+   * by the whole pass (at 400,000 instructions an acknowledgement waited
+   * 780 ms behind it). The snapshot keeps the pages it reads until the pass
+   * ends, so the file may grow meanwhile.
+   */
+  async verifyPaced(batch: string): Promise<VerifyReport> {
+    const transaction = this.dbs.env.useReadTransaction();
+    try {
+      const pass = this.verifyPass(batch, { transaction });
+      for (;;) {
+        const step = pass.next();
+        if (step.done === true) return step.value;
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      transaction.done();
+    }
+  }
+
+  /**
+   * Law 6: recompute a batch's flows, digest buckets and bucket index from
+   * the instruction log and compare them with the stored ones, everything
+   * read through `read` (one snapshot). It yields between chunks of work.
+   */
+  private *verifyPass(batch: string, read: ReadOptions): Generator<void, VerifyReport> {
     const flows = new FlowBook();
     const buckets = new Map<string, { count: number; amount: bigint; acc: DigestAccumulator }>();
     const touch = (key: string): { count: number; amount: bigint; acc: DigestAccumulator } => {
@@ -387,9 +421,9 @@ export class ShardLedger {
     };
     let instructions = 0;
     let cleared = 0;
-    for (const { key, value } of this.dbs.ins.getRange({})) {
+    for (const { key, value } of this.dbs.ins.getRange({ ...read })) {
       const rec = checkStoredInstruction(value, key);
-      instructions++;
+      if (++instructions % VERIFY_CHUNK === 0) yield;
       const [institution, id] = splitInstructionKey(key);
       const [hi, lo] = lineOf(institution, id, rec);
       const bucketKeyOf = `${institution}|${bucketOfHigh(hi)}`;
@@ -411,7 +445,8 @@ export class ShardLedger {
         list(institution, id, bucketOfHigh(hi), -1);
       }
     }
-    const stored = BatchFigures.load(this.dbs, batch);
+    const stored = BatchFigures.load(this.dbs, batch, read);
+    yield;
     const storedFlows = new FlowBook();
     for (const f of stored.flows()) storedFlows.add(f);
     const mismatches: string[] = [];
@@ -438,9 +473,22 @@ export class ShardLedger {
       }
     };
     compareBuckets('stored', storedBuckets);
-    for (const institution of new Set([...listed.keys(), ...indexedInstitutions(this.dbs, batch)])) {
+    const institutions = new Set(listed.keys());
+    let seen = 0;
+    for (const institution of indexedInstitutions(this.dbs, batch, read)) {
+      institutions.add(institution);
+      if (++seen % VERIFY_CHUNK === 0) yield;
+    }
+    for (const institution of institutions) {
       const want = listed.get(institution) ?? new Map<string, number>();
-      const have = indexedValues(institutionIndexRecords(this.dbs, batch, institution));
+      const have = new Map<string, number>();
+      for (const entries of institutionIndexRecords(this.dbs, batch, institution, read)) {
+        addIndexed(have, entries);
+        if ((seen += entries.length / 2) >= VERIFY_CHUNK) {
+          seen = 0;
+          yield;
+        }
+      }
       const wrong = [...new Set([...want.keys(), ...have.keys()])].filter((k) => want.get(k) !== have.get(k));
       if (wrong.length > 0) mismatches.push(`bucket index of ${institution}: ${wrong.slice(0, 3).join(', ')}${wrong.length > 3 ? ` and ${wrong.length - 3} more` : ''}`);
     }

@@ -92,7 +92,7 @@ export default async function handle(task: ShardTask): Promise<unknown> {
     case 'open':
       return openShard(task);
     case 'verify':
-      return (await ensureOpen(task.shard)).ledger.verify(task.batch);
+      return (await ensureOpen(task.shard)).ledger.verifyPaced(task.batch);
     case 'crash':
       assert(setup.faultInjection, 'fault injection is not enabled');
       // Mid-flight, as a real fault would be: tasks of this thread's shards may be half done.

@@ -30,6 +30,7 @@
 import { assert } from '../core/assert.js';
 import { addDigest } from '../core/digest.js';
 import { FlowBook, type PairFlow } from '../core/netting.js';
+import type { Transaction } from 'lmdb';
 
 /** Pages of the fold; also the number of digest buckets, so bucket n lives in page n. */
 export const PAGES = 256;
@@ -276,9 +277,14 @@ function addBucket(into: Map<string, BucketEntry>, e: BucketEntry): void {
 }
 
 /** The stores a batch's figures live in (an LMDB database, or the simulator's). */
+/** A range read, optionally in a given read transaction (a snapshot held across event turns). */
+export interface ReadOptions {
+  transaction?: Transaction;
+}
+
 export interface FiguresDbs {
-  pos: { get(key: string): Uint8Array | undefined; getRange(range: { start: string; end: string }): Iterable<{ key: string; value: Uint8Array }>; put(key: string, value: Uint8Array): unknown };
-  jrn: { get(key: string): Uint8Array | undefined; getRange(range: { start: string; end: string }): Iterable<{ key: string; value: Uint8Array }>; put(key: string, value: Uint8Array): unknown; remove(key: string): unknown };
+  pos: { get(key: string): Uint8Array | undefined; getRange(range: { start: string; end: string } & ReadOptions): Iterable<{ key: string; value: Uint8Array }>; put(key: string, value: Uint8Array): unknown };
+  jrn: { get(key: string): Uint8Array | undefined; getRange(range: { start: string; end: string } & ReadOptions): Iterable<{ key: string; value: Uint8Array }>; put(key: string, value: Uint8Array): unknown; remove(key: string): unknown };
 }
 
 /**
@@ -294,9 +300,9 @@ export class BatchFigures {
   private constructor(readonly batch: string) {}
 
   /** A batch's figures as the disk (or the transaction reading it) holds them. */
-  static load(dbs: FiguresDbs, batch: string): BatchFigures {
+  static load(dbs: FiguresDbs, batch: string, read: ReadOptions = {}): BatchFigures {
     const f = new BatchFigures(batch);
-    for (const { key, value } of dbs.pos.getRange(batchRange(batch))) {
+    for (const { key, value } of dbs.pos.getRange({ ...batchRange(batch), ...read })) {
       const p = keySuffix(key, PAGE_DIGITS);
       assert(p < PAGES, `bad page key ${key}`);
       const l = layoutOf(value);
@@ -315,7 +321,7 @@ export class BatchFigures {
       f.seq = Math.max(f.seq, l.through);
     }
     let expected = 0;
-    for (const { key, value } of dbs.jrn.getRange(batchRange(batch))) {
+    for (const { key, value } of dbs.jrn.getRange({ ...batchRange(batch), ...read })) {
       const seq = keySuffix(key, SEQ_DIGITS);
       assert(expected === 0 || seq === expected, `journal of ${batch} skips from ${expected - 1} to ${seq}`);
       if (expected === 0) f.removedThrough = seq - 1;

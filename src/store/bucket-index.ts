@@ -31,6 +31,7 @@
 
 import { assert } from '../core/assert.js';
 import type { Database } from 'lmdb';
+import type { ReadOptions } from './batch-figures.js';
 
 /** [id, ±(bucket + 1), ...] */
 export type BucketIndexEntries = (string | number)[];
@@ -98,20 +99,18 @@ function entriesIn(record: TaskIndexRecord, institution: string): BucketIndexEnt
   return undefined;
 }
 
-/** Every index record of an institution in a batch (call in one read transaction, or one synchronous turn). */
-export function institutionIndexRecords(dbs: IndexDbs, batch: string, institution: string): BucketIndexEntries[] {
-  const out: BucketIndexEntries[] = [];
+/** Every index record of an institution in a batch, in key order (read them in one read transaction, or one synchronous turn). */
+export function* institutionIndexRecords(dbs: IndexDbs, batch: string, institution: string, read: ReadOptions = {}): Generator<BucketIndexEntries> {
   let last: string | undefined;
-  for (const { key, value } of dbs.bkt.getRange(bucketIndexRange(batch, institution))) {
-    out.push(value);
+  for (const { key, value } of dbs.bkt.getRange({ ...bucketIndexRange(batch, institution), ...read })) {
+    yield value;
     last = key;
   }
   const moved = last !== undefined && last.charAt(last.length - SEQ_DIGITS - 1) === 'j' ? seqOfKey(last) : -1;
-  for (const { value } of dbs.bkj.getRange(taskRange(batch, moved))) {
+  for (const { value } of dbs.bkj.getRange({ ...taskRange(batch, moved), ...read })) {
     const entries = entriesIn(value, institution);
-    if (entries !== undefined) out.push(entries);
+    if (entries !== undefined) yield entries;
   }
-  return out;
 }
 
 /** Each id of one bucket in an institution's index records for a batch, with its net sign (ids that net to zero left out). */
@@ -124,30 +123,32 @@ export function bucketIndexIds(records: Iterable<unknown>, bucket: number): Map<
 /** Each id in an institution's index records with its entries summed: ±(bucket + 1) while it counts in the batch (ids that net to zero left out). */
 export function indexedValues(records: Iterable<unknown>): Map<string, number> {
   const net = new Map<string, number>();
-  for (const entries of records) {
-    assert(Array.isArray(entries) && entries.length % 2 === 0, 'bad bucket index record');
-    for (let i = 0; i < entries.length; i += 2) {
-      const id = entries[i] as unknown;
-      const value = entries[i + 1] as unknown;
-      assert(typeof id === 'string' && typeof value === 'number' && Number.isInteger(value) && value !== 0 && Math.abs(value) <= 256, 'bad bucket index entry');
-      const sum = (net.get(id) ?? 0) + value;
-      if (sum === 0) net.delete(id);
-      else net.set(id, sum);
-    }
-  }
-  for (const [id, value] of net) assert(Math.abs(value) <= 256, `id ${id} is listed more than once in its bucket`);
+  for (const entries of records) addIndexed(net, entries);
   return net;
 }
 
-/** Every institution with index records in a batch (for the audit). */
-export function indexedInstitutions(dbs: IndexDbs, batch: string): Set<string> {
-  const out = new Set<string>();
-  const prefix = `${batch}|`;
-  for (const key of dbs.bkt.getKeys({ start: prefix, end: `${prefix}~` })) out.add(key.slice(prefix.length, key.indexOf('|', prefix.length)));
-  for (const { value } of dbs.bkj.getRange(taskRange(batch))) {
-    for (let i = 0; i < value.length; i += 2) out.add(value[i] as string);
+/** Add one index record's entries into `net` (see indexedValues). */
+export function addIndexed(net: Map<string, number>, entries: unknown): void {
+  assert(Array.isArray(entries) && entries.length % 2 === 0, 'bad bucket index record');
+  for (let i = 0; i < entries.length; i += 2) {
+    const id = entries[i] as unknown;
+    const value = entries[i + 1] as unknown;
+    assert(typeof id === 'string' && typeof value === 'number' && Number.isInteger(value) && value !== 0 && Math.abs(value) <= 256, 'bad bucket index entry');
+    // An id is listed once (cleared or reversed in the batch), or twice when both, with opposite entries.
+    const prev = net.get(id);
+    assert(prev === undefined || prev === -value, `id ${id} is listed more than once in its bucket`);
+    if (prev === undefined) net.set(id, value);
+    else net.delete(id);
   }
-  return out;
+}
+
+/** The institutions with index records in a batch, once per record (for the audit). */
+export function* indexedInstitutions(dbs: IndexDbs, batch: string, read: ReadOptions = {}): Generator<string> {
+  const prefix = `${batch}|`;
+  for (const key of dbs.bkt.getKeys({ start: prefix, end: `${prefix}~`, ...read })) yield key.slice(prefix.length, key.indexOf('|', prefix.length));
+  for (const { value } of dbs.bkj.getRange({ ...taskRange(batch), ...read })) {
+    for (let i = 0; i < value.length; i += 2) yield value[i] as string;
+  }
 }
 
 interface Waiting {

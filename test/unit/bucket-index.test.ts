@@ -25,7 +25,7 @@ function rand(seed: number): () => number {
 
 /** The ids the index lists for an institution, as '<bucket>|<id>' with their signs. */
 function listed(dbs: ReturnType<typeof memShardDbs>, institution: string): Map<string, number> {
-  const records = institutionIndexRecords(dbs, BATCH, institution);
+  const records = [...institutionIndexRecords(dbs, BATCH, institution)];
   const out = new Map<string, number>();
   for (let n = 0; n < BUCKETS; n++) for (const [id, sign] of bucketIndexIds(records, n)) out.set(`${n}|${id}`, sign);
   return out;

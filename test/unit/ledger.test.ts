@@ -45,7 +45,7 @@ function task(ops: ShardOp[], now = 1_795_000_000_000, batch = BATCH): ApplyTask
 /** Every id the bucket index lists for PI0001 in a batch, over all 256 buckets, with its sign. */
 function listed(dbs: ShardDbs, batch: string): Record<string, number> {
   const out: Record<string, number> = {};
-  const records = institutionIndexRecords(dbs, batch, 'PI0001');
+  const records = [...institutionIndexRecords(dbs, batch, 'PI0001')];
   for (let n = 0; n < 256; n++) for (const [id, sign] of bucketIndexIds(records, n)) out[id] = sign;
   return out;
 }
