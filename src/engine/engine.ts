@@ -23,10 +23,10 @@ import type { ShardLoad } from '../metrics/metrics-source.js';
 import type { InstructionResult } from '../protocol/messages.js';
 import { BatchSchedule } from '../settlement/batch-schedule.js';
 import { ShardPools } from '../shard/shard-pools.js';
-import type { InstitutionTotals, VerifyReport, WorkerStats } from '../shard/tasks.js';
+import type { BucketInstruction, InstitutionTotals, VerifyReport, WorkerStats } from '../shard/tasks.js';
 import type { Snapshot } from '../snapshots/snapshots.js';
 import { EngineStore, type BatchRecord, type OperatorAction, type StoreReplicator } from '../store/engine-store.js';
-import { ShardReaders, type BucketEntry, type BucketSums } from '../store/shard-readers.js';
+import { ShardReaders, type BucketSums } from '../store/shard-readers.js';
 import type { BankDetail, PositionsOverview } from '../view/live-view.js';
 import { nodeClock } from './clock.js';
 import { DataLock } from './data-lock.js';
@@ -439,8 +439,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     return this.readers.buckets(batch, institution);
   }
 
-  bucketEntries(batch: string, institution: string, bucket: number): BucketEntry[] {
-    return this.readers.bucketEntries(batch, institution, bucket);
+  /** The instructions behind one digest bucket, over every shard, by id; each shard reads them in its worker (ShardLedger.bucketEntries). */
+  async bucketEntries(batch: string, institution: string, bucket: number): Promise<BucketInstruction[]> {
+    const shards = await Promise.all(Array.from({ length: this.config.shards }, (_, s) => this.pools.bucketEntries(s, batch, institution, bucket)));
+    return shards.flat().sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   closeBatch(by: string): Promise<BatchRecord> {

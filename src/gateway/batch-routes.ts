@@ -317,14 +317,16 @@ function getBucket(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest)
     return;
   }
   const n = Number(nText);
-  const instructions = ctx.engine.bucketEntries(batch, institution, n).map((e) => ({
-    id: e.id,
-    payer: e.record.p,
-    payee: e.record.q,
-    amount: e.record.a,
-    status: e.sign > 0 ? 'cleared' : 'reversed',
-  }));
-  reply(ex, ctx.codec, 200, { batch, institution, n, instructions });
+  ctx.engine.bucketEntries(batch, institution, n).then(
+    (entries) => {
+      const instructions = entries.map((e) => ({ id: e.id, payer: e.record.p, payee: e.record.q, amount: e.record.a, status: e.sign > 0 ? 'cleared' : 'reversed' }));
+      reply(ex, ctx.codec, 200, { batch, institution, n, instructions });
+    },
+    (err: unknown) => {
+      ctx.engine.log.error({ err, batch, institution, n }, 'bucket drill-down failed');
+      replyCode(ex, ctx.codec, 'INTERNAL', 'the bucket could not be read');
+    },
+  );
 }
 
 export function registerBatchRoutes(app: TemplatedApp, ctx: BatchRoutesContext, guard: (h: (res: HttpResponse, req: HttpRequest) => void) => (res: HttpResponse, req: HttpRequest) => void): void {

@@ -23,7 +23,7 @@ import { BatchFigures, BUCKETS, type BucketEntry, type BucketFigures, type ReadO
 import { addIndexed, bucketIndexValue, BucketIndex, INDEX_PACING, indexedInstitutions, institutionIndexRecords, type BucketIndexEntries, type IndexPacing } from '../store/bucket-index.js';
 import { checkStoredInstruction, insertNew, instructionKey, splitInstructionKey, storedContentKey, type ShardDbs, type StoredInstruction } from '../store/schema.js';
 import { firstStep, isOpen, lifecycleApplies, stepOf } from '../core/stored-instruction.js';
-import { S, type ApplyResult, type ApplyTask, type BatchSummary, type InstitutionTotals, type OpenResult, type OpenTask, type OpOutcome, type PendingEntry, submittedContentKey, type VerifyReport } from './tasks.js';
+import { S, type ApplyResult, type ApplyTask, type BatchSummary, type BucketInstruction, type InstitutionTotals, type OpenResult, type OpenTask, type OpOutcome, type PendingEntry, submittedContentKey, type VerifyReport } from './tasks.js';
 
 /** Instruction records an audit reads before it lets the shard's tasks run (about 15 ms of work). */
 const VERIFY_CHUNK = 4096;
@@ -386,6 +386,36 @@ export class ShardLedger {
         if (step.done === true) return step.value;
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
+    } finally {
+      transaction.done();
+    }
+  }
+
+  /**
+   * The reconciliation drill-down in this shard: the instructions behind
+   * digest bucket `bucket` of an institution in a batch, read from one
+   * snapshot in chunks like the audit, so that an institution with millions
+   * of index entries delays this shard's commits by a chunk at a time.
+   */
+  async bucketEntries(batch: string, institution: string, bucket: number): Promise<BucketInstruction[]> {
+    const transaction = this.dbs.env.useReadTransaction();
+    try {
+      const net = new Map<string, number>();
+      let read = 0;
+      for (const entries of institutionIndexRecords(this.dbs, batch, institution, { transaction })) {
+        addIndexed(net, entries);
+        if ((read += entries.length / 2) >= VERIFY_CHUNK) {
+          read = 0;
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        }
+      }
+      const out: BucketInstruction[] = [];
+      for (const [id, value] of net) {
+        if (Math.abs(value) - 1 !== bucket) continue;
+        const key = instructionKey(institution, id);
+        out.push({ id, sign: value > 0 ? 1 : -1, record: checkStoredInstruction(this.dbs.ins.get(key, { transaction }), key) });
+      }
+      return out;
     } finally {
       transaction.done();
     }

@@ -9,7 +9,7 @@ import { Piscina } from 'piscina';
 import type { EngineConfig } from '../config/config.js';
 import type { ShardTransport } from '../core/ports.js';
 import { decodeFlows } from '../store/batch-figures.js';
-import type { ApplyResult, ApplyTask, ApplyTaskWire, OpenResult, OpenTask, ShardTask, VerifyReport, WorkerSetup, WorkerStats } from '../shard/tasks.js';
+import type { ApplyResult, ApplyTask, ApplyTaskWire, BucketInstruction, OpenResult, OpenTask, ShardTask, VerifyReport, WorkerSetup, WorkerStats } from '../shard/tasks.js';
 
 const WORKER_FILE = new URL('../shard/worker.js', import.meta.url).href;
 
@@ -93,6 +93,10 @@ export class ShardPools implements ShardTransport {
 
   verify(shard: number, batch: string): Promise<VerifyReport> {
     return this.run({ kind: 'verify', shard, batch });
+  }
+
+  bucketEntries(shard: number, batch: string, institution: string, bucket: number): Promise<BucketInstruction[]> {
+    return this.run({ kind: 'bucket-entries', shard, batch, institution, bucket });
   }
 
 

@@ -9,7 +9,7 @@
 
 import { contentKey, type Instruction, type InstructionStatus, type InstructionType } from '../core/instruction.js';
 import type { PairFlow } from '../core/netting.js';
-import type { LifecycleKind, Step } from '../core/stored-instruction.js';
+import type { LifecycleKind, Step, StoredInstruction } from '../core/stored-instruction.js';
 export type { LifecycleKind };
 
 /** Submit: [op, institution, id, type, payer, payee, amount, reference or null, timeoutMs (0 = single-phase), mandate or null] */
@@ -158,6 +158,22 @@ export interface VerifyTask {
   batch: string;
 }
 
+/** The reconciliation drill-down: the instructions behind one of an institution's digest buckets, in one shard. */
+export interface BucketEntriesTask {
+  kind: 'bucket-entries';
+  shard: number;
+  batch: string;
+  institution: string;
+  bucket: number;
+}
+
+export interface BucketInstruction {
+  id: string;
+  /** +1: cleared in the batch; -1: reversed in the batch (its hash subtracts). */
+  sign: 1 | -1;
+  record: StoredInstruction;
+}
+
 export interface VerifyReport {
   shard: number;
   batch: string;
@@ -196,4 +212,4 @@ export interface CloseTask {
   shard: number;
 }
 
-export type ShardTask = OpenTask | ApplyTaskWire | VerifyTask | StatsTask | CrashTask | CloseTask;
+export type ShardTask = OpenTask | ApplyTaskWire | VerifyTask | BucketEntriesTask | StatsTask | CrashTask | CloseTask;

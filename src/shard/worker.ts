@@ -93,6 +93,8 @@ export default async function handle(task: ShardTask): Promise<unknown> {
       return openShard(task);
     case 'verify':
       return (await ensureOpen(task.shard)).ledger.verifyPaced(task.batch);
+    case 'bucket-entries':
+      return (await ensureOpen(task.shard)).ledger.bucketEntries(task.batch, task.institution, task.bucket);
     case 'crash':
       assert(setup.faultInjection, 'fault injection is not enabled');
       // Mid-flight, as a real fault would be: tasks of this thread's shards may be half done.

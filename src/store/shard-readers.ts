@@ -11,8 +11,7 @@
 import { addDigest } from '../core/digest.js';
 import type { InstructionLookup, Located } from '../core/ports.js';
 import { readInstitutionBuckets } from './batch-figures.js';
-import { BUCKETS, checkStoredInstruction, instructionKey, openShardDbs, bucketIndexIds, shardPath, type ShardDbs, type StoredInstruction } from './schema.js';
-import { institutionIndexRecords } from './bucket-index.js';
+import { BUCKETS, checkStoredInstruction, instructionKey, openShardDbs, shardPath, type ShardDbs } from './schema.js';
 
 export type { Located };
 
@@ -21,13 +20,6 @@ export interface BucketSums {
   count: number;
   amount: bigint;
   digest: bigint;
-}
-
-export interface BucketEntry {
-  id: string;
-  /** +1: cleared in the batch; -1: reversed in the batch (its hash subtracts). */
-  sign: number;
-  record: StoredInstruction;
 }
 
 export class ShardReaders implements InstructionLookup {
@@ -60,19 +52,6 @@ export class ShardReaders implements InstructionLookup {
       }
     }
     return sums;
-  }
-
-  /** The instructions behind one bucket: what an institution compares line by line. */
-  bucketEntries(batch: string, institution: string, bucket: number): BucketEntry[] {
-    const out: BucketEntry[] = [];
-    for (const d of this.dbs) {
-      const ids = bucketIndexIds(institutionIndexRecords(d, batch, institution), bucket);
-      for (const [id, sign] of ids) {
-        const ikey = instructionKey(institution, id);
-        out.push({ id, sign, record: checkStoredInstruction(d.ins.get(ikey), ikey) });
-      }
-    }
-    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   refresh(shard: number): void {

@@ -1,9 +1,10 @@
 /**
  * The audit answers while a stream runs: it checks each shard against one
  * read snapshot between its commits instead of waiting for the router to
- * fall idle, which never happens under steady load. And it does not hold a
- * shard's commits for its whole pass: over hundreds of thousands of
- * instructions, submissions go on being acknowledged while it reads.
+ * fall idle, which never happens under steady load. And neither it nor a
+ * bucket drill-down holds a shard's commits (or the main thread) for its
+ * whole pass: over hundreds of thousands of instructions, submissions go on
+ * being acknowledged while they read.
  */
 
 import { afterAll, describe, expect, it } from 'vitest';
@@ -60,37 +61,49 @@ describe('GET /v1/audit under load', () => {
     }
   });
 
-  it('keeps acknowledging submissions while it reads a large log', async () => {
+  it('keeps acknowledging submissions while the audit or a bucket drill-down reads a large log', async () => {
     const t = tempDir();
     cleanups.push(t.cleanup);
     const engine = await startEngine(t.dir, testConfig(t.dir));
     try {
       const rand = rng(9);
       const c = await StreamClient.connect(engine.base, TOKENS.PI0001, 'msgpack');
-      // 400,000 instructions: a pass over them takes the workers the better part of a second.
+      // 400,000 instructions of one institution: a pass over them takes the workers the better part of a second.
       const inflight: Promise<unknown>[] = [];
       for (let f = 0; f < 400; f++) {
         inflight.push(c.submit(Array.from({ length: 1000 }, (_, i) => randomInstruction(rand, BANKS, `AL-${f}-${i}`))));
         if (inflight.length >= 8) await inflight.shift();
       }
       await Promise.all(inflight);
-      let answered = false;
-      const audit = http(engine.base, 'GET', '/v1/audit', { token: TOKENS.ops }).then((r) => {
-        answered = true;
-        return r;
-      });
-      // One small frame at a time, each over every shard, until the audit answers (bounded by count).
-      let ackedDuring = 0;
-      for (let k = 0; k < 10_000 && !answered; k++) {
-        const ack = await c.submit(Array.from({ length: 8 }, (_, i) => randomInstruction(rand, BANKS, `AD-${k}-${i}`)));
-        expect(ack.results!.every((r) => r.status === 'cleared')).toBe(true);
-        if (!answered) ackedDuring++;
-      }
-      const r = await audit;
-      expect(r.body.ok).toBe(true);
-      expect(r.body.cleared).toBeGreaterThanOrEqual(400_000);
-      // A pass that held the workers would let one frame through at most, the one in flight as it began.
-      expect(ackedDuring).toBeGreaterThanOrEqual(3);
+      const batch = (await http(engine.base, 'GET', '/v1/positions', { token: TOKENS.ops })).body.batch as string;
+      let k = 0;
+      /** Frames acknowledged while `read` ran: one small frame at a time, each over every shard (bounded by count). */
+      const ackedWhile = async <T,>(read: Promise<T>): Promise<{ acked: number; result: T }> => {
+        let answered = false;
+        const done = read.then((r) => {
+          answered = true;
+          return r;
+        });
+        let acked = 0;
+        for (let i = 0; i < 10_000 && !answered; i++) {
+          const ack = await c.submit(Array.from({ length: 8 }, (_, j) => randomInstruction(rand, BANKS, `AD-${k++}-${j}`)));
+          expect(ack.results!.every((r) => r.status === 'cleared')).toBe(true);
+          if (!answered) acked++;
+        }
+        return { acked, result: await done };
+      };
+      // A pass that held the workers, or the main thread, would let one frame through at most: the one in flight as it began.
+      const audit = await ackedWhile(http(engine.base, 'GET', '/v1/audit', { token: TOKENS.ops }));
+      expect(audit.result.body.ok).toBe(true);
+      expect(audit.result.body.cleared).toBeGreaterThanOrEqual(400_000);
+      expect(audit.acked).toBeGreaterThanOrEqual(3);
+      const drill = await ackedWhile(http(engine.base, 'GET', `/v1/reconciliation/${batch}/buckets/7`, { token: TOKENS.PI0001 }));
+      expect(drill.result.status).toBe(200);
+      const listed = drill.result.body.instructions as { id: string; status: string }[];
+      // About 1/256 of 400,000, every one cleared.
+      expect(listed.length).toBeGreaterThan(1000);
+      expect(listed.every((i) => i.status === 'cleared')).toBe(true);
+      expect(drill.acked).toBeGreaterThanOrEqual(3);
       c.close();
     } finally {
       await engine.stop();
