@@ -44,40 +44,43 @@ describe('start-up', () => {
     expect(output).toMatch(/created with 4 shards/);
   });
 
-  it('refuses a data folder of another storage layout, and leaves it as it was', async () => {
+  /** A data folder an engine made and stopped, then marked as of layout `version`; its layout record as the engine wrote it. */
+  async function folderOfLayout(version: number): Promise<{ d: string; layout: { version: number; shards: number; createdAt: number } }> {
     const d = dir();
     const engine = await startEngine(d, testConfig(d));
     expect(await engine.stop()).toBe(0);
-    // The folder as an engine of layout 2 would have left it.
     const env = open({ path: enginePath(d), maxDbs: 12 });
     const meta = env.openDB<{ version: number; shards: number; createdAt: number }, string>({ name: 'meta', encoding: 'msgpack' });
     const layout = meta.get('layout')!;
     expect(layout.version).toBe(LAYOUT_VERSION);
-    await meta.put('layout', { ...layout, version: 2 });
+    await meta.put('layout', { ...layout, version });
     await env.close();
+    return { d, layout };
+  }
+
+  /** The layout record of a stopped engine's folder. */
+  async function layoutOf(d: string): Promise<unknown> {
+    const env = open({ path: enginePath(d), maxDbs: 12 });
+    const layout = env.openDB<{ version: number }, string>({ name: 'meta', encoding: 'msgpack' }).get('layout');
+    await env.close();
+    return layout;
+  }
+
+  it('refuses a data folder of another storage layout, and leaves it as it was', async () => {
+    // The folder as an engine of layout 2 would have left it.
+    const { d, layout } = await folderOfLayout(2);
     const { code, output } = await runToExit(d, JSON.stringify(testConfig(d)));
     expect(code).toBe(2);
     expect(output).toContain(`data folder has layout version 2; this engine reads version ${LAYOUT_VERSION}`);
-    const again = open({ path: enginePath(d), maxDbs: 12 });
-    expect(again.openDB<{ version: number }, string>({ name: 'meta', encoding: 'msgpack' }).get('layout')).toEqual({ ...layout, version: 2 });
-    await again.close();
+    expect(await layoutOf(d)).toEqual({ ...layout, version: 2 });
   });
 
   it('takes over a data folder of layout 3 as it is, and marks it as its own so that an older engine refuses it', async () => {
-    const d = dir();
-    const engine = await startEngine(d, testConfig(d));
-    expect(await engine.stop()).toBe(0);
-    const env = open({ path: enginePath(d), maxDbs: 12 });
-    const meta = env.openDB<{ version: number; shards: number; createdAt: number }, string>({ name: 'meta', encoding: 'msgpack' });
-    const layout = meta.get('layout')!;
-    await meta.put('layout', { ...layout, version: 3 });
-    await env.close();
     expect(LAYOUT_UPGRADES_FROM).toContain(3);
+    const { d, layout } = await folderOfLayout(3);
     const again = await startEngine(d, testConfig(d));
     expect(await again.stop()).toBe(0);
-    const after = open({ path: enginePath(d), maxDbs: 12 });
-    expect(after.openDB<{ version: number }, string>({ name: 'meta', encoding: 'msgpack' }).get('layout')).toEqual({ ...layout, version: LAYOUT_VERSION });
-    await after.close();
+    expect(await layoutOf(d)).toEqual({ ...layout, version: LAYOUT_VERSION });
   });
 
   it('starts on the embedded demo configuration and prints its demo tokens', async () => {

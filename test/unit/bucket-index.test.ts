@@ -11,17 +11,10 @@ import {
   type BucketIndexEntries,
   type IndexPacing,
 } from '../../src/store/bucket-index.js';
+import { rng as rand } from '../helpers/reference-model.js';
 import { MemEnv, memShardDbs } from '../sim/mem-lmdb.js';
 
 const BATCH = '20261127-001';
-
-function rand(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s / 4294967296;
-  };
-}
 
 /** The ids the index lists for an institution, as '<bucket>|<id>' with their signs. */
 function listed(dbs: ReturnType<typeof memShardDbs>, institution: string): Map<string, number> {
