@@ -210,7 +210,7 @@ export class BucketIndex {
     return dbs.bkj.get(taskIndexKey(this.batch, this.seq + 1)) === undefined;
   }
 
-  /** Entries waiting in task records, over all institutions (for tests and metrics). */
+  /** Entries waiting in task records, over all institutions (for tests). */
   get waitingPairs(): number {
     let n = 0;
     for (const w of this.waiting.values()) n += w.entries.length / 2;
