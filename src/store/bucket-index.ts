@@ -20,9 +20,8 @@
  * entries move to its own bkt record once they fill `flushPairs` (or, for
  * one rarely seen, when the oldest task record holding them is `lagTasks`
  * old; see IndexPacing). A share of `flushPairs` or more goes to bkt at
- * once. A task record
- * is removed once every institution's entries in it have moved, never the
- * newest (it marks how far the index goes).
+ * once. A task record is removed once every institution's entries in it
+ * have moved, never the newest (it marks how far the index goes).
  *
  * An institution's index is its bkt records, plus its entries in the task
  * records newer than its newest moved record ('j' sorts after the digits
@@ -84,12 +83,17 @@ export function bucketIndexValue(bucket: number, sign: 1 | -1): number {
   return sign * (bucket + 1);
 }
 
-/** The task seq through which an institution's entries have moved to bkt (-1: none), from its keys in order. */
+/** The task seq at which a bkt record's entries moved, or -1 for none or a record of layout 3 (its key has no 'j'). */
+function movedSeq(key: string | undefined): number {
+  return key !== undefined && key.charAt(key.length - SEQ_DIGITS - 1) === 'j' ? seqOfKey(key) : -1;
+}
+
+/** The task seq through which an institution's entries have moved to bkt (-1: none), from its newest moved record. */
 function movedThrough(dbs: IndexDbs, batch: string, institution: string): number {
   let last: string | undefined;
   const range = bucketIndexRange(batch, institution);
   for (const key of dbs.bkt.getKeys({ start: `${range.start}j`, end: range.end })) last = key;
-  return last === undefined ? -1 : seqOfKey(last);
+  return movedSeq(last);
 }
 
 /** An institution's entries in a task record, or undefined. */
@@ -106,8 +110,7 @@ export function* institutionIndexRecords(dbs: IndexDbs, batch: string, instituti
     yield value;
     last = key;
   }
-  const moved = last !== undefined && last.charAt(last.length - SEQ_DIGITS - 1) === 'j' ? seqOfKey(last) : -1;
-  for (const { value } of dbs.bkj.getRange({ ...taskRange(batch, moved), ...read })) {
+  for (const { value } of dbs.bkj.getRange({ ...taskRange(batch, movedSeq(last)), ...read })) {
     const entries = entriesIn(value, institution);
     if (entries !== undefined) yield entries;
   }
@@ -134,12 +137,20 @@ export function addIndexed(net: Map<string, number>, entries: unknown): void {
     const id = entries[i] as unknown;
     const value = entries[i + 1] as unknown;
     assert(typeof id === 'string' && typeof value === 'number' && Number.isInteger(value) && value !== 0 && Math.abs(value) <= 256, 'bad bucket index entry');
-    // An id is listed once (cleared or reversed in the batch), or twice when both, with opposite entries.
-    const prev = net.get(id);
-    assert(prev === undefined || prev === -value, `id ${id} is listed more than once in its bucket`);
-    if (prev === undefined) net.set(id, value);
-    else net.delete(id);
+    addIndexEntry(net, id, value);
   }
+}
+
+/**
+ * Add one entry [id, ±(bucket + 1)] into `net`. An id is listed once
+ * (cleared or reversed in the batch), or twice when both, with opposite
+ * entries that net to nothing.
+ */
+export function addIndexEntry(net: Map<string, number>, id: string, value: number): void {
+  const prev = net.get(id);
+  assert(prev === undefined || prev === -value, `id ${id} is listed more than once in its bucket`);
+  if (prev === undefined) net.set(id, value);
+  else net.delete(id);
 }
 
 /** The institutions with index records in a batch, once per record (for the audit). */
@@ -194,11 +205,7 @@ export class BucketIndex {
           through = movedThrough(dbs, batch, institution);
           moved.set(institution, through);
         }
-        if (seq <= through) continue;
-        const w = index.waiting.get(institution);
-        const entries = value[i + 1] as BucketIndexEntries;
-        if (w === undefined) index.waiting.set(institution, { entries: [...entries], first: seq });
-        else for (const e of entries) w.entries.push(e);
+        if (seq > through) index.wait(institution, value[i + 1] as BucketIndexEntries, seq);
       }
     }
     return index;
@@ -239,8 +246,7 @@ export class BucketIndex {
         this.move(dbs, institution, w === undefined ? entries : w.entries.concat(entries), seq);
       } else {
         record.push(institution, entries);
-        if (w === undefined) this.waiting.set(institution, { entries: entries.slice(), first: seq });
-        else for (const e of entries) w.entries.push(e);
+        this.wait(institution, entries, seq);
       }
     }
     // Entries of an institution not in this task move once their oldest record is lagTasks old.
@@ -253,6 +259,13 @@ export class BucketIndex {
     for (let s = this.oldest; s < oldestNeeded; s++) dbs.bkj.remove(taskIndexKey(this.batch, s));
     this.oldest = Math.max(this.oldest, oldestNeeded);
     this.seq = seq;
+  }
+
+  /** An institution's entries of task record `seq` wait there to move. */
+  private wait(institution: string, entries: BucketIndexEntries, seq: number): void {
+    const w = this.waiting.get(institution);
+    if (w === undefined) this.waiting.set(institution, { entries: entries.slice(), first: seq });
+    else for (const e of entries) w.entries.push(e);
   }
 
   private move(dbs: IndexDbs, institution: string, entries: BucketIndexEntries, seq: number): void {
