@@ -7,7 +7,7 @@
  * stop accepting, let committed work answer, close LMDB, exit.
  */
 
-import { ConfigError, loadConfigFile, parseConfig, type EngineConfig } from './config/config.js';
+import { ConfigError, loadConfigFile, parseConfigWithWarnings, type CheckedConfig, type EngineConfig } from './config/config.js';
 import { DEMO_CONFIG } from './config/demo.js';
 import { setVerify } from './core/assert.js';
 import { DataLockedError } from './engine/data-lock.js';
@@ -46,16 +46,16 @@ function printDemo(config: EngineConfig): void {
 }
 
 async function main(): Promise<void> {
-  let config: EngineConfig;
+  let checked: CheckedConfig;
   try {
     const path = configPath(process.argv.slice(2));
     if (path === undefined) {
       // NETTING_PORT moves the demo off 8080 when that port is taken (0 picks a free one).
       const port = process.env['NETTING_PORT'];
-      config = parseConfig(port === undefined || port === '' ? DEMO_CONFIG : { ...DEMO_CONFIG, listen: { host: '127.0.0.1', port: Number(port) } });
-      printDemo(config);
+      checked = parseConfigWithWarnings(port === undefined || port === '' ? DEMO_CONFIG : { ...DEMO_CONFIG, listen: { host: '127.0.0.1', port: Number(port) } });
+      printDemo(checked.config);
     } else {
-      config = loadConfigFile(path);
+      checked = loadConfigFile(path);
     }
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -65,7 +65,10 @@ async function main(): Promise<void> {
     throw err;
   }
 
+  const { config } = checked;
   const log = createLogger(config.logLevel);
+  // What the configuration allows but should not be run with outside a trial; the warnings never show a token.
+  for (const warning of checked.warnings) log.warn(warning);
   setVerify(config.verifyOnStart);
   if (config.cluster !== undefined) {
     await runClusterNode(config, log);

@@ -58,8 +58,9 @@ export const DEFAULTS = {
 
 /** The shortest interval between scheduled cut-offs (at most 999 batches fit in a business day). */
 export const BATCH_INTERVAL_MS_MIN = 1000;
-/** The smallest snapshot interval the engine accepts. */
-export const SNAPSHOT_INTERVAL_MS_MIN = 100;
+/** The smallest snapshot interval the engine accepts; a snapshot still being written is never overtaken, so a short one only costs CPU. */
+export const SNAPSHOT_INTERVAL_MS_MIN = 10;
 /** Shards are fixed for a data folder; this bound keeps per-shard overhead sane. */
 export const SHARDS_MAX = 64;
+/** A shorter token is accepted (the contract sets no length) but warned about at start. */
 export const TOKEN_LENGTH_MIN = 16;

@@ -38,8 +38,8 @@ export const DEMO_CONFIG: RawConfig = {
     // DEMO metrics token: grafana/prometheus.yml sends it when scraping GET /metrics. Never use it outside a local trial.
     { token: 'demo-metrics-prometheus-not-secret', role: 'metrics', id: 'prometheus' },
   ],
-  // Agreement and entrusted payments need an active mandate; three ship with the demo (README: a mandate signed, used and revoked).
-  requireMandates: true,
+  // As by default: an agreement or entrusted payment is held to a mandate only when it names one. Three ship with the demo (README: a mandate signed, used and revoked).
+  requireMandates: false,
   mandates: [
     { institution: 'PI0001', id: 'M-PI0001-ICBC', kind: 'agreement', payer: 'ICBC', account: 'demo-account-0001' },
     { institution: 'PI0001', id: 'M-PI0001-CMB', kind: 'entrusted', payer: 'CMB', account: 'demo-account-0002', perPaymentMaxCents: 5_000_000 },

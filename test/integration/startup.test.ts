@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { open } from 'lmdb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { http } from '../helpers/clients.js';
-import { MAIN, runToExit, startEngine, tempDirs, testConfig } from '../helpers/engine-process.js';
+import { MAIN, runToExit, startEngine, tempDirs, testConfig, TOKENS } from '../helpers/engine-process.js';
 import { enginePath, LAYOUT_UPGRADES_FROM, LAYOUT_VERSION } from '../../src/store/schema.js';
 
 const dirs = tempDirs();
@@ -24,7 +24,10 @@ describe('start-up', () => {
       [JSON.stringify({ ...base, shardz: 2 }), 'shardz'],
       [JSON.stringify({ ...base, limits: { batchItemsMax: 0 } }), 'limits.batchItemsMax'],
       [JSON.stringify({ ...base, banks: [{ code: 'icbc', name: 'x' }, { code: 'ABC', name: 'y' }] }), 'banks[0].code'],
-      [JSON.stringify({ ...base, principals: [{ token: 'short', role: 'operator', id: 'ops' }] }), 'principals[0].token'],
+      [JSON.stringify({ ...base, principals: [{ token: 'has a space', role: 'operator', id: 'ops' }] }), 'principals[0].token'],
+      [JSON.stringify({ ...base, principals: [{ token: '', role: 'operator', id: 'ops' }] }), 'principals[0].token'],
+      [JSON.stringify({ ...base, principals: [{ token: 'abc', role: 'operator', id: 'ops' }, { token: 'abc', role: 'operator', id: 'ops2' }] }), 'principals[1].token'],
+      [JSON.stringify({ ...base, banks: [{ code: 'ICBC', name: '' }, { code: 'ABC' }] }), 'banks[0].name'],
       [JSON.stringify({ ...base, listen: { port: 'eighty' } }), 'listen.port'],
       ['{ not json', '--config'],
     ];
@@ -32,6 +35,47 @@ describe('start-up', () => {
       const { code, output } = await runToExit(d, text);
       expect(code, key).toBe(2);
       expect(output).toContain(`'${key}'`);
+    }
+  });
+
+  it('starts on what the contract allows: short tokens (warned about by key, never shown), banks without names, a 10 ms snapshot interval', async () => {
+    const d = dir();
+    const engine = await startEngine(d, {
+      ...testConfig(d),
+      banks: [{ code: 'ICBC' }, { code: 'CMB', name: 'China Merchants Bank' }],
+      principals: [
+        { token: 'pi1', role: 'institution', id: 'PI0001' },
+        { token: TOKENS.ICBC, role: 'bank', id: 'ICBC' },
+        { token: 'ops-short', role: 'operator', id: 'ops' },
+      ],
+      snapshotIntervalMs: 10,
+    });
+    try {
+      const out = engine.output();
+      const warnings = out
+        .split('\n')
+        .filter((l) => l.includes('"level":40'))
+        .map((l) => JSON.parse(l).msg);
+      expect(warnings).toEqual([
+        'principals[0].token is shorter than 16 characters; use a long random token outside a trial',
+        'principals[2].token is shorter than 16 characters; use a long random token outside a trial',
+      ]);
+      expect(out).not.toContain('pi1');
+      expect(out).not.toContain('ops-short');
+      // The warnings come before the engine listens.
+      expect(out.indexOf('shorter than 16')).toBeLessThan(out.indexOf('"msg":"listening"'));
+
+      const r = await http(engine.base, 'POST', '/v1/instructions', { token: 'pi1', body: { id: 'S-1', type: 'payout', payer: 'ICBC', payee: 'CMB', amount: 250 } });
+      expect(r.body).toMatchObject({ id: 'S-1', status: 'cleared' });
+      const first = (await http(engine.base, 'GET', '/v1/snapshots/latest', { token: 'ops-short' })).body.seq;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect((await http(engine.base, 'GET', '/v1/snapshots/latest', { token: 'ops-short' })).body.seq).toBeGreaterThan(first + 3);
+      // A bank without a name is named by its code in the settlement file.
+      const report = (await http(engine.base, 'POST', '/v1/batches/close', { token: 'ops-short' })).body;
+      const csv = await http(engine.base, 'GET', `/v1/batches/${report.batch}/settlement.csv`, { token: 'ops-short' });
+      expect(csv.body.trim().split(/\r?\n/).slice(1)).toEqual([`${report.batch},ICBC,ICBC,250,0,-250,debit,250`, `${report.batch},CMB,China Merchants Bank,0,250,250,credit,250`]);
+    } finally {
+      expect(await engine.stop()).toBe(0);
     }
   });
 
@@ -103,9 +147,18 @@ describe('start-up', () => {
       expect(out).toContain('DEMO configuration');
       const token = /operator\s+ops\s+(\S+)/.exec(out)?.[1];
       expect(token).toMatch(/^demo-/);
-      const r = await http(`http://127.0.0.1:${port}`, 'GET', '/v1/positions', { token });
+      const base = `http://127.0.0.1:${port}`;
+      const r = await http(base, 'GET', '/v1/positions', { token });
       expect(r.status).toBe(200);
       expect(r.body.banks.map((b: { bank: string }) => b.bank)).toContain('ICBC');
+      // As by default, an agreement payment is held to a mandate only when it names one; the shipped ones admit payments.
+      const inst = /institution\s+PI0001\s+(\S+)/.exec(out)?.[1];
+      const pay = async (id: string, extra: Record<string, unknown>): Promise<any> =>
+        (await http(base, 'POST', '/v1/instructions', { token: inst, body: { id, type: 'agreement', payer: 'ICBC', payee: 'CMB', amount: 19900, ...extra } })).body;
+      expect(await pay('AG-1', { mandate: 'M-PI0001-ICBC' })).toMatchObject({ status: 'cleared' });
+      expect(await pay('AG-2', {})).toMatchObject({ status: 'cleared' });
+      expect(await pay('AG-3', { mandate: 'M-NONE' })).toMatchObject({ status: 'rejected', code: 'MANDATE_INVALID', field: 'mandate' });
+      expect(await pay('AG-4', { mandate: 'M-PI0001-CMB' })).toMatchObject({ status: 'rejected', code: 'MANDATE_INVALID' });
     } finally {
       const exited = new Promise((resolve) => proc.once('exit', resolve));
       proc.kill('SIGTERM');

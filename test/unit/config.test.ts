@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import { ConfigError, parseConfig, type RawConfig } from '../../src/config/config.js';
-import { DEFAULTS } from '../../src/config/defaults.js';
+import { ConfigError, parseConfig, parseConfigWithWarnings, type RawConfig } from '../../src/config/config.js';
+import { DEFAULTS, SNAPSHOT_INTERVAL_MS_MIN, TOKEN_LENGTH_MIN } from '../../src/config/defaults.js';
 import { DEMO_CONFIG } from '../../src/config/demo.js';
 
 function demo(): RawConfig {
@@ -45,6 +45,16 @@ describe('parseConfig: the demo configuration', () => {
     expect(cfg.shards).toBe(2);
     expect(cfg.workers).toBe(2);
     expect(cfg.snapshotIntervalMs).toBe(1000);
+  });
+
+  it('holds agreement and entrusted payments to a mandate only when they name one, as the defaults do, and ships three', () => {
+    const cfg = parseConfig(demo());
+    expect(cfg.requireMandates).toBe(false);
+    expect(cfg.mandates.map((m) => m.id)).toEqual(['M-PI0001-ICBC', 'M-PI0001-CMB', 'M-PI0002-ICBC']);
+  });
+
+  it('has nothing to warn about', () => {
+    expect(parseConfigWithWarnings(demo()).warnings).toEqual([]);
   });
 
   it('applies the defaults for keys it omits', () => {
@@ -179,9 +189,9 @@ describe('parseConfig: errors name the key', () => {
     expectKey(raw, 'banks[1].code');
   });
 
-  it('bank name missing', () => {
+  it.each(['', 7, null])('bank name %j', (name) => {
     const raw = demo();
-    delete banksOf(raw)[1]!['name'];
+    banksOf(raw)[1]!['name'] = name;
     expectKey(raw, 'banks[1].name');
   });
 
@@ -200,22 +210,32 @@ describe('parseConfig: errors name the key', () => {
     expectKey(empty, 'principals');
   });
 
-  it('principal token too short', () => {
+  it.each([['empty', ''], ['not a string', 12345678901234567], ['missing', undefined]])('principal token %s', (_what, token) => {
     const raw = demo();
-    principalsOf(raw)[0]!['token'] = 'x'.repeat(15);
+    if (token === undefined) delete principalsOf(raw)[0]!['token'];
+    else principalsOf(raw)[0]!['token'] = token;
     expectKey(raw, 'principals[0].token');
   });
 
-  it('principal token with a space', () => {
+  it.each(['demo institution PI0001', 'short one', 'tab\there', 'caf\u00e9-token-long-enough'])('principal token %j: not printable ASCII without spaces', (token) => {
     const raw = demo();
-    principalsOf(raw)[0]!['token'] = 'demo institution PI0001';
+    principalsOf(raw)[0]!['token'] = token;
     expectKey(raw, 'principals[0].token');
+  });
+
+  it('a duplicate short token is still refused', () => {
+    const raw = demo();
+    principalsOf(raw)[0]!['token'] = 'abc';
+    principalsOf(raw)[2]!['token'] = 'abc';
+    expectKey(raw, 'principals[2].token');
   });
 
   it('a 16-character token is long enough', () => {
     const raw = demo();
     principalsOf(raw)[0]!['token'] = 'x'.repeat(16);
-    expect(parseConfig(raw).principals[0]!.token).toBe('x'.repeat(16));
+    const { config, warnings } = parseConfigWithWarnings(raw);
+    expect(config.principals[0]!.token).toBe('x'.repeat(16));
+    expect(warnings).toEqual([]);
   });
 
   it('duplicate token', () => {
@@ -282,9 +302,10 @@ describe('parseConfig: errors name the key', () => {
     expectKey(raw, 'workers');
   });
 
-  it('snapshotIntervalMs 99', () => {
+  it('snapshotIntervalMs 9', () => {
+    expect(SNAPSHOT_INTERVAL_MS_MIN).toBe(10);
     const raw = demo();
-    raw['snapshotIntervalMs'] = 99;
+    raw['snapshotIntervalMs'] = 9;
     expectKey(raw, 'snapshotIntervalMs');
   });
 
@@ -334,6 +355,51 @@ describe('parseConfig: errors name the key', () => {
     const raw = demo();
     raw['dataDir'] = '';
     expectKey(raw, 'dataDir');
+  });
+});
+
+describe('parseConfig: what the contract allows', () => {
+  it('starts with a token shorter than TOKEN_LENGTH_MIN and warns, naming the key and not the token', () => {
+    const raw = demo();
+    principalsOf(raw)[2]!['token'] = 'pi3';
+    principalsOf(raw)[5]!['token'] = 'o'.repeat(TOKEN_LENGTH_MIN - 1);
+    const { config, warnings } = parseConfigWithWarnings(raw);
+    expect(config.principals[2]).toEqual({ token: 'pi3', role: 'institution', id: 'PI0003' });
+    expect(warnings).toEqual([
+      `principals[2].token is shorter than ${TOKEN_LENGTH_MIN} characters; use a long random token outside a trial`,
+      `principals[5].token is shorter than ${TOKEN_LENGTH_MIN} characters; use a long random token outside a trial`,
+    ]);
+    for (const w of warnings) {
+      expect(w).not.toContain('pi3');
+      expect(w).not.toContain('o'.repeat(TOKEN_LENGTH_MIN - 1));
+    }
+    // parseConfig gives the same configuration without the warnings.
+    expect(parseConfig(raw)).toEqual(config);
+  });
+
+  it('a one-character token is enough to start', () => {
+    const raw = demo();
+    principalsOf(raw)[0]!['token'] = 'x';
+    expect(parseConfigWithWarnings(raw).warnings).toHaveLength(1);
+  });
+
+  it("takes a bank's name as optional, its code standing in when it is absent", () => {
+    const raw = demo();
+    delete banksOf(raw)[1]!['name'];
+    const cfg = parseConfig(raw);
+    expect(cfg.banks[1]).toEqual({ code: 'ABC', name: 'ABC', debitCapCents: 40_000_000_000_000 });
+    expect(cfg.banks[0]!.name).toBe('Industrial and Commercial Bank of China');
+    const bare = parseConfig({ banks: [{ code: 'ICBC' }, { code: 'CMB' }], principals: [{ token: 'ops-token', role: 'operator', id: 'ops' }] });
+    expect(bare.banks).toEqual([
+      { code: 'ICBC', name: 'ICBC' },
+      { code: 'CMB', name: 'CMB' },
+    ]);
+  });
+
+  it.each([10, 11, 50, 99])('accepts snapshotIntervalMs %j', (ms) => {
+    const raw = demo();
+    raw['snapshotIntervalMs'] = ms;
+    expect(parseConfig(raw).snapshotIntervalMs).toBe(ms);
   });
 });
 
