@@ -15,7 +15,7 @@ import { DecodeFailure, type Codec } from '../protocol/codec.js';
 import { statusLine } from '../protocol/errors.js';
 import type { BatchRecord } from '../core/ports.js';
 import type { Authenticator, Principal } from './auth.js';
-import { acceptEncoding, authorize, beginExchange, bodyEncoding, param, readBody, reply, replyCode, type Exchange } from './http-io.js';
+import { authorize, beginExchange, bodyEncoding, param, readBody, reply, replyCode, type Exchange } from './http-io.js';
 
 export interface BatchRoutesContext {
   engine: Engine;
@@ -36,15 +36,31 @@ function findBatch(engine: Engine, batch: string): Found | undefined {
   return { record, status: record.settled ? 'settled' : 'closed' };
 }
 
+/**
+ * The batch a path names, or undefined once answered NOT_FOUND. A path id
+ * that cannot be a batch id names no batch either: the contract's NOT_FOUND
+ * is "no such instruction, batch or snapshot", so it is answered as an
+ * unknown well-formed one is.
+ */
 function batchParam(ctx: BatchRoutesContext, ex: Exchange, req: HttpRequest): Found | undefined {
-  const batch = param(req, 0);
-  if (batch === undefined || !BATCH_ID.test(batch)) {
-    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'batch must look like 20261122-001', 'batch');
-    return undefined;
-  }
+  const batch = pathBatchId(ctx, ex, req);
+  if (batch === undefined) return undefined;
   const found = findBatch(ctx.engine, batch);
   if (found === undefined) replyCode(ex, ctx.codec, 'NOT_FOUND', `no batch '${batch}'`);
   return found;
+}
+
+/** The path's batch id when it is well formed; otherwise answers NOT_FOUND (see batchParam) and returns undefined. */
+function pathBatchId(ctx: BatchRoutesContext, ex: Exchange, req: HttpRequest): string | undefined {
+  const batch = param(req, 0);
+  if (batch !== undefined && BATCH_ID.test(batch)) return batch;
+  replyCode(ex, ctx.codec, 'NOT_FOUND', `no batch '${shown(batch ?? '')}'`);
+  return undefined;
+}
+
+/** A path part echoed in a message: bounded and printable, whatever the client sent. */
+function shown(text: string): string {
+  return text.slice(0, 32).replace(/[^\x20-\x7e]/g, '?');
 }
 
 function onlyBank(p: Principal): string | undefined {
@@ -52,7 +68,7 @@ function onlyBank(p: Principal): string | undefined {
 }
 
 function closeBatch(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const p = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
   if (p === undefined) return;
   if (!ctx.engine.ready) {
@@ -85,7 +101,7 @@ export const BATCH_PAGE_ITEMS_MAX = 10_000;
  * `?before=` when batches precede it; each is null otherwise.
  */
 function listBatches(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const p = authorize(ctx.auth, ctx.codec, ex, req, ['bank', 'operator']);
   if (p === undefined) return;
   const limitText = req.getQuery('limit');
@@ -124,7 +140,7 @@ function listBatches(ctx: BatchRoutesContext, res: HttpResponse, req: HttpReques
 }
 
 function getBatch(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const p = authorize(ctx.auth, ctx.codec, ex, req, ['bank', 'operator']);
   if (p === undefined) return;
   const found = batchParam(ctx, ex, req);
@@ -132,7 +148,8 @@ function getBatch(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest):
 }
 
 function getSettlementCsv(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, 'json');
+  // The file itself is CSV; the refusals before it are encoded like every other reply.
+  const ex = beginExchange(res, req);
   const p = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
   if (p === undefined) return;
   const found = batchParam(ctx, ex, req);
@@ -154,14 +171,11 @@ function getSettlementCsv(ctx: BatchRoutesContext, res: HttpResponse, req: HttpR
 }
 
 function markSettled(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const p = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
   if (p === undefined) return;
-  const batch = param(req, 0);
-  if (batch === undefined || !BATCH_ID.test(batch)) {
-    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'batch must look like 20261122-001', 'batch');
-    return;
-  }
+  const batch = pathBatchId(ctx, ex, req);
+  if (batch === undefined) return;
   ctx.engine.markSettled(batch, p.id).then(
     async (r) => {
       await ctx.engine.recordAction(p.id, 'mark-settled', batch, r === undefined ? 'NOT_FOUND' : r === 'open' ? 'BATCH_OPEN' : 'settled');
@@ -177,7 +191,7 @@ function markSettled(ctx: BatchRoutesContext, res: HttpResponse, req: HttpReques
 }
 
 function getSnapshot(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest, latest: boolean): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const p = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'bank', 'operator']);
   if (p === undefined) return;
   if (latest) {
@@ -196,7 +210,8 @@ function getSnapshot(ctx: BatchRoutesContext, res: HttpResponse, req: HttpReques
   const seqText = param(req, 0) ?? '';
   const seq = Number(seqText);
   if (!/^[1-9][0-9]{0,15}$/.test(seqText) || !Number.isSafeInteger(seq)) {
-    replyCode(ex, ctx.codec, 'INVALID_FIELD', 'seq must be a positive integer', 'seq');
+    // Not a seq, so no snapshot: NOT_FOUND, as for one never taken.
+    replyCode(ex, ctx.codec, 'NOT_FOUND', `no snapshot '${shown(seqText)}'`);
     return;
   }
   const s = ctx.engine.snapshot(seq);
@@ -216,13 +231,9 @@ function platformTotals(engine: Engine, batch: string, institution: string): { c
 
 function reconcile(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
   const encoding = bodyEncoding(req);
-  const ex = beginExchange(res, encoding ?? acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const p = authorize(ctx.auth, ctx.codec, ex, req, ['institution']);
   if (p === undefined) return;
-  if (encoding === undefined) {
-    replyCode(ex, ctx.codec, 'UNSUPPORTED_MEDIA_TYPE');
-    return;
-  }
   readBody(ex, ctx.codec, req, 64 * 1024, (bytes) => {
     let body: unknown;
     try {
@@ -286,7 +297,7 @@ function knownBatch(ctx: BatchRoutesContext, batch: string): boolean {
 }
 
 function getBuckets(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const p = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'operator']);
   if (p === undefined) return;
   const batch = param(req, 0);
@@ -301,7 +312,7 @@ function getBuckets(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest
 }
 
 function getBucket(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const p = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'operator']);
   if (p === undefined) return;
   const batch = param(req, 0);

@@ -36,10 +36,10 @@ export class FollowerGateway {
       if (s.leader !== undefined) body['leader'] = s.leader;
       return body;
     };
-    app.get('/healthz', (res) => reply(beginExchange(res, 'json'), codec, 200, { status: 'ok', role: 'follower' }));
-    app.get('/readyz', (res) => reply(beginExchange(res, 'json'), codec, 503, notLeader()));
+    app.get('/healthz', (res, req) => reply(beginExchange(res, req), codec, 200, { status: 'ok', role: 'follower' }));
+    app.get('/readyz', (res, req) => reply(beginExchange(res, req), codec, 503, notLeader()));
     app.get('/metrics', (res, req) => {
-      const ex = beginExchange(res, 'json');
+      const ex = beginExchange(res, req);
       if (authorize(auth, codec, ex, req, ['metrics', 'operator']) === undefined) return;
       metrics().then(
         ({ contentType, body }) => {
@@ -51,8 +51,8 @@ export class FollowerGateway {
       );
     });
     // Everything else, a WebSocket upgrade included (no stream route is registered here), is the leader's.
-    app.any('/*', (res) => {
-      const ex = beginExchange(res, 'json');
+    app.any('/*', (res, req) => {
+      const ex = beginExchange(res, req);
       reply(ex, codec, 503, notLeader());
     });
     const socket = await listenExclusive(app, config.listen.host, config.listen.port);

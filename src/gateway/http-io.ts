@@ -1,6 +1,6 @@
 /**
  * HTTP plumbing for uWebSockets.js: reading a bounded body, choosing the
- * reply encoding, and writing replies the way uWS requires (corked, never
+ * body's and the reply's encodings, and writing replies the way uWS requires (corked, never
  * after an abort); and the steps the route modules share.
  */
 
@@ -22,26 +22,59 @@ export interface Exchange {
 }
 
 const CONTENT_TYPE: Record<Encoding, string> = { json: 'application/json', msgpack: 'application/msgpack' };
+const MSGPACK_TYPES: ReadonlySet<string> = new Set(['application/msgpack', 'application/x-msgpack']);
+/** A media range's `q=0`: the client refuses that type, so the range does not count as naming it. */
+const Q_ZERO = /^\s*q\s*=\s*0(\.0{0,3})?\s*$/i;
 
-/** Must be called in the synchronous part of the handler, before any await. */
-export function beginExchange(res: HttpResponse, encoding: Encoding): Exchange {
-  const ex: Exchange = { res, aborted: false, answered: false, encoding };
+/**
+ * Must be called in the synchronous part of the handler, before any await.
+ * Every reply of the exchange, errors included, uses `replyEncoding(req)`,
+ * so that one rule holds on every route.
+ */
+export function beginExchange(res: HttpResponse, req: HttpRequest): Exchange {
+  const ex: Exchange = { res, aborted: false, answered: false, encoding: replyEncoding(req) };
   res.onAborted(() => {
     ex.aborted = true;
   });
   return ex;
 }
 
-export function acceptEncoding(req: HttpRequest): Encoding {
-  return req.getHeader('accept').includes('application/msgpack') ? 'msgpack' : 'json';
+function mediaType(value: string): string {
+  return value.split(';')[0]!.trim().toLowerCase();
 }
 
-/** The body's encoding, or undefined for a media type the engine does not speak. */
-export function bodyEncoding(req: HttpRequest): Encoding | undefined {
-  const type = req.getHeader('content-type').split(';')[0]!.trim().toLowerCase();
-  if (type === '' || type === 'application/json') return 'json';
-  if (type === 'application/msgpack' || type === 'application/x-msgpack') return 'msgpack';
-  return undefined;
+/**
+ * The body's encoding: msgpack when the Content-Type's media type is
+ * msgpack, JSON otherwise, with no Content-Type or another one included.
+ * A client that forgot the header (fetch sends `text/plain` for a string,
+ * `curl -d` a form type) is read as JSON rather than refused; a body that
+ * does not parse is INVALID_MESSAGE.
+ */
+export function bodyEncoding(req: HttpRequest): Encoding {
+  return MSGPACK_TYPES.has(mediaType(req.getHeader('content-type'))) ? 'msgpack' : 'json';
+}
+
+/**
+ * The reply's encoding (PROTOCOL.md: "the reply uses the request's encoding
+ * (or Accept)"). An Accept that names msgpack and not JSON gets msgpack,
+ * one that names JSON and not msgpack gets JSON; otherwise (no Accept, only
+ * wildcards, or both) the body's encoding, which is JSON without a body.
+ */
+export function replyEncoding(req: HttpRequest): Encoding {
+  const accept = req.getHeader('accept');
+  // What most clients send (nothing, or fetch's and curl's wildcard) is decided without splitting anything.
+  if (accept === '' || accept === '*/*') return bodyEncoding(req);
+  let json = false;
+  let msgpack = false;
+  for (const range of accept.split(',')) {
+    const [type, ...params] = range.split(';');
+    if (params.some((p) => Q_ZERO.test(p))) continue;
+    const media = type!.trim().toLowerCase();
+    if (media === 'application/json') json = true;
+    else if (MSGPACK_TYPES.has(media)) msgpack = true;
+  }
+  if (msgpack !== json) return msgpack ? 'msgpack' : 'json';
+  return bodyEncoding(req);
 }
 
 export function reply(ex: Exchange, codec: Codec, status: number, body: unknown, closeConnection = false): void {
@@ -122,7 +155,7 @@ export interface HttpContext {
   auth: Authenticator;
 }
 
-/** A body handler: authorize, check the media type, read and decode the body, then `handle` it. */
+/** A body handler: authorize, read and decode the body in its encoding, then `handle` it. */
 export function withBody(
   ctx: HttpContext,
   res: HttpResponse,
@@ -132,13 +165,9 @@ export function withBody(
   emptyBody?: unknown,
 ): void {
   const encoding = bodyEncoding(req);
-  const ex = beginExchange(res, encoding ?? acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const principal = authorize(ctx.auth, ctx.codec, ex, req, roles);
   if (principal === undefined) return;
-  if (encoding === undefined) {
-    replyCode(ex, ctx.codec, 'UNSUPPORTED_MEDIA_TYPE');
-    return;
-  }
   if (!ctx.engine.ready) {
     replyCode(ex, ctx.codec, 'NOT_READY');
     return;
@@ -179,7 +208,7 @@ export function replyItems<R extends { code?: string }>(ctx: HttpContext, ex: Ex
  * undefined when any of these fails; the caller scopes a bank's read.
  */
 export function beginScopedRead(ctx: HttpContext, res: HttpResponse, req: HttpRequest, noun: string): { ex: Exchange; principal: Principal; institution: string; id: string } | undefined {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'bank', 'operator']);
   if (principal === undefined) return undefined;
   const ids = checkIds(ctx, ex, param(req, 0), param(req, 1));

@@ -8,7 +8,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { isPlainObject } from '../core/instruction.js';
 import { statusLine, type Failure } from '../protocol/errors.js';
 import { bankRowWire, counterpartyWire, instructionView, totalsWire, type InstructionResult } from '../protocol/messages.js';
-import { acceptEncoding, authorize, beginExchange, beginScopedRead, checkIds, param, postBankReceipts, reply, replyCode, replyFailure, replyItems, withBody, type Exchange, type HttpContext } from './http-io.js';
+import { authorize, beginExchange, beginScopedRead, checkIds, param, postBankReceipts, reply, replyCode, replyFailure, replyItems, withBody, type Exchange, type HttpContext } from './http-io.js';
 import { submissionItems } from './intake.js';
 import { registerBatchRoutes } from './batch-routes.js';
 import { registerMandateRoutes } from './mandate-routes.js';
@@ -42,7 +42,7 @@ function getInstruction(ctx: HttpContext, res: HttpResponse, req: HttpRequest): 
 }
 
 function getPositions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['bank', 'operator']);
   if (principal === undefined) return;
   const o = ctx.engine.positions();
@@ -56,7 +56,7 @@ function getPositions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): vo
 }
 
 function getBankPosition(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['bank', 'operator']);
   if (principal === undefined) return;
   const bank = param(req, 0) ?? '';
@@ -177,7 +177,7 @@ const ACTION_PAGE_ITEMS_MAX = 10_000;
  * `previous` is the cursor for `?before=` when older entries exist, else null.
  */
 function getOperatorActions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
   if (principal === undefined) return;
   const limitText = req.getQuery('limit');
@@ -205,7 +205,7 @@ function getOperatorActions(ctx: HttpContext, res: HttpResponse, req: HttpReques
 }
 
 function crashWorker(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
   if (principal === undefined) return;
   const w = Number(param(req, 0));
@@ -218,7 +218,7 @@ function crashWorker(ctx: HttpContext, res: HttpResponse, req: HttpRequest): voi
 }
 
 function getAudit(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['operator']);
   if (principal === undefined) return;
   ctx.engine.audit().then(
@@ -242,13 +242,13 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
       } catch (err) {
         if ((err as Error).name === 'AssertionError') ctx.engine.counters.lawViolations++;
         ctx.engine.log.error({ err, url: req.getUrl() }, 'request handler failed');
-        const ex = beginExchange(res, 'json');
+        const ex = beginExchange(res, req);
         replyCode(ex, ctx.codec, 'INTERNAL');
       }
     };
 
   app.get('/metrics', (res, req) => {
-    const ex = beginExchange(res, 'json');
+    const ex = beginExchange(res, req);
     // The exposition shows every bank's position: the monitoring system's `metrics` token or an operator's.
     if (authorize(ctx.auth, ctx.codec, ex, req, ['metrics', 'operator']) === undefined) return;
     ctx.engine.metrics.text().then(
@@ -265,11 +265,11 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
       },
     );
   });
-  app.get('/healthz', (res) => {
-    reply(beginExchange(res, 'json'), ctx.codec, 200, { status: 'ok' });
+  app.get('/healthz', (res, req) => {
+    reply(beginExchange(res, req), ctx.codec, 200, { status: 'ok' });
   });
-  app.get('/readyz', (res) => {
-    const ex = beginExchange(res, 'json');
+  app.get('/readyz', (res, req) => {
+    const ex = beginExchange(res, req);
     const node = ctx.engine.clusterNode;
     if (ctx.engine.ready) reply(ex, ctx.codec, 200, node === undefined ? { status: 'ready', batch: ctx.engine.openBatchId } : { status: 'ready', role: 'leader', node, batch: ctx.engine.openBatchId });
     else replyCode(ex, ctx.codec, 'NOT_READY');
@@ -291,7 +291,7 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
   registerMandateRoutes(app, guard);
   registerBatchRoutes(app, ctx, (h) => guard((_ctx, res, req) => h(res, req)));
   app.any('/*', (res, req) => {
-    const ex = beginExchange(res, acceptEncoding(req));
+    const ex = beginExchange(res, req);
     replyCode(ex, ctx.codec, 'NOT_FOUND', `no route ${req.getMethod().toUpperCase()} ${req.getUrl().slice(0, 100)}`);
   });
 }

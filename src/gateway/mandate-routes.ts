@@ -11,7 +11,7 @@ import type { MandateActor, MandateFilter } from '../engine/engine.js';
 import { MANDATE_STATUSES, type MandateStatus } from '../mandates/mandate.js';
 import type { Failure } from '../protocol/errors.js';
 import type { Principal } from './auth.js';
-import { acceptEncoding, authorize, beginExchange, beginScopedRead, checkIds, param, postBankReceipts, reply, replyCode, replyFailure, withBody, type Exchange, type HttpContext } from './http-io.js';
+import { authorize, beginExchange, beginScopedRead, checkIds, param, postBankReceipts, reply, replyCode, replyFailure, withBody, type Exchange, type HttpContext } from './http-io.js';
 
 /** Mandates in one page of `GET /v1/mandates` when `?limit=` is not given, and at most. */
 const MANDATE_PAGE_ITEMS_DEFAULT = 100;
@@ -94,7 +94,7 @@ function getMandate(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void
  * payer of, an operator all; `next` is the cursor for `?after=`, or null.
  */
 function listMandates(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {
-  const ex = beginExchange(res, acceptEncoding(req));
+  const ex = beginExchange(res, req);
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['institution', 'bank', 'operator']);
   if (principal === undefined) return;
   const limitText = req.getQuery('limit');

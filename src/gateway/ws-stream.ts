@@ -298,19 +298,18 @@ function onSubscribe(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<stri
       sendError(ctx, ws, encoding, seq, failure('INVALID_FIELD', `unknown topic; topics are ${TOPICS.join(', ')}`, 'topics'));
       return;
     }
-    if (t === 'forwards' && conn.principal.role !== 'bank') {
-      sendError(ctx, ws, encoding, seq, failure('FORBIDDEN', 'only banks receive forwards'));
-      return;
-    }
   }
+  // The contract opens `subscribe` to any role with any of the topics. Forwards and a bank's queries go only to
+  // `bank:<code>` connections (fanOut), so `forwards` held by another role is accepted and delivers nothing.
   const fresh = (topics as Topic[]).filter((t) => !conn.topics.has(t));
   for (const t of fresh) conn.topics.add(t);
   if (fresh.includes('notifications')) listen(ctx, conn, 1);
   const reply: Record<string, unknown> = { op: 'subscribed', topics: [...conn.topics] };
   if (seq !== undefined) reply['seq'] = seq;
   send(ctx, ws, reply, encoding);
-  // A bank that (re)subscribes gets every instruction still waiting for its receipt.
-  if (fresh.includes('forwards')) sendPendingForwards(ctx, ws, conn);
+  // A bank that (re)subscribes gets every instruction still waiting for its receipt. Only a bank: an
+  // institution's id can equal a bank code, and the backlog is looked up by that id.
+  if (fresh.includes('forwards') && conn.principal.role === 'bank') sendPendingForwards(ctx, ws, conn);
 }
 
 function onMessage(ctx: WsContext, ws: WebSocket<Connection>, data: ArrayBuffer, isBinary: boolean): void {

@@ -12,6 +12,8 @@ export type Enc = 'json' | 'msgpack';
 export interface HttpReply {
   status: number;
   body: any;
+  /** The reply's Content-Type. */
+  type: string;
 }
 
 export async function http(
@@ -38,7 +40,7 @@ export async function http(
     else if (type.includes('json')) body = JSON.parse(new TextDecoder().decode(bytes));
     else body = new TextDecoder().decode(bytes);
   }
-  return { status: res.status, body };
+  return { status: res.status, body, type };
 }
 
 export interface Ack {

@@ -178,7 +178,26 @@ describe('settlement batches', () => {
     expect((await http(engine.base, 'POST', `/v1/batches/${open}/settled`, { token: TOKENS.ops })).body.code).toBe('BATCH_OPEN');
     expect((await http(engine.base, 'GET', `/v1/batches/${open}/settlement.csv`, { token: TOKENS.ops })).body.code).toBe('BATCH_OPEN');
     expect((await http(engine.base, 'GET', '/v1/batches/20000101-001', { token: TOKENS.ops })).status).toBe(404);
-    expect((await http(engine.base, 'GET', '/v1/batches/nonsense', { token: TOKENS.ops })).status).toBe(400);
+    for (const path of ['/v1/batches/20000101-001/settlement.csv', '/v1/batches/20000101-001/settled']) {
+      const r = await http(engine.base, path.endsWith('settled') ? 'POST' : 'GET', path, { token: TOKENS.ops });
+      expect(r.status, path).toBe(404);
+    }
+    // A path id that cannot be a batch id names no batch (PROTOCOL.md: NOT_FOUND is "no such … batch"): 404, as an unknown well-formed one.
+    for (const bad of ['nonsense', 'nope', 'abc', '0', '2026112-001', '20261122-0011', '%E4%B8%AD', '%ZZ']) {
+      const routes = [
+        ['GET', `/v1/batches/${bad}`, TOKENS.ops],
+        ['GET', `/v1/batches/${bad}`, TOKENS.CMB],
+        ['GET', `/v1/batches/${bad}/settlement.csv`, TOKENS.ops],
+        ['POST', `/v1/batches/${bad}/settled`, TOKENS.ops],
+      ] as const;
+      for (const [method, path, token] of routes) {
+        const r = await http(engine.base, method, path, { token });
+        expect(r.status, `${method} ${path}`).toBe(404);
+        expect(r.body.code, `${method} ${path}`).toBe('NOT_FOUND');
+      }
+    }
+    // Role checks still come first.
+    expect((await http(engine.base, 'POST', '/v1/batches/nope/settled', { token: TOKENS.CMB })).status).toBe(403);
     // An empty batch closes too, with a zero report.
     const empty = (await http(engine.base, 'POST', '/v1/batches/close', { token: TOKENS.ops })).body;
     expect(empty).toMatchObject({ batch: open, count: 0, gross: '0', debits: '0', credits: '0' });

@@ -480,11 +480,8 @@ function judgeFrame(norm: unknown, enc: Enc, size: number, role: Role, decodes =
     case 'subscribe': {
       const topics = own(norm, 'topics');
       if (!Array.isArray(topics) || topics.length === 0 || topics.length > TOPICS.length) return { kind: 'error', codes: ['INVALID_FIELD'], field: 'topics', seq };
-      const unknown = topics.some((t) => typeof t !== 'string' || !TOPICS.includes(t));
-      const forbidden = role !== 'bank' && topics.includes('forwards');
-      if (unknown && forbidden) return { kind: 'error', codes: ['INVALID_FIELD', 'FORBIDDEN'], seq };
-      if (unknown) return { kind: 'error', codes: ['INVALID_FIELD'], field: 'topics', seq };
-      if (forbidden) return { kind: 'error', codes: ['FORBIDDEN'], seq };
+      // Any role may subscribe to any of the topics (PROTOCOL.md); only an unknown topic is refused.
+      if (topics.some((t) => typeof t !== 'string' || !TOPICS.includes(t))) return { kind: 'error', codes: ['INVALID_FIELD'], field: 'topics', seq };
       return { kind: 'subscribed', seq };
     }
     default:

@@ -6,7 +6,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { http, StreamClient, waitFor } from '../helpers/clients.js';
+import { http, noneFor, StreamClient, waitFor } from '../helpers/clients.js';
 import { startEngine, tempDir, testConfig, TOKENS, type RunningEngine } from '../helpers/engine-process.js';
 
 let engine: RunningEngine;
@@ -14,11 +14,15 @@ let dir: string;
 let config: Record<string, unknown>;
 let cleanup: () => void;
 
+/** An institution whose id is also a bank's code: nothing of that bank's may reach it. */
+const NAMESAKE_TOKEN = 'test-token-institution-named-ICBC';
+
 beforeAll(async () => {
   const t = tempDir();
   dir = t.dir;
   cleanup = t.cleanup;
   config = testConfig(t.dir, { receiptQueryScheduleMs: [300, 700] });
+  config['principals'] = [...(config['principals'] as object[]), { token: NAMESAKE_TOKEN, role: 'institution', id: 'ICBC' }];
   engine = await startEngine(t.dir, config);
 });
 
@@ -187,6 +191,31 @@ describe('two-phase instructions', () => {
     const r = await again.request({ op: 'receipt', receipts: [{ institution: 'PI0001', id: 'RC-2', outcome: 'confirm' }, { institution: 'PI0001', id: 'RC-3', outcome: 'decline' }] });
     expect(r.results!.map((x) => x.status)).toEqual(['cleared', 'declined']);
     again.close();
+  });
+
+  it("let any role subscribe to forwards, which reach only the payer bank's connections", async () => {
+    // Pending before anyone subscribes: what a bank is sent on subscribing.
+    expect((await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: twoPhase('NB-1') })).body.status).toBe('pending');
+    const others = [
+      await StreamClient.connect(engine.base, NAMESAKE_TOKEN, 'json'),
+      await StreamClient.connect(engine.base, TOKENS.ops, 'msgpack'),
+      await StreamClient.connect(engine.base, TOKENS.PI0001, 'json'),
+    ];
+    const bank = await StreamClient.connect(engine.base, TOKENS.ICBC, 'json');
+    try {
+      for (const c of others) expect(await c.request({ op: 'subscribe', topics: ['forwards'] })).toMatchObject({ op: 'subscribed', topics: ['forwards'] });
+      await bank.request({ op: 'subscribe', topics: ['forwards'] });
+      await waitFor(bank, (m) => m.op === 'forward' && (m['instructions'] as any[]).some((i) => i.id === 'NB-1'));
+      // Live: forwarded, then queried once overdue, to the bank alone.
+      expect((await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: twoPhase('NB-2') })).body.status).toBe('pending');
+      await waitFor(bank, (m) => m.op === 'forward' && (m['instructions'] as any[]).some((i) => i.id === 'NB-2'));
+      await waitFor(bank, (m) => m.op === 'query' && m['id'] === 'NB-2');
+      await Promise.all(others.map((c) => noneFor(c, (m) => m.op === 'forward' || m.op === 'query', 300)));
+      const r = await bank.request({ op: 'receipt', receipts: ['NB-1', 'NB-2'].map((id) => ({ institution: 'PI0001', id, outcome: 'confirm' })) });
+      expect(r.results!.map((x) => x.status)).toEqual(['cleared', 'cleared']);
+    } finally {
+      for (const c of [...others, bank]) c.close();
+    }
   });
 
   it('keep their deadlines across a restart', async () => {

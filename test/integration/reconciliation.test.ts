@@ -122,6 +122,15 @@ describe('digest reconciliation', () => {
     expect((await http(engine.base, 'GET', `/v1/reconciliation/${batch}/buckets`, { token: TOKENS.ops })).status).toBe(400);
     expect((await http(engine.base, 'GET', `/v1/reconciliation/${batch}/buckets`, { token: TOKENS.ICBC })).status).toBe(403);
     expect((await http(engine.base, 'GET', `/v1/reconciliation/${batch}/buckets/256`, { token: TOKENS.PI0001 })).status).toBe(400);
+    // A batch part that cannot be a batch id names no batch: 404, as an unknown one; a malformed bucket number stays 400.
+    for (const bad of ['nope', 'abc', '0', '20000101-001']) {
+      for (const path of [`/v1/reconciliation/${bad}/buckets`, `/v1/reconciliation/${bad}/buckets/3`, `/v1/reconciliation/${bad}/buckets?institution=PI0001`]) {
+        const r = await http(engine.base, 'GET', path, { token: path.includes('?') ? TOKENS.ops : TOKENS.PI0001 });
+        expect(r.status, path).toBe(404);
+        expect(r.body.code, path).toBe('NOT_FOUND');
+      }
+    }
+    expect((await http(engine.base, 'GET', `/v1/reconciliation/nope/buckets/x`, { token: TOKENS.PI0001 })).body).toMatchObject({ code: 'INVALID_FIELD', field: 'n' });
   });
 });
 
@@ -172,6 +181,14 @@ describe('snapshots', () => {
     const asBank = (await http(engine.base, 'GET', `/v1/snapshots/${last.seq}`, { token: TOKENS.ICBC })).body;
     expect(asBank.banks.map((b: any) => b.bank)).toEqual(['ICBC']);
     expect((await http(engine.base, 'GET', '/v1/snapshots/1', { token: TOKENS.ops })).status).toBe(404); // past the retention of 10
+    // A seq that cannot be one names no snapshot: 404, as one never taken.
+    for (const bad of ['abc', '0', '-1', '1.5', '01', '99999999999999999999', '%ZZ']) {
+      for (const token of [TOKENS.ops, TOKENS.PI0001]) {
+        const r = await http(engine.base, 'GET', `/v1/snapshots/${bad}`, { token });
+        expect(r.status, bad).toBe(404);
+        expect(r.body.code, bad).toBe('NOT_FOUND');
+      }
+    }
     watcher.close();
     inst.close();
   });

@@ -100,17 +100,23 @@ describe('roles on the stream', () => {
     await expect(StreamClient.connect(engine.base, METRICS_TOKEN, 'json', 'query')).rejects.toThrow(/403/);
   });
 
-  it('lets only institutions submit, and only banks take forwards', async () => {
+  it('lets only institutions submit, and any role subscribe to any of the topics', async () => {
     for (const who of ['ICBC', 'ops'] as const) {
       const c = await StreamClient.connect(engine.base, TOKENS[who], 'json');
       expect(await c.submit([{ ...NEW, id: `ws-role-${who}` }])).toMatchObject({ op: 'error', code: 'FORBIDDEN' });
       c.close();
     }
+    // PROTOCOL.md: `subscribe` is for "any" role, topics "any of notifications, snapshots, forwards".
     const inst = await StreamClient.connect(engine.base, TOKENS.PI0001, 'json');
-    expect(await inst.request({ op: 'subscribe', topics: ['forwards'] })).toMatchObject({ op: 'error', code: 'FORBIDDEN' });
-    expect(await inst.request({ op: 'subscribe', topics: ['notifications', 'snapshots'] })).toMatchObject({ op: 'subscribed', topics: ['notifications', 'snapshots'] });
+    expect(await inst.request({ op: 'subscribe', topics: ['forwards'] })).toMatchObject({ op: 'subscribed', topics: ['forwards'] });
+    expect(await inst.request({ op: 'subscribe', topics: ['notifications', 'snapshots'] })).toMatchObject({ op: 'subscribed', topics: ['forwards', 'notifications', 'snapshots'] });
     expect(await inst.request({ op: 'subscribe', topics: ['gossip'] })).toMatchObject({ op: 'error', code: 'INVALID_FIELD', field: 'topics' });
+    expect(await inst.request({ op: 'subscribe', topics: ['forwards', 'gossip'] })).toMatchObject({ op: 'error', code: 'INVALID_FIELD', field: 'topics' });
+    expect(await inst.request({ op: 'subscribe', topics: [] })).toMatchObject({ op: 'error', code: 'INVALID_FIELD', field: 'topics' });
     inst.close();
+    const ops = await StreamClient.connect(engine.base, TOKENS.ops, 'msgpack');
+    expect(await ops.request({ op: 'subscribe', topics: ['notifications', 'snapshots', 'forwards'] })).toMatchObject({ op: 'subscribed', topics: ['notifications', 'snapshots', 'forwards'] });
+    ops.close();
     const bank = await StreamClient.connect(engine.base, TOKENS.ICBC, 'msgpack');
     expect(await bank.request({ op: 'subscribe', topics: ['forwards'] })).toMatchObject({ op: 'subscribed', topics: ['forwards'] });
     bank.close();

@@ -4,7 +4,8 @@
  * good items of the same batch go through.
  */
 
-import { encode } from '@msgpack/msgpack';
+import { request } from 'node:http';
+import { decode, encode } from '@msgpack/msgpack';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { http, StreamClient, type Enc } from '../helpers/clients.js';
 import { startEngine, tempDir, testConfig, TOKENS, type RunningEngine } from '../helpers/engine-process.js';
@@ -124,8 +125,10 @@ describe('validation over HTTP', () => {
       expect(r.status).toBe(400);
       expect(r.body.code).toBe(code);
     }
+    // A body that is not msgpack is read as JSON whatever its Content-Type; a form does not parse.
     const form = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, raw: 'a=b', contentType: 'application/x-www-form-urlencoded' });
-    expect(form.status).toBe(415);
+    expect(form.status).toBe(400);
+    expect(form.body.code).toBe('INVALID_MESSAGE');
   });
 
   it('refuses bodies and batches over their limits with PAYLOAD_TOO_LARGE', async () => {
@@ -231,5 +234,128 @@ describe('validation over WebSocket', () => {
       expect(q.status).toBe(ack.results![0].status === 'cleared' ? 200 : 404);
     }
     c.close();
+  });
+});
+
+/**
+ * A request with exactly these headers: node:http adds neither Accept nor
+ * Content-Type of its own, as fetch does. The reply is decoded by its type.
+ */
+function bare(method: string, path: string, headers: Record<string, string>, body?: Uint8Array | string): Promise<{ status: number; type: string; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = request(`${engine.base}${path}`, { method, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const bytes = Buffer.concat(chunks);
+        const type = res.headers['content-type'] ?? '';
+        resolve({ status: res.statusCode ?? 0, type, body: bytes.length === 0 ? undefined : type.includes('msgpack') ? decode(bytes) : JSON.parse(bytes.toString('utf8')) });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+const AUTH_PI0001 = { authorization: `Bearer ${TOKENS.PI0001}` };
+
+describe('encodings over HTTP', () => {
+  it('reads a body as msgpack when its Content-Type says so, and as JSON otherwise', async () => {
+    // fetch with a string body and no Content-Type sends text/plain;charset=UTF-8.
+    const plain = await fetch(`${engine.base}/v1/instructions`, { method: 'POST', headers: AUTH_PI0001, body: JSON.stringify(good('enc-text')) });
+    expect(plain.status).toBe(200);
+    expect(plain.headers.get('content-type')).toBe('application/json');
+    expect(await plain.json()).toMatchObject({ id: 'enc-text', status: 'cleared' });
+    // curl -d sends a form type.
+    const form = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, raw: JSON.stringify(good('enc-form')), contentType: 'application/x-www-form-urlencoded' });
+    expect(form.body).toMatchObject({ id: 'enc-form', status: 'cleared' });
+    // No Content-Type at all.
+    const none = await bare('POST', '/v1/instructions', AUTH_PI0001, JSON.stringify(good('enc-none')));
+    expect(none).toMatchObject({ status: 200, type: 'application/json', body: { id: 'enc-none', status: 'cleared' } });
+    // msgpack by either name, any case, with parameters.
+    for (const [id, contentType] of [['enc-mp', 'application/msgpack'], ['enc-xmp', 'application/x-msgpack'], ['enc-MP', 'Application/MsgPack; charset=binary']] as const) {
+      const r = await bare('POST', '/v1/instructions', { ...AUTH_PI0001, 'content-type': contentType }, encode(good(id)));
+      expect(r, contentType).toMatchObject({ status: 200, type: 'application/msgpack', body: { id, status: 'cleared' } });
+    }
+    // msgpack bytes under another type are read as JSON, and do not parse.
+    const mislabelled = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, raw: encode(good('enc-bad')), contentType: 'text/plain' });
+    expect(mislabelled.status).toBe(400);
+    expect(mislabelled.body.code).toBe('INVALID_MESSAGE');
+    // The other body routes read bodies the same way.
+    const batch = (await http(engine.base, 'GET', '/readyz')).body.batch;
+    const rec = await http(engine.base, 'POST', '/v1/reconciliation', { token: TOKENS.PI0001, raw: JSON.stringify({ batch, count: 0, amount: '0', digest: '0000000000000000' }), contentType: 'text/plain;charset=UTF-8' });
+    expect(rec.status).toBe(200);
+    expect(rec.body.batch).toBe(batch);
+    const revoke = await http(engine.base, 'POST', '/v1/mandates/PI0001/none/revoke', { token: TOKENS.PI0001, raw: '{}', contentType: 'application/x-www-form-urlencoded' });
+    expect(revoke.body.code).toBe('NOT_FOUND');
+  });
+
+  it('answers in the encoding Accept names alone, otherwise in the body\'s, and JSON without a body', async () => {
+    const cases: [Enc, string | undefined, Enc][] = [
+      ['json', 'application/msgpack', 'msgpack'],
+      ['json', 'application/x-msgpack', 'msgpack'],
+      ['json', 'text/html, application/msgpack;q=0.9', 'msgpack'],
+      ['msgpack', 'application/json', 'json'],
+      ['msgpack', 'application/json, application/msgpack;q=0', 'json'],
+      ['msgpack', '*/*', 'msgpack'],
+      ['msgpack', 'application/json, application/msgpack', 'msgpack'],
+      ['json', 'application/msgpack, application/json', 'json'],
+      ['msgpack', undefined, 'msgpack'],
+      ['json', undefined, 'json'],
+    ];
+    for (const [i, [enc, accept, want]] of cases.entries()) {
+      const id = `acc-${i}`;
+      const headers: Record<string, string> = { ...AUTH_PI0001, 'content-type': enc === 'msgpack' ? 'application/msgpack' : 'application/json' };
+      if (accept !== undefined) headers['accept'] = accept;
+      const r = await bare('POST', '/v1/instructions', headers, enc === 'msgpack' ? encode(good(id)) : JSON.stringify(good(id)));
+      expect(r.type, `${enc} body, Accept ${accept}`).toBe(want === 'msgpack' ? 'application/msgpack' : 'application/json');
+      expect(r.body).toMatchObject({ id, status: 'cleared' });
+    }
+    // No body: Accept alone decides, JSON when it names neither or both.
+    const ops = { authorization: `Bearer ${TOKENS.ops}` };
+    for (const [accept, want] of [[undefined, 'json'], ['*/*', 'json'], ['application/msgpack', 'msgpack'], ['application/json, application/msgpack', 'json']] as const) {
+      const r = await bare('GET', '/v1/positions', accept === undefined ? ops : { ...ops, accept });
+      expect(r.status).toBe(200);
+      expect(r.type, `GET, Accept ${accept}`).toBe(`application/${want}`);
+      expect(r.body.banks.length).toBeGreaterThan(1);
+    }
+    // Body-less POSTs and the open routes follow the same rule.
+    const msgpackOnly = { accept: 'application/msgpack' };
+    for (const [method, path, headers, status] of [
+      ['POST', '/v1/batches/20000101-001/settled', { ...ops, ...msgpackOnly }, 404],
+      ['POST', '/v1/instructions/PI0001/none/reverse', { ...ops, ...msgpackOnly }, 404],
+      ['GET', '/healthz', msgpackOnly, 200],
+      ['GET', '/readyz', msgpackOnly, 200],
+    ] as const) {
+      const r = await bare(method, path, headers);
+      expect(r.status, path).toBe(status);
+      expect(r.type, path).toBe('application/msgpack');
+    }
+    expect((await bare('GET', '/healthz', {})).type).toBe('application/json');
+  });
+
+  it('encodes refusals by the same rule: 401, 403, 404, 413 and a body that does not decode', async () => {
+    const mp = 'application/msgpack';
+    const refusals: [string, string, Record<string, string>, Uint8Array | string | undefined, number, string][] = [
+      ['POST', '/v1/instructions', { 'content-type': mp }, encode(good('ref-1')), 401, 'UNAUTHORIZED'],
+      ['GET', '/v1/positions', { accept: mp }, undefined, 401, 'UNAUTHORIZED'],
+      ['POST', '/v1/instructions', { authorization: `Bearer ${TOKENS.ops}`, 'content-type': mp }, encode(good('ref-2')), 403, 'FORBIDDEN'],
+      ['GET', '/v1/positions', { ...AUTH_PI0001, accept: mp }, undefined, 403, 'FORBIDDEN'],
+      ['GET', '/v1/nothing-here', { ...AUTH_PI0001, accept: mp }, undefined, 404, 'NOT_FOUND'],
+      ['GET', '/v1/batches/nope', { authorization: `Bearer ${TOKENS.ops}`, accept: mp }, undefined, 404, 'NOT_FOUND'],
+      ['GET', '/v1/batches/nope/settlement.csv', { authorization: `Bearer ${TOKENS.ops}`, accept: mp }, undefined, 404, 'NOT_FOUND'],
+      ['POST', '/v1/instructions', { ...AUTH_PI0001, 'content-type': mp }, encode({ id: 'ref-3', pad: 'p'.repeat(70 * 1024) }), 413, 'PAYLOAD_TOO_LARGE'],
+      ['POST', '/v1/instructions', { ...AUTH_PI0001, 'content-type': 'application/json', accept: mp }, '{"id": "x",', 400, 'INVALID_MESSAGE'],
+      ['POST', '/v1/instructions', { ...AUTH_PI0001, 'content-type': mp }, new Uint8Array([0xc1]), 400, 'INVALID_MESSAGE'],
+    ];
+    for (const [method, path, headers, body, status, code] of refusals) {
+      const r = await bare(method, path, headers, body);
+      expect(r.status, `${method} ${path} ${status}`).toBe(status);
+      expect(r.type, `${method} ${path} ${status}`).toBe('application/msgpack');
+      expect(r.body.code).toBe(code);
+    }
+    // And in JSON when nothing asks for msgpack.
+    const json = await bare('POST', '/v1/instructions', { 'content-type': 'text/plain' }, JSON.stringify(good('ref-4')));
+    expect(json).toMatchObject({ status: 401, type: 'application/json', body: { code: 'UNAUTHORIZED' } });
   });
 });
