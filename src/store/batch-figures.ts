@@ -10,10 +10,11 @@
  *
  * A task that changes figures appends its journal record, and the worker,
  * which keeps the fold in memory (BatchFigures), rewrites the pages folded
- * longest ago, as many as the entries it appended pay for: a small task
- * rewrites a page now and then, a large one a few. Journal records that
- * every page holds are removed (never the newest), so the journal holds
- * about one round of the pages' worth of entries. A record per pair and per
+ * longest ago, as many as the entries it appended pay for (a page entry
+ * for every two appended): a small task rewrites a page now and then, a
+ * large one a few. Journal records that every page holds are removed
+ * (never the newest), so the journal holds about two rounds of the pages'
+ * worth of entries. A record per pair and per
  * institution, rewritten at every commit as before, measured as more than
  * the instruction's own insert at 500 banks: each lands on its own B-tree
  * page, and LMDB copies every page a transaction writes.
@@ -38,10 +39,20 @@ export const BUCKETS = PAGES;
 /**
  * What rewriting a page costs beside its entries, in entries: a B-tree put
  * and the record around them. Pages are rewritten as journal entries come
- * in, one entry's worth of page for each entry appended, so the fold costs
- * about what the journal does whatever the task size (see append).
+ * in, one entry's worth of page for every FOLD_PACE entries appended, so
+ * the fold costs a fixed share of what the journal does whatever the task
+ * size (see append).
  */
 const PAGE_FOLD_COST = 32;
+/**
+ * Entries appended to the journal per page entry rewritten. At 2 the page
+ * writes cost half the journal's, and the journal holds about two rounds
+ * of the pages' worth of entries. Measured with the ledger alone at 500
+ * banks (bench/ledger-tasks.ts), going from 1 to 2 took about 4 % off the
+ * CPU per instruction; a longer journal costs start-up and the bucket
+ * reads a few milliseconds more.
+ */
+const FOLD_PACE = 2;
 
 /** One digest bucket's figures: instructions, Σ amounts (cents), Σ hashes mod 2^64. */
 export interface BucketFigures {
@@ -90,12 +101,30 @@ export function pageOfPair(a: string, b: string): number {
   return (h ^ (h >>> 16)) & (PAGES - 1);
 }
 
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+
+/**
+ * A 128-bit sum as two 64-bit words, low first. DataView's 64-bit setters
+ * take a bigint modulo 2^64, so the low word needs no conversion; a sum
+ * within 64 bits (almost all) gets its high word from its sign, with no
+ * bigint made.
+ */
 function setInt128(v: DataView, at: number, value: bigint): void {
-  v.setBigInt64(at, BigInt.asIntN(64, value), true);
-  v.setBigInt64(at + 8, BigInt.asIntN(64, value >> 64n), true);
+  v.setBigInt64(at, value, true);
+  if (value >= INT64_MIN && value <= INT64_MAX) {
+    const high = value < 0n ? -1 : 0;
+    v.setInt32(at + 8, high, true);
+    v.setInt32(at + 12, high, true);
+  } else {
+    v.setBigInt64(at + 8, value >> 64n, true);
+  }
 }
 
+/** The inverse of setInt128: one bigint read when the high word is the low word's sign, as it almost always is. */
 function getInt128(v: DataView, at: number): bigint {
+  const high = v.getInt32(at + 8, true);
+  if (high === v.getInt32(at + 12, true) && high === (v.getInt32(at + 4, true) < 0 ? -1 : 0)) return v.getBigInt64(at, true);
   return (v.getBigInt64(at + 8, true) << 64n) + v.getBigUint64(at, true);
 }
 
@@ -116,11 +145,14 @@ export function encodeFigures(through: number, flows: readonly PairFlow[], bucke
     }
     return i;
   };
+  // Each entry's name indexes, found once: the second pass writes them without looking names up again.
+  const index = new Uint32Array(2 * flows.length + buckets.length);
+  let k = 0;
   for (const f of flows) {
-    name(f.a);
-    name(f.b);
+    index[k++] = name(f.a);
+    index[k++] = name(f.b);
   }
-  for (const b of buckets) name(b.institution);
+  for (const b of buckets) index[k++] = name(b.institution);
   const namesEnd = HEADER_BYTES + ((nameBytes + 7) & ~7);
   const bytes = new Uint8Array(namesEnd + flows.length * FLOW_BYTES + buckets.length * BUCKET_BYTES);
   const v = new DataView(bytes.buffer);
@@ -136,9 +168,10 @@ export function encodeFigures(through: number, flows: readonly PairFlow[], bucke
     for (let i = 0; i < s.length; i++) bytes[at++] = s.charCodeAt(i);
   }
   at = namesEnd;
+  k = 0;
   for (const f of flows) {
-    v.setUint32(at, names.get(f.a)!, true);
-    v.setUint32(at + 4, names.get(f.b)!, true);
+    v.setUint32(at, index[k++]!, true);
+    v.setUint32(at + 4, index[k++]!, true);
     setInt128(v, at + 8, f.aToB);
     setInt128(v, at + 24, f.bToA);
     v.setFloat64(at + 40, f.countAToB, true);
@@ -146,11 +179,12 @@ export function encodeFigures(through: number, flows: readonly PairFlow[], bucke
     at += FLOW_BYTES;
   }
   for (const b of buckets) {
-    v.setUint32(at, names.get(b.institution)!, true);
+    v.setUint32(at, index[k++]!, true);
     v.setUint32(at + 4, b.n, true);
     v.setFloat64(at + 8, b.count, true);
     setInt128(v, at + 16, b.amount);
-    v.setBigUint64(at + 32, BigInt.asUintN(64, b.digest), true);
+    // Modulo 2^64 by the setter itself.
+    v.setBigUint64(at + 32, b.digest, true);
     at += BUCKET_BYTES;
   }
   return bytes;
@@ -379,7 +413,7 @@ export class BatchFigures {
     for (;;) {
       const p = this.oldestPage();
       const page = this.pages[p]!;
-      const cost = PAGE_FOLD_COST + page.flows.size + page.buckets.size;
+      const cost = FOLD_PACE * (PAGE_FOLD_COST + page.flows.size + page.buckets.size);
       if (page.through === seq || this.budget < cost) break;
       page.through = seq;
       dbs.pos.put(pageKey(this.batch, p), encodeFigures(seq, page.flows.list(), [...page.buckets.values()]));
