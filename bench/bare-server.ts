@@ -16,7 +16,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { Decoder, Encoder } from '@msgpack/msgpack';
 import { open } from 'lmdb';
 import type { WireInstruction } from './fixture.js';
-import { sharedStructures } from '../src/store/schema.js';
+import { instructionDbOptions } from '../src/store/schema.js';
 import { App, us_listen_socket_close, us_socket_local_port, type HttpResponse, type us_listen_socket, type us_socket, type WebSocket } from 'uWebSockets.js';
 
 interface BareConfig {
@@ -83,9 +83,9 @@ function log(fields: Record<string, unknown>): void {
 const config = readConfig(process.argv.slice(2));
 mkdirSync(config.dataDir, { recursive: true });
 const env = open({ path: config.dataDir, maxDbs: 8, mapSize: MAP_BYTES });
-// Records share their msgpack structures, kept beside them, as the engine's do (src/store/schema.ts).
+// Records are written as the engine writes them: the same codec and shared msgpack structures (src/store/schema.ts).
 const meta = env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' });
-const ins = env.openDB<BareRecord, string>({ name: 'ins', encoding: 'msgpack', ...sharedStructures(meta, 'ins') });
+const ins = env.openDB<BareRecord, string>(instructionDbOptions(meta));
 const BATCH = batchId(Date.now());
 
 // The same bounds as the engine's codec: the library's defaults are unbounded.

@@ -8,7 +8,7 @@
  *     snaps    <seq>          Snapshot (numeric keys, pruned to the retention)
  *     mandates '<institution>/<id>' MandateRecord (委托协议)
  *   <dataDir>/shard-<n>/       one environment per shard, one writer (its worker)
- *     ins      '<institution>/<id>'              StoredInstruction
+ *     ins      '<institution>/<id>'              StoredInstruction, compacted (see instruction-codec.ts)
  *     pos      '<batch>|<page>'                  a page of the batch's fold: flows and digest buckets (binary)
  *     jrn      '<batch>|<seq>'                   a task's flow and bucket deltas, until every page holds them (binary)
  *                                                (both: see batch-figures.ts)
@@ -29,16 +29,23 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { assert } from '../core/assert.js';
 import { type StoredInstruction } from '../core/stored-instruction.js';
 import type { BucketIndexEntries, TaskIndexRecord } from './bucket-index.js';
+import { InstructionPackr } from './instruction-codec.js';
 
 export { checkStoredInstruction, storedContentKey, type StoredInstruction } from '../core/stored-instruction.js';
 
 /**
+ * 5: instruction records with type and status as codes, the clearing time left out when it is the acceptance time (instruction-codec.ts).
  * 4: the bucket index as task records and per-institution records (bkj, bkt 'j' keys).
  * 3: flows and buckets as a journal and a paged fold (2 kept a record per pair and per institution).
  */
-export const LAYOUT_VERSION = 4;
-/** Layouts this engine reads as they are and marks as its own at start: 3 has no task index records, and its index records are read as moved ones. */
-export const LAYOUT_UPGRADES_FROM: readonly number[] = [3];
+export const LAYOUT_VERSION = 5;
+/**
+ * Layouts this engine reads as they are and marks as its own at start:
+ * 3 has no task index records, and its index records are read as moved
+ * ones; the instruction records of 3 and 4 hold names, which read as they
+ * are beside the codes of 5.
+ */
+export const LAYOUT_UPGRADES_FROM: readonly number[] = [3, 4];
 
 
 export { BUCKETS, type BucketFigures } from './batch-figures.js';
@@ -98,7 +105,7 @@ export function openShardDbs(path: string, mapSizeBytes: number): ShardDbs {
   const meta = env.openDB<unknown, string>({ name: 'meta', encoding: 'msgpack' });
   return {
     env,
-    ins: env.openDB<StoredInstruction, string>({ name: 'ins', encoding: 'msgpack', ...sharedStructures(meta, 'ins') }),
+    ins: env.openDB<StoredInstruction, string>(instructionDbOptions(meta)),
     pos: env.openDB<Uint8Array, string>({ name: 'pos', encoding: 'binary' }),
     jrn: env.openDB<Uint8Array, string>({ name: 'jrn', encoding: 'binary' }),
     bkt: env.openDB<BucketIndexEntries, string>({ name: 'bkt', encoding: 'msgpack' }),
@@ -106,6 +113,11 @@ export function openShardDbs(path: string, mapSizeBytes: number): ShardDbs {
     pnd: env.openDB<number, string>({ name: 'pnd', encoding: 'msgpack' }),
     meta,
   };
+}
+
+/** The `ins` database's options: its record codec and its shared structures. */
+export function instructionDbOptions(meta: Database<unknown, string>): { name: string; encoding: 'msgpack'; encoder: { Encoder: typeof InstructionPackr } } & ReturnType<typeof sharedStructures> {
+  return { name: 'ins', encoding: 'msgpack', encoder: { Encoder: InstructionPackr }, ...sharedStructures(meta, 'ins') };
 }
 
 /**

@@ -119,9 +119,9 @@ describe('start-up', () => {
     expect(await layoutOf(d)).toEqual({ ...layout, version: 2 });
   });
 
-  it('takes over a data folder of layout 3 as it is, and marks it as its own so that an older engine refuses it', async () => {
-    expect(LAYOUT_UPGRADES_FROM).toContain(3);
-    const { d, layout } = await folderOfLayout(3);
+  it.each([3, 4])('takes over a data folder of layout %i as it is, and marks it as its own so that an older engine refuses it', async (version) => {
+    expect(LAYOUT_UPGRADES_FROM).toContain(version);
+    const { d, layout } = await folderOfLayout(version);
     const again = await startEngine(d, testConfig(d));
     expect(await again.stop()).toBe(0);
     expect(await layoutOf(d)).toEqual({ ...layout, version: LAYOUT_VERSION });
