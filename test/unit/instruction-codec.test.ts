@@ -9,7 +9,7 @@ import { open } from 'lmdb';
 import { Packr } from 'msgpackr';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkStoredInstruction, type StoredInstruction } from '../../src/core/stored-instruction.js';
-import { fromDisk, InstructionPackr, toDisk } from '../../src/store/instruction-codec.js';
+import { batchCode, batchFromCode, fromDisk, InstructionPackr, toDisk } from '../../src/store/instruction-codec.js';
 import { openShardDbs, sharedStructures } from '../../src/store/schema.js';
 import { tempDirs } from '../helpers/engine-process.js';
 
@@ -43,7 +43,9 @@ describe('instruction records', () => {
 
   it('hold codes, and no clearing time that equals the acceptance time', () => {
     const cleared = RECORDS[0]!;
-    expect(toDisk(cleared)).toEqual({ t: 3, p: 'ICBC', q: 'BOC', a: 1, s: 1, at: AT, b: '20261127-001' });
+    expect(toDisk(cleared)).toEqual({ t: 3, p: 'ICBC', q: 'BOC', a: 1, s: 1, at: AT, b: batchCode('20261127-001') });
+    expect(typeof toDisk(cleared)['b']).toBe('number');
+    expect(toDisk(RECORDS[8]!)['rb']).toBe(batchCode('20261127-003'));
     // Cleared later than accepted (a two-phase confirmation): the time is kept.
     expect(toDisk(RECORDS[3]!)['ct']).toBe(AT + 1_234);
     // Written again (msgpackr retries a write whose structure could not be saved): the same.
@@ -52,7 +54,23 @@ describe('instruction records', () => {
     const plain = new Packr({ structures: [] });
     compact.encode(cleared);
     plain.encode(cleared);
-    expect(compact.encode(cleared).length).toBeLessThanOrEqual(plain.encode(cleared).length - 20);
+    expect(compact.encode(cleared).length).toBeLessThanOrEqual(plain.encode(cleared).length - 30);
+  });
+
+  it('write a batch id as an integer that reads back as the same id, and any id that is not a date and a sequence as it is', () => {
+    for (const id of ['19700101-001', '20000229-000', '20261127-001', '20261231-999', '20991231-042']) {
+      const code = batchCode(id);
+      expect(typeof code).toBe('number');
+      expect(code).toBeLessThan(2 ** 32);
+      expect(batchFromCode(code)).toBe(id);
+    }
+    // Later ids sort later as codes too, and consecutive ones differ by one.
+    expect(batchCode('20261128-001')).toBeGreaterThan(batchCode('20261127-999') as number);
+    expect((batchCode('20261127-002') as number) - (batchCode('20261127-001') as number)).toBe(1);
+    for (const id of ['20261399-001', '20250229-001', 'nope', '2026112-001', '20261127-01']) expect(batchCode(id)).toBe(id);
+    const odd: StoredInstruction = { ...RECORDS[0]!, b: '20261399-001' };
+    const packr = new InstructionPackr({ structures: [] });
+    expect(packr.decode(packr.encode(odd))).toEqual(odd);
   });
 
   it('read a record of an earlier layout as it is, and leave an unknown code for the check to refuse', () => {
