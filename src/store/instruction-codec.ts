@@ -129,7 +129,8 @@ export function fromDisk(v: unknown): unknown {
   if (typeof v !== 'object' || v === null) return v;
   const d = v as Record<string, unknown> & { t: unknown; s: unknown };
   if (typeof d.t !== 'number' && typeof d.s !== 'number') return v;
-  const rec = { ...d } as Record<string, unknown>;
+  // The object is the decoder's own, fresh for this read (the database keeps no cache), so it is changed in place.
+  const rec = d as Record<string, unknown>;
   if (typeof d.t === 'number') rec['t'] = TYPE_NAMES[d.t] ?? d.t;
   if (typeof d.s === 'number') rec['s'] = STATUS_NAMES[d.s] ?? d.s;
   if (rec['b'] !== undefined) {
