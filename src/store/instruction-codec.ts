@@ -4,7 +4,7 @@
  * clearing time left out when it equals its acceptance time (every
  * single-phase instruction). Every instruction costs one record for ever,
  * so these bytes are most of the data folder and of the pages LMDB maps:
- * a cleared record went from 64 to 32 bytes of msgpack.
+ * a cleared record went from 64 to 33 bytes of msgpack.
  *
  * The codec is lmdb-js's own (msgpackr, with the database's shared record
  * structures), extended at its two ends, so that every reader and writer
@@ -127,12 +127,12 @@ export function toDisk(r: StoredInstruction): Record<string, unknown> {
  */
 export function fromDisk(v: unknown): unknown {
   if (typeof v !== 'object' || v === null) return v;
-  const d = v as Record<string, unknown> & { t: unknown; s: unknown };
-  if (typeof d.t !== 'number' && typeof d.s !== 'number') return v;
   // The object is the decoder's own, fresh for this read (the database keeps no cache), so it is changed in place.
-  const rec = d as Record<string, unknown>;
-  if (typeof d.t === 'number') rec['t'] = TYPE_NAMES[d.t] ?? d.t;
-  if (typeof d.s === 'number') rec['s'] = STATUS_NAMES[d.s] ?? d.s;
+  const rec = v as Record<string, unknown>;
+  const { t, s } = rec;
+  if (typeof t !== 'number' && typeof s !== 'number') return rec;
+  if (typeof t === 'number') rec['t'] = TYPE_NAMES[t] ?? t;
+  if (typeof s === 'number') rec['s'] = STATUS_NAMES[s] ?? s;
   if (rec['b'] !== undefined) {
     rec['b'] = batchFromCode(rec['b']);
     if (rec['ct'] === undefined) rec['ct'] = rec['at'];

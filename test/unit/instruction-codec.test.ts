@@ -52,6 +52,7 @@ describe('instruction records', () => {
     expect(toDisk(toDisk(cleared) as unknown as StoredInstruction)).toEqual(toDisk(cleared));
     const compact = new InstructionPackr({ structures: [] });
     const plain = new Packr({ structures: [] });
+    // The first write of a shape defines its structure; the second is the size every later record has.
     compact.encode(cleared);
     plain.encode(cleared);
     expect(compact.encode(cleared).length).toBeLessThanOrEqual(plain.encode(cleared).length - 30);
