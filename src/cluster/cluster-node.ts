@@ -254,14 +254,18 @@ export class ClusterNode {
   private async becomeFollower(): Promise<void> {
     const store = new EngineStore(this.config.dataDir);
     let pools: ShardPools | undefined;
+    let follower: Follower | undefined;
     try {
       await store.checkLayout(this.config.shards);
       pools = ShardPools.fromConfig(this.config, (err) => this.logger.error({ err }, 'a shard worker failed outside any task; it is replaced'));
-      const follower = new Follower(this.log, pools, store, this.config.shards, this.logger);
+      follower = new Follower(this.log, pools, store, this.config.shards, this.logger);
       await follower.start();
       const gateway = await FollowerGateway.listen(this.config, () => ({ node: this.cluster.node, leader: this.leader }), () => this.metrics.text());
       this.followerParts = { store, pools, follower, gateway };
     } catch (err) {
+      // A follower already reading the log (its gateway could not listen yet) stops first: it would go on
+      // applying entries to the store and pools closed here, and a write to a closed store ends the process.
+      await follower?.stop().catch(() => undefined);
       await pools?.close();
       await store.close();
       throw err;
