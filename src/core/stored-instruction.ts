@@ -86,6 +86,7 @@ function storedInstructionFault(rec: StoredInstruction): string | null {
   if (typeof rec.p !== 'string' || typeof rec.q !== 'string' || rec.p === rec.q) return 'has bad banks';
   if (!Number.isSafeInteger(rec.a) || rec.a <= 0) return 'has bad amount';
   if (!STATUSES.has(rec.s) || rec.s === 'rejected') return 'has bad status';
+  if (typeof rec.at !== 'number' || !Number.isFinite(rec.at)) return 'has no acceptance time';
   if (rec.s === 'cleared' && typeof rec.b !== 'string') return 'is cleared with no batch';
   if ((rec.s === 'pending' || rec.s === 'awaiting-submission') && (rec.tp !== 1 || typeof rec.dl !== 'number')) return 'is pending with no deadline';
   if (rec.s === 'awaiting-submission' && (rec.t !== 'authenticated' || rec.st !== 'submission')) return 'awaits a submission out of its step';

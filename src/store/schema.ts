@@ -29,23 +29,25 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { assert } from '../core/assert.js';
 import { type StoredInstruction } from '../core/stored-instruction.js';
 import type { BucketIndexEntries, TaskIndexRecord } from './bucket-index.js';
-import { InstructionPackr } from './instruction-codec.js';
+import { BankCodes, InstructionPackr } from './instruction-codec.js';
 
 export { checkStoredInstruction, storedContentKey, type StoredInstruction } from '../core/stored-instruction.js';
 
 /**
+ * 6: instruction records with banks as codes (kept in meta 'codes:banks') and the acceptance time counted from the batch's date.
  * 5: instruction records with type and status as codes, the clearing time left out when it is the acceptance time (instruction-codec.ts).
  * 4: the bucket index as task records and per-institution records (bkj, bkt 'j' keys).
  * 3: flows and buckets as a journal and a paged fold (2 kept a record per pair and per institution).
  */
-export const LAYOUT_VERSION = 5;
+export const LAYOUT_VERSION = 6;
 /**
  * Layouts this engine reads as they are and marks as its own at start:
  * 3 has no task index records, and its index records are read as moved
- * ones; the instruction records of 3 and 4 hold names, which read as they
- * are beside the codes of 5.
+ * ones; the instruction records of 3 and 4 hold names, and those of 5
+ * bank names and absolute times, which read as they are beside the codes
+ * of 6.
  */
-export const LAYOUT_UPGRADES_FROM: readonly number[] = [3, 4];
+export const LAYOUT_UPGRADES_FROM: readonly number[] = [3, 4, 5];
 
 
 export { BUCKETS, type BucketFigures } from './batch-figures.js';
@@ -115,9 +117,9 @@ export function openShardDbs(path: string, mapSizeBytes: number): ShardDbs {
   };
 }
 
-/** The `ins` database's options: its record codec and its shared structures. */
+/** The `ins` database's options: its record codec with the environment's bank codes, and its shared structures. */
 export function instructionDbOptions(meta: Database<unknown, string>): { name: string; encoding: 'msgpack'; encoder: { Encoder: typeof InstructionPackr } } & ReturnType<typeof sharedStructures> {
-  return { name: 'ins', encoding: 'msgpack', encoder: { Encoder: InstructionPackr }, ...sharedStructures(meta, 'ins') };
+  return { name: 'ins', encoding: 'msgpack', encoder: { Encoder: InstructionPackr.withBanks(new BankCodes(meta)) }, ...sharedStructures(meta, 'ins') };
 }
 
 /**

@@ -119,7 +119,7 @@ describe('start-up', () => {
     expect(await layoutOf(d)).toEqual({ ...layout, version: 2 });
   });
 
-  it.each([3, 4])('takes over a data folder of layout %i as it is, and marks it as its own so that an older engine refuses it', async (version) => {
+  it.each([3, 4, 5])('takes over a data folder of layout %i as it is, and marks it as its own so that an older engine refuses it', async (version) => {
     expect(LAYOUT_UPGRADES_FROM).toContain(version);
     const { d, layout } = await folderOfLayout(version);
     const again = await startEngine(d, testConfig(d));
