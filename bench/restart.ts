@@ -1,12 +1,14 @@
 /**
  * Memory as the ledger grows, and the time to restart with it stored:
- * `npm run bench:restart -- <instructions>` (default 10,000,000).
+ * `npm run bench:restart -- [instructions] [banks]` (default 10,000,000
+ * at 500 banks, with 100 institutions configured).
  *
- * It loads the engine through one WebSocket connection (frames of 1,000, a
- * window of 16 frames), reads its resident memory (split into anonymous
- * memory and the LMDB files' mapped pages), stops it with SIGTERM, starts
- * it again on the same data folder and times it from spawn to listening.
- * The data folder is temporary and removed at the end.
+ * It loads the engine through four WebSocket connections, each of another
+ * institution (frames of 1,000, a window of 4 frames each; payer and payee
+ * drawn skewed over the banks), reads its resident memory (split into
+ * anonymous memory and the LMDB files' mapped pages), stops it with
+ * SIGTERM, starts it again on the same data folder and times it from spawn
+ * to listening. The data folder is temporary and removed at the end.
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -15,12 +17,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decode, encode } from '@msgpack/msgpack';
 import WebSocket from 'ws';
-import { engineConfig, instructionPool, institutionToken, wireInstruction, type WireInstruction } from './fixture.js';
+import { engineConfig, institutionIds, instructionPool, institutionToken, wireInstruction, type FixtureSpec, type WireInstruction } from './fixture.js';
 import { ENGINE_MAIN, isMainScript } from './paths.js';
 import { readStatusBytes } from './target-process.js';
 
 const FRAME = 1000;
-const WINDOW = 16;
+const CONNECTIONS = 4;
+const WINDOW = 4;
+const BANKS = 500;
+const INSTITUTIONS = 100;
 const START_MS_MAX = 120_000;
 
 interface Started {
@@ -80,43 +85,48 @@ function folderBytes(dir: string): number {
   return bytes;
 }
 
-async function load(port: number, total: number): Promise<number> {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/stream?token=${institutionToken('PI0001')}`);
-  await new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
-  const waiting = new Map<number, () => void>();
-  let acked = 0;
-  ws.on('message', (data: Buffer) => {
-    const m = decode(data) as { op: string; seq: number; results?: { status: string }[] };
-    if (m.op !== 'ack') throw new Error(`unexpected ${m.op}`);
-    for (const r of m.results ?? []) if (r.status !== 'cleared') throw new Error(`an instruction was ${r.status}`);
-    acked += m.results?.length ?? 0;
-    waiting.get(m.seq)?.();
-    waiting.delete(m.seq);
-  });
-  const pool = instructionPool();
+/** Load `total` instructions over CONNECTIONS connections of as many institutions; answers the number acknowledged. */
+async function load(port: number, total: number, fixture: FixtureSpec): Promise<number> {
+  const pool = instructionPool(fixture);
   let sent = 0;
-  let seq = 0;
-  const pump = async (): Promise<void> => {
-    while (sent < total) {
-      const list: WireInstruction[] = [];
-      for (let i = 0; i < FRAME && sent < total; i++, sent++) list.push(wireInstruction(pool, `RS-${sent}`, sent));
-      const s = ++seq;
-      await new Promise<void>((resolve) => {
-        waiting.set(s, resolve);
-        ws.send(encode({ op: 'submit', seq: s, instructions: list }));
-      });
-    }
+  let acked = 0;
+  const connection = async (institution: string): Promise<void> => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/stream?token=${institutionToken(institution)}`);
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    const waiting = new Map<number, () => void>();
+    ws.on('message', (data: Buffer) => {
+      const m = decode(data) as { op: string; seq: number; results?: { status: string }[] };
+      if (m.op !== 'ack') throw new Error(`unexpected ${m.op}`);
+      for (const r of m.results ?? []) if (r.status !== 'cleared') throw new Error(`an instruction was ${r.status}`);
+      acked += m.results?.length ?? 0;
+      waiting.get(m.seq)?.();
+      waiting.delete(m.seq);
+    });
+    let seq = 0;
+    const pump = async (): Promise<void> => {
+      while (sent < total) {
+        const list: WireInstruction[] = [];
+        for (let i = 0; i < FRAME && sent < total; i++, sent++) list.push(wireInstruction(pool, `RS-${sent}`, sent));
+        const s = ++seq;
+        await new Promise<void>((resolve) => {
+          waiting.set(s, resolve);
+          ws.send(encode({ op: 'submit', seq: s, instructions: list }));
+        });
+      }
+    };
+    await Promise.all(Array.from({ length: WINDOW }, pump));
+    ws.close();
   };
-  await Promise.all(Array.from({ length: WINDOW }, pump));
-  ws.close();
+  await Promise.all(institutionIds(CONNECTIONS).map(connection));
   return acked;
 }
 
 export interface RestartFigures {
   instructions: number;
+  banks: number;
   loadPerS: number;
   afterLoad: MemoryFigures;
   dataFolderMiB: number;
@@ -126,18 +136,19 @@ export interface RestartFigures {
 }
 
 /** Load `total` instructions, measure, restart on the same data, measure again; the folder is removed at the end. */
-export async function runRestartBench(total: number, log: (line: string) => void = () => undefined): Promise<RestartFigures> {
+export async function runRestartBench(total: number, log: (line: string) => void = () => undefined, banks = BANKS): Promise<RestartFigures> {
   if (!Number.isSafeInteger(total) || total < 1 || total > 100_000_000) throw new Error('give a number of instructions from 1 to 100,000,000');
+  const fixture: FixtureSpec = { seed: 1, banks, institutions: INSTITUTIONS, pairs: 'skewed' };
   const dir = mkdtempSync(join(tmpdir(), 'netting-bench-restart-'));
   try {
     const configPath = join(dir, 'config.json');
-    writeFileSync(configPath, JSON.stringify(engineConfig(join(dir, 'data'), 2, 2)));
+    writeFileSync(configPath, JSON.stringify(engineConfig(join(dir, 'data'), 2, 2, fixture)));
     const first = await start(configPath);
     const t0 = performance.now();
-    const acked = await load(first.port, total);
+    const acked = await load(first.port, total, fixture);
     const seconds = (performance.now() - t0) / 1000;
     const loadPerS = Math.round(acked / seconds);
-    log(`loaded ${acked.toLocaleString('en')} instructions in ${seconds.toFixed(1)} s (${loadPerS.toLocaleString('en')}/s)`);
+    log(`loaded ${acked.toLocaleString('en')} instructions at ${banks} banks in ${seconds.toFixed(1)} s (${loadPerS.toLocaleString('en')}/s)`);
     const afterLoad = memory(first.proc.pid!);
     log(`memory after the load: ${showMemory(afterLoad)}`);
     await stop(first.proc);
@@ -148,14 +159,14 @@ export async function runRestartBench(total: number, log: (line: string) => void
     const afterRestart = memory(second.proc.pid!);
     log(`memory after the restart: ${showMemory(afterRestart)}`);
     await stop(second.proc);
-    return { instructions: acked, loadPerS, afterLoad, dataFolderMiB, spawnToListeningMs: second.spawnToListeningMs, recoveryMs: second.recoveryMs, afterRestart };
+    return { instructions: acked, banks, loadPerS, afterLoad, dataFolderMiB, spawnToListeningMs: second.spawnToListeningMs, recoveryMs: second.recoveryMs, afterRestart };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
 if (isMainScript(import.meta.url)) {
-  runRestartBench(Number(process.argv[2] ?? 10_000_000), (line) => console.log(line)).catch((err: unknown) => {
+  runRestartBench(Number(process.argv[2] ?? 10_000_000), (line) => console.log(line), Number(process.argv[3] ?? BANKS)).catch((err: unknown) => {
     console.error(err);
     process.exit(1);
   });
