@@ -30,7 +30,7 @@
 
 import { assert } from '../core/assert.js';
 import { addDigest } from '../core/digest.js';
-import { FlowBook, type PairFlow } from '../core/netting.js';
+import { addFlow, FlowBook, type PairFlow } from '../core/netting.js';
 import type { Transaction } from 'lmdb';
 
 /** Pages of the fold; also the number of digest buckets, so bucket n lives in page n. */
@@ -293,7 +293,8 @@ export function decodeFigures(bytes: Uint8Array): DecodedFigures {
 
 /** One page of the fold in memory. */
 interface Page {
-  flows: FlowBook;
+  /** The page's pairs, in the order they were first met: the objects of the batch's one book (BatchFigures.book). */
+  flows: PairFlow[];
   /** Bucket p (the page's number) of each institution. */
   buckets: Map<string, BucketEntry>;
   through: number;
@@ -327,7 +328,14 @@ export interface FiguresDbs {
  * kept in step by append, which writes inside the task's transaction.
  */
 export class BatchFigures {
-  private readonly pages: Page[] = Array.from({ length: PAGES }, () => ({ flows: new FlowBook(), buckets: new Map(), through: 0 }));
+  private readonly pages: Page[] = Array.from({ length: PAGES }, () => ({ flows: [], buckets: new Map(), through: 0 }));
+  /**
+   * Every pair's flow in one book, each also listed in its page: one
+   * look-up per delta in a book of a row per bank, where a book per page
+   * kept a row per bank in each of the 256 pages (at 500 banks, a hundred
+   * thousand small maps), and a pair's page is hashed once, when it is met.
+   */
+  private readonly book = new FlowBook();
   /** The newest journal record these figures hold. */
   seq = 0;
 
@@ -345,7 +353,7 @@ export class BatchFigures {
       for (let i = 0; i < l.flows; i++) {
         const flow = flowAt(l, i);
         assert(pageOfPair(flow.a, flow.b) === p, `page ${p} holds the pair ${flow.a}|${flow.b}`);
-        page.flows.add(flow);
+        f.addFlow(flow);
       }
       for (let i = 0; i < l.buckets; i++) {
         const b = bucketAt(l, i);
@@ -372,7 +380,7 @@ export class BatchFigures {
     for (let i = 0; i < l.flows; i++) {
       const flow = flowAt(l, i);
       const page = this.pages[pageOfPair(flow.a, flow.b)]!;
-      if (seq > page.through) page.flows.add(flow);
+      if (seq > page.through) this.addFlow(flow);
     }
     for (let i = 0; i < l.buckets; i++) {
       const b = bucketAt(l, i);
@@ -407,16 +415,16 @@ export class BatchFigures {
     const seq = this.seq + 1;
     const record = encodeFigures(seq, flows, buckets);
     dbs.jrn.put(journalKey(this.batch, seq), record);
-    for (const flow of flows) this.pages[pageOfPair(flow.a, flow.b)]!.flows.add(flow);
+    for (const flow of flows) this.addFlow(flow);
     for (const b of buckets) addBucket(this.pages[b.n]!.buckets, b);
     this.budget += flows.length + buckets.length;
     for (;;) {
       const p = this.oldestPage();
       const page = this.pages[p]!;
-      const cost = FOLD_PACE * (PAGE_FOLD_COST + page.flows.size + page.buckets.size);
+      const cost = FOLD_PACE * (PAGE_FOLD_COST + page.flows.length + page.buckets.size);
       if (page.through === seq || this.budget < cost) break;
       page.through = seq;
-      dbs.pos.put(pageKey(this.batch, p), encodeFigures(seq, page.flows.list(), [...page.buckets.values()]));
+      dbs.pos.put(pageKey(this.batch, p), encodeFigures(seq, page.flows, [...page.buckets.values()]));
       this.budget -= cost;
     }
     const held = Math.min(this.pages[this.oldestPage()]!.through, seq - 1);
@@ -424,6 +432,14 @@ export class BatchFigures {
     this.removedThrough = Math.max(this.removedThrough, held);
     this.seq = seq;
     return record;
+  }
+
+  /** Add a flow delta to its pair's flow, listing the pair in its page when it is new. */
+  private addFlow(delta: PairFlow): void {
+    const n = this.book.size;
+    const flow = this.book.touch(delta.a, delta.b);
+    if (this.book.size !== n) this.pages[pageOfPair(flow.a, flow.b)]!.flows.push(flow);
+    addFlow(flow, delta);
   }
 
   /** The page folded longest ago (the lowest through; the first of equals). */
@@ -434,7 +450,7 @@ export class BatchFigures {
   }
 
   *flows(): IterableIterator<PairFlow> {
-    for (const page of this.pages) yield* page.flows.values();
+    yield* this.book.values();
   }
 
   /** Every institution's bucket figures, by `<institution>|<n>`. */
