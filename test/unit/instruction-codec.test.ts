@@ -100,7 +100,7 @@ describe('instruction records', () => {
     const noDay = fromDisk({ ...toDisk(RECORDS[0]!), b: 'x' });
     expect(() => checkStoredInstruction(noDay, 'PI0001/T-1')).toThrow(/no acceptance time/);
     // A layout-5 record: banks by name, the absolute time beside a batch code.
-    const five = { ...toDisk(RECORDS[0]!), at: AT };
+    const five: Record<string, unknown> = { ...toDisk(RECORDS[0]!), at: AT };
     delete five['ad'];
     expect(fromDisk(five)).toEqual(RECORDS[0]);
   });
