@@ -19,7 +19,7 @@ import { decode, encode } from '@msgpack/msgpack';
 import WebSocket from 'ws';
 import { engineConfig, institutionIds, instructionPool, institutionToken, wireInstruction, type FixtureSpec, type WireInstruction } from './fixture.js';
 import { ENGINE_MAIN, isMainScript } from './paths.js';
-import { readStatusBytes } from './target-process.js';
+import { readMappedFileBytes, readStatusBytes } from './target-process.js';
 
 const FRAME = 1000;
 const CONNECTIONS = 4;
@@ -60,20 +60,22 @@ function stop(proc: ChildProcess): Promise<void> {
   });
 }
 
-/** Resident memory in MiB: all of it, anonymous (heaps), and file-backed (LMDB's mapped pages). */
+/** Resident memory in MiB: all of it, anonymous (heaps), file-backed, and of that LMDB's mapped pages (the data files' mappings). */
 export interface MemoryFigures {
   rssMiB: number;
   anonymousMiB: number;
+  fileMiB: number;
   lmdbPagesMiB: number;
 }
 
 function memory(pid: number): MemoryFigures {
-  const mib = (key: string): number => Math.round((readStatusBytes(pid, key) ?? 0) / 2 ** 20);
-  return { rssMiB: mib('VmRSS'), anonymousMiB: mib('RssAnon'), lmdbPagesMiB: mib('RssFile') };
+  const mib = (bytes: number | undefined): number => Math.round((bytes ?? 0) / 2 ** 20);
+  const status = (key: string): number => mib(readStatusBytes(pid, key));
+  return { rssMiB: status('VmRSS'), anonymousMiB: status('RssAnon'), fileMiB: status('RssFile'), lmdbPagesMiB: mib(readMappedFileBytes(pid, 'data.mdb')) };
 }
 
 function showMemory(m: MemoryFigures): string {
-  return `${m.rssMiB} MiB (anonymous ${m.anonymousMiB}, LMDB pages ${m.lmdbPagesMiB})`;
+  return `${m.rssMiB} MiB (anonymous ${m.anonymousMiB}, file-backed ${m.fileMiB}, of which LMDB's data files ${m.lmdbPagesMiB})`;
 }
 
 /** Bytes of every file under a folder (the LMDB data files, mostly). */

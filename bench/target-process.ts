@@ -47,6 +47,26 @@ export function readStatusBytes(pid: number, key: string): number | undefined {
   }
 }
 
+/**
+ * Resident bytes of a process's mappings of files whose path ends with
+ * `suffix` (for LMDB, `data.mdb`), from /proc/<pid>/smaps: RssFile also
+ * counts the Node binary's and the libraries' pages.
+ */
+export function readMappedFileBytes(pid: number, suffix: string): number | undefined {
+  try {
+    const smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+    let bytes = 0;
+    let inFile = false;
+    for (const line of smaps.split('\n')) {
+      if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inFile = line.trimEnd().endsWith(suffix);
+      else if (inFile && line.startsWith('Rss:')) bytes += Number(/(\d+)/.exec(line)![1]) * 1024;
+    }
+    return bytes;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Resident set size of a process. */
 export function readRssBytes(pid: number): number | undefined {
   return readStatusBytes(pid, 'VmRSS');

@@ -182,11 +182,16 @@ describe('benches at the small size', () => {
     const lines: string[] = [];
     const f = await runRestartBench(20_000, (l) => lines.push(l));
     expect(f.instructions).toBe(20_000);
+    expect(f.banks).toBe(500);
     expect(f.loadPerS).toBeGreaterThan(0);
     for (const m of [f.afterLoad, f.afterRestart]) {
       expect(m.rssMiB).toBeGreaterThan(0);
-      expect(m.anonymousMiB + m.lmdbPagesMiB).toBeLessThanOrEqual(m.rssMiB + 1);
+      expect(m.anonymousMiB + m.fileMiB).toBeLessThanOrEqual(m.rssMiB + 1);
+      // The data files' pages are file-backed pages the engine has read: some, and no more than all of them.
+      expect(m.lmdbPagesMiB).toBeGreaterThanOrEqual(0);
+      expect(m.lmdbPagesMiB).toBeLessThanOrEqual(m.fileMiB);
     }
+    expect(f.afterRestart.lmdbPagesMiB + f.afterLoad.lmdbPagesMiB).toBeGreaterThan(0);
     expect(f.dataFolderMiB).toBeGreaterThan(0);
     expect(f.recoveryMs).toBeGreaterThanOrEqual(0);
     expect(f.spawnToListeningMs).toBeGreaterThanOrEqual(f.recoveryMs);
