@@ -217,7 +217,8 @@ export function parseConfigWithWarnings(raw: unknown): CheckedConfig {
 
   if (!Object.hasOwn(root, 'banks')) throw new ConfigError('banks', 'is required');
   const banksRaw = root['banks'];
-  if (!Array.isArray(banksRaw) || banksRaw.length < 2) throw new ConfigError('banks', 'must be an array of at least two banks');
+  // One bank is a platform on which nothing can be paid (payer and payee differ), but a valid one, as the contract's own example has it.
+  if (!Array.isArray(banksRaw) || banksRaw.length < 1) throw new ConfigError('banks', 'must be an array of at least one bank');
   const codes = new Set<string>();
   const banks = banksRaw.map((b, i): BankConfig => {
     const at = `banks[${i}]`;

@@ -69,6 +69,21 @@ function codePointLength(text: string): number {
 }
 
 /** The id of a raw item if it has a usable one, so a rejection can echo it. */
+/**
+ * The institution and id of a receipt (of an instruction or a mandate)
+ * that was refused, those of them that are well formed, so that its result
+ * still names what it answered.
+ */
+export function rawParty(raw: unknown): { institution?: string; id?: string } {
+  const out: { institution?: string; id?: string } = {};
+  if (!isPlainObject(raw)) return out;
+  const institution = Object.hasOwn(raw, 'institution') ? raw['institution'] : undefined;
+  if (typeof institution === 'string' && PARTY_CODE_PATTERN.test(institution)) out.institution = institution;
+  const id = rawId(raw);
+  if (id !== undefined) out.id = id;
+  return out;
+}
+
 export function rawId(raw: unknown): string | undefined {
   if (!isPlainObject(raw)) return undefined;
   const id = Object.hasOwn(raw, 'id') ? raw['id'] : undefined;

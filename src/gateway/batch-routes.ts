@@ -281,10 +281,16 @@ function reconcile(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest)
   });
 }
 
-/** The institution whose buckets are asked for: its own, or for an operator `?institution=`. */
+/** The institution whose buckets are asked for: its own, or for an operator `?institution=`. An institution that names another is refused. */
 function bucketInstitution(ctx: BatchRoutesContext, ex: Exchange, req: HttpRequest, p: Principal): string | undefined {
-  if (p.role === 'institution') return p.id;
   const inst = req.getQuery('institution');
+  if (p.role === 'institution') {
+    if (inst !== undefined && inst !== '' && inst !== p.id) {
+      replyCode(ex, ctx.codec, 'FORBIDDEN', 'an institution reads only its own buckets');
+      return undefined;
+    }
+    return p.id;
+  }
   if (inst === undefined || !/^[A-Z0-9]{2,16}$/.test(inst)) {
     replyCode(ex, ctx.codec, 'INVALID_FIELD', 'an operator names the institution: ?institution=PI0001', 'institution');
     return undefined;

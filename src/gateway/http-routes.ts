@@ -33,9 +33,13 @@ function getInstruction(ctx: HttpContext, res: HttpResponse, req: HttpRequest): 
   if (read === undefined) return;
   const { ex, principal, institution, id } = read;
   const found = ctx.engine.find(institution, id);
-  // A bank sees only instructions it pays or receives; others are "not found" to it, not merely forbidden.
-  if (found === undefined || (principal.role === 'bank' && found.record.p !== principal.id && found.record.q !== principal.id)) {
+  if (found === undefined) {
     replyCode(ex, ctx.codec, 'NOT_FOUND', `no instruction '${id}' of institution '${institution}'`);
+    return;
+  }
+  // A bank reads only the instructions it pays or receives: any other is outside its role.
+  if (principal.role === 'bank' && found.record.p !== principal.id && found.record.q !== principal.id) {
+    replyCode(ex, ctx.codec, 'FORBIDDEN', `bank '${principal.id}' neither pays nor receives this instruction`);
     return;
   }
   reply(ex, ctx.codec, 200, instructionView(institution, id, found.record));
@@ -46,13 +50,9 @@ function getPositions(ctx: HttpContext, res: HttpResponse, req: HttpRequest): vo
   const principal = authorize(ctx.auth, ctx.codec, ex, req, ['bank', 'operator']);
   if (principal === undefined) return;
   const o = ctx.engine.positions();
-  if (principal.role === 'operator') {
-    reply(ex, ctx.codec, 200, { batch: o.batch, seq: o.seq, banks: o.banks.map((b) => bankRowWire(b, ctx.engine.pendingDebit(b.bank))), totals: totalsWire(o.totals) });
-  } else {
-    // A bank sees its own row only; system totals are the operator's.
-    const own = o.banks.filter((b) => b.bank === principal.id);
-    reply(ex, ctx.codec, 200, { batch: o.batch, seq: o.seq, banks: own.map((b) => bankRowWire(b, ctx.engine.pendingDebit(b.bank))) });
-  }
+  // A bank sees its own row; the batch's totals are the route's shape for every reader.
+  const rows = principal.role === 'operator' ? o.banks : o.banks.filter((b) => b.bank === principal.id);
+  reply(ex, ctx.codec, 200, { batch: o.batch, seq: o.seq, banks: rows.map((b) => bankRowWire(b, ctx.engine.pendingDebit(b.bank))), totals: totalsWire(o.totals) });
 }
 
 function getBankPosition(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void {

@@ -80,9 +80,13 @@ function getMandate(ctx: HttpContext, res: HttpResponse, req: HttpRequest): void
   if (read === undefined) return;
   const { ex, principal, institution, id } = read;
   const view = ctx.engine.mandate(institution, id);
-  // A bank sees only mandates it is payer of; others are "not found" to it, not merely forbidden.
-  if (view === undefined || (principal.role === 'bank' && view.payer !== principal.id)) {
+  if (view === undefined) {
     replyCode(ex, ctx.codec, 'NOT_FOUND', `no mandate '${id}' of institution '${institution}'`);
+    return;
+  }
+  // A bank reads only the mandates it is the payer bank of: any other is outside its role.
+  if (principal.role === 'bank' && view.payer !== principal.id) {
+    replyCode(ex, ctx.codec, 'FORBIDDEN', `bank '${principal.id}' is not the payer bank of this mandate`);
     return;
   }
   reply(ex, ctx.codec, 200, view);

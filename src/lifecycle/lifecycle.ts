@@ -12,7 +12,7 @@
  */
 
 import { assert } from '../core/assert.js';
-import { ID_PATTERN, isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
+import { ID_PATTERN, isPlainObject, PARTY_CODE_PATTERN, rawParty } from '../core/instruction.js';
 import { MinHeap } from '../core/min-heap.js';
 import type { ShardMap } from '../core/shard-map.js';
 import { failure, type Failure } from '../core/failures.js';
@@ -241,8 +241,10 @@ function heldOf(record: StoredInstruction): Held {
 }
 
 /** The answer to a receipt or a submission that changed nothing: its failure, and the instruction's status (`rejected` when refused at intake). */
-function failedReceipt(item: { institution: string; id: string } | undefined, f: Failure, status: string): ReceiptResult {
-  const r: ReceiptResult = item === undefined ? { status } : { institution: item.institution, id: item.id, status };
+function failedReceipt(item: { institution?: string; id?: string } | undefined, f: Failure, status: string): ReceiptResult {
+  const r: ReceiptResult = { status };
+  if (item?.institution !== undefined) r.institution = item.institution;
+  if (item?.id !== undefined) r.id = item.id;
   r.code = f.code;
   r.message = f.message;
   if (f.field !== undefined) r.field = f.field;
@@ -265,7 +267,7 @@ class ReceiptBatch extends AnswerList<ReceiptResult> implements OutcomeTarget {
     this.held = new Array(size);
   }
 
-  fail(index: number, item: { institution: string; id: string } | undefined, f: Failure, status = 'rejected'): void {
+  fail(index: number, item: { institution?: string; id?: string } | undefined, f: Failure, status = 'rejected'): void {
     this.settle(index, failedReceipt(item, f, status));
   }
 
@@ -645,7 +647,7 @@ export class Lifecycle {
     for (let i = 0; i < raws.length; i++) {
       const item = parseReceipt(raws[i]);
       if (isFailure(item)) {
-        batch.fail(i, undefined, item);
+        batch.fail(i, rawParty(raws[i]), item);
         continue;
       }
       batch.items[i] = item;
@@ -660,7 +662,7 @@ export class Lifecycle {
         // Not tracked: final, or committed and its commit not yet here (its task is still being
         // reported, or failed and its shard is being resynchronised): the router orders the receipt after it.
         const found = this.lookup.find(item.institution, item.id);
-        if (found === undefined || (found.record.p !== bank && found.record.q !== bank)) {
+        if (found === undefined) {
           batch.fail(i, item, failure('NOT_FOUND', `no instruction '${item.id}' of institution '${item.institution}'`));
           continue;
         }
@@ -669,7 +671,7 @@ export class Lifecycle {
         storedBatch = found.record.b;
       }
       if (bank !== held.payer && bank !== held.payee) {
-        batch.fail(i, item, failure('NOT_FOUND', `no instruction '${item.id}' of institution '${item.institution}'`));
+        batch.fail(i, item, failure('FORBIDDEN', `bank '${bank}' neither pays nor receives this instruction`));
         continue;
       }
       const d = decideReceipt(held, bank, item.outcome);

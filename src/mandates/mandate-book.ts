@@ -14,7 +14,7 @@
  */
 
 import { failure, type Failure } from '../core/failures.js';
-import { isMandateKind, type Instruction } from '../core/instruction.js';
+import { isMandateKind, rawParty, type Instruction } from '../core/instruction.js';
 import type { Logger } from '../core/log.js';
 import type { Clock, MandateStore } from '../core/ports.js';
 import { AnswerList } from '../router/shard-router.js';
@@ -227,7 +227,8 @@ export class MandateBook {
     const key = mandateKey({ institution, id });
     return this.serial(key, async () => {
       const stored = this.byKey.get(key);
-      if (stored === undefined || (actor.role === 'bank' && stored.payer !== actor.id)) return failure('NOT_FOUND', `no mandate '${id}' of institution '${institution}'`);
+      if (stored === undefined) return failure('NOT_FOUND', `no mandate '${id}' of institution '${institution}'`);
+      if (actor.role === 'bank' && stored.payer !== actor.id) return failure('FORBIDDEN', 'only the payer bank of a mandate (or its institution) revokes it');
       if (stored.status === 'revoked') return mandateView(stored);
       if (stored.status === 'declined') return failure('NOT_PENDING', 'the mandate was declined by its payer bank');
       const r: MandateRecord = { ...stored, status: 'revoked', revokedAt: this.clock.now(), revokedBy: actor.role };
@@ -253,7 +254,7 @@ export class MandateBook {
     raws.forEach((raw, index) => {
       const item = parseMandateReceipt(raw);
       if ('code' in item) {
-        answers.settle(index, { status: 'rejected', ...item });
+        answers.settle(index, { ...rawParty(raw), status: 'rejected', ...item });
         return;
       }
       const { institution, id } = item;

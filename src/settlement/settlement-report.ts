@@ -70,10 +70,9 @@ export interface ReportWire {
  * `amount`.
  */
 export function reportWire(r: BatchRecord, status: BatchStatus, onlyBank?: string): ReportWire {
-  const w: ReportWire =
-    onlyBank === undefined
-      ? { batch: r.batch, status, openedAt: new Date(r.openedAt).toISOString(), count: r.count, gross: r.gross, banks: r.banks, debits: r.debits, credits: r.credits, settled: r.settled }
-      : { batch: r.batch, status, openedAt: new Date(r.openedAt).toISOString(), banks: r.banks.filter((b) => b.bank === onlyBank), settled: r.settled };
+  // A bank sees its own row of `banks`; the batch's figures (count, gross, debits, credits) are the report's shape for every reader.
+  const banks = onlyBank === undefined ? r.banks : r.banks.filter((b) => b.bank === onlyBank);
+  const w: ReportWire = { batch: r.batch, status, openedAt: new Date(r.openedAt).toISOString(), count: r.count, gross: r.gross, banks, debits: r.debits, credits: r.credits, settled: r.settled };
   if (status !== 'open') w.closedAt = new Date(r.closedAt).toISOString();
   if (r.settledAt !== undefined) w.settledAt = new Date(r.settledAt).toISOString();
   return w;

@@ -116,15 +116,15 @@ export class SnapshotTaker {
   }
 }
 
-/** A snapshot as one principal sees it: `totals` only for an operator. */
-export type ScopedSnapshot = Omit<Snapshot, 'totals'> & { totals?: Snapshot['totals'] };
+/** A snapshot as one principal sees it. */
+export type ScopedSnapshot = Snapshot;
 
 /**
- * What a principal may see of a snapshot: an operator everything; a bank
- * its own bank row, an institution its own institution row, and neither
- * any system-wide figure. The totals (gross and net of every bank) are left
- * out rather than recomputed from the own rows: a bank's own figures are
- * already its row, and anything summed over all banks is the operator's.
+ * What a principal may see of a snapshot (PROTOCOL.md: "an institution or
+ * bank sees only its own rows"): an operator everything; a bank its own
+ * bank row, an institution its own institution row. The batch's totals
+ * (gross, and net as settlement moves it) are no row, and are the
+ * snapshot's shape for every reader.
  */
 export function snapshotFor(s: Snapshot, role: 'institution' | 'bank' | 'operator' | 'metrics', id: string): ScopedSnapshot {
   if (role === 'operator') return s;
@@ -133,6 +133,7 @@ export function snapshotFor(s: Snapshot, role: 'institution' | 'bank' | 'operato
     takenAt: s.takenAt,
     batch: s.batch,
     banks: role === 'bank' ? s.banks.filter((b) => b.bank === id) : [],
+    totals: s.totals,
     institutions: role === 'institution' ? s.institutions.filter((i) => i.institution === id) : [],
   };
 }

@@ -357,9 +357,10 @@ describe('payouts (付款)', () => {
       expect(early.status).toBe(403);
       expect(early.body.code).toBe('FORBIDDEN');
     }
+    // A bank that neither pays nor receives it acts outside its role.
     const stranger = await api.receipt(ABC_TOKEN, 'PO-1', 'confirm');
-    expect(stranger.status).toBe(404);
-    expect(stranger.body.code).toBe('NOT_FOUND');
+    expect(stranger.status).toBe(403);
+    expect(stranger.body).toMatchObject({ code: 'FORBIDDEN', institution: 'PI0001', id: 'PO-1' });
     expect((await api.receipt(TOKENS.ICBC, 'PO-1', 'verify')).body).toMatchObject({ code: 'INVALID_FIELD', field: 'outcome' });
     expect(await api.get('PO-1')).toMatchObject({ status: 'pending', step: 'payer' });
 

@@ -457,14 +457,14 @@ describe('revocation (机构解约, 银行解约)', () => {
     expect((await api.get(TOKENS.PI0001, 'PI0001', 'MX-4')).body.status).toBe('revoked');
   });
 
-  it('is refused to another institution (FORBIDDEN) and to a bank that is not the payer (NOT_FOUND)', async () => {
+  it('is refused to another institution and to a bank that is not the payer (FORBIDDEN), and NOT_FOUND for no such mandate', async () => {
     await api.sign(TOKENS.ICBC, { institution: 'PI0001', id: 'MX-5', kind: 'agreement', payer: 'ICBC', account: 'x5' });
     const other = await api.revoke(TOKENS.PI0002, 'PI0001', 'MX-5', {});
     expect(other.status).toBe(403);
     expect(other.body.code).toBe('FORBIDDEN');
     const bank = await api.revoke(TOKENS.CMB, 'PI0001', 'MX-5', {});
-    expect(bank.status).toBe(404);
-    expect(bank.body.code).toBe('NOT_FOUND');
+    expect(bank.status).toBe(403);
+    expect(bank.body.code).toBe('FORBIDDEN');
     const unknown = await api.revoke(TOKENS.PI0001, 'PI0001', 'MX-NONE', {});
     expect(unknown.status).toBe(404);
     expect(unknown.body.code).toBe('NOT_FOUND');
@@ -474,7 +474,7 @@ describe('revocation (机构解约, 银行解约)', () => {
 });
 
 describe('query (协议查询)', () => {
-  it('is scoped: own institution, payer bank and operator see it; another institution is FORBIDDEN; another bank NOT_FOUND', async () => {
+  it('is scoped: own institution, payer bank and operator see it; another institution or bank is FORBIDDEN; no such mandate NOT_FOUND', async () => {
     await api.sign(TOKENS.PI0001, { id: 'MQ-1', kind: 'entrusted', payer: 'ICBC', account: 'q1' });
     for (const token of [TOKENS.PI0001, TOKENS.ICBC, TOKENS.ops]) {
       const r = await api.get(token, 'PI0001', 'MQ-1');
@@ -486,8 +486,8 @@ describe('query (协议查询)', () => {
     expect(other.body.code).toBe('FORBIDDEN');
     for (const token of [TOKENS.CMB, ABC_TOKEN]) {
       const r = await api.get(token, 'PI0001', 'MQ-1');
-      expect(r.status).toBe(404);
-      expect(r.body.code).toBe('NOT_FOUND');
+      expect(r.status).toBe(403);
+      expect(r.body.code).toBe('FORBIDDEN');
     }
     expect((await api.get(TOKENS.PI0001, 'PI0001', 'MQ-NONE')).status).toBe(404);
     expect((await api.get(TOKENS.ops, 'PI0001', 'MQ-NONE')).body.code).toBe('NOT_FOUND');

@@ -40,7 +40,7 @@ const token = (who: Who): string | undefined =>
 const TABLE: [string, string, unknown, Record<Who, number>][] = [
   ['POST', '/v1/instructions', NEW, { none: 401, unknown: 401, PI0001: 200, ICBC: 403, ops: 403, metrics: 403 }],
   ['GET', '/v1/instructions/PI0001/own-1', undefined, { none: 401, unknown: 401, PI0001: 200, ICBC: 200, ops: 200, metrics: 403 }],
-  ['GET', '/v1/instructions/PI0002/other-1', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 404, ops: 200, metrics: 403 }],
+  ['GET', '/v1/instructions/PI0002/other-1', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 403, ops: 200, metrics: 403 }],
   ['GET', '/v1/positions', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 200, ops: 200, metrics: 403 }],
   ['GET', '/v1/positions/ICBC', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 200, ops: 200, metrics: 403 }],
   ['GET', '/v1/positions/CMB', undefined, { none: 401, unknown: 401, PI0001: 403, ICBC: 403, ops: 200, metrics: 403 }],
@@ -63,14 +63,15 @@ describe('roles on HTTP routes', () => {
     }
   }
 
-  it('shows a bank only its own row of the positions, and the operator every row with totals', async () => {
+  it('shows a bank only its own row of the positions, the operator every row, and both the batch totals', async () => {
     const bank = await http(engine.base, 'GET', '/v1/positions', { token: TOKENS.ICBC });
     expect(bank.body.banks).toHaveLength(1);
     expect(bank.body.banks[0]).toMatchObject({ bank: 'ICBC', paid: '500', net: '-500' });
-    expect(bank.body.totals).toBeUndefined();
     const ops = await http(engine.base, 'GET', '/v1/positions', { token: TOKENS.ops });
     expect(ops.body.banks.length).toBeGreaterThan(1);
     expect(ops.body.totals.gross).toBeDefined();
+    // The totals are no bank's row: the route's shape, { batch, seq, banks, totals }, for every reader.
+    expect(bank.body.totals).toEqual(ops.body.totals);
   });
 
   it('leaves open the routes that need no token', async () => {
@@ -135,7 +136,7 @@ describe('each party sees only its own rows', () => {
     }
   }
 
-  it('serves a bank its own bank row of a snapshot and an institution its own institution row, neither the system totals', async () => {
+  it('serves a bank its own bank row of a snapshot and an institution its own institution row, with the batch totals', async () => {
     const taken = await http(engine.base, 'GET', '/v1/snapshots/latest', { token: TOKENS.ops });
     expect(taken.body.banks.length).toBeGreaterThan(1);
     expect(taken.body.totals.gross).toBeDefined();
@@ -144,17 +145,17 @@ describe('each party sees only its own rows', () => {
       const bank = (await http(engine.base, 'GET', path, { token: TOKENS.ICBC })).body;
       expect(bank.banks.map((b: any) => b.bank)).toEqual(['ICBC']);
       expect(bank.institutions).toEqual([]);
-      expect(bank).not.toHaveProperty('totals');
+      expect(bank.totals).toEqual(taken.body.totals);
       const inst = (await http(engine.base, 'GET', path, { token: TOKENS.PI0001 })).body;
       expect(inst.banks).toEqual([]);
       expect(inst.institutions.map((i: any) => i.institution)).toEqual(['PI0001']);
-      expect(inst).not.toHaveProperty('totals');
+      expect(inst.totals).toEqual(taken.body.totals);
     }
     const bySeq = (await http(engine.base, 'GET', `/v1/snapshots/${taken.body.seq}`, { token: TOKENS.ICBC })).body;
     expect(bySeq.banks).toEqual(taken.body.banks.filter((b: any) => b.bank === 'ICBC'));
   });
 
-  it('pushes each subscriber only its own rows of a snapshot, and no system totals', async () => {
+  it('pushes each subscriber only its own rows of a snapshot, with the batch totals', async () => {
     const ops = await StreamClient.connect(engine.base, TOKENS.ops, 'json');
     const bank = await StreamClient.connect(engine.base, TOKENS.ICBC, 'msgpack');
     const inst = await StreamClient.connect(engine.base, TOKENS.PI0001, 'json');
@@ -165,10 +166,13 @@ describe('each party sees only its own rows', () => {
       expect(o['totals']).toBeDefined();
       expect((b['banks'] as { bank: string }[]).map((r) => r.bank)).toEqual(['ICBC']);
       expect(b['institutions']).toEqual([]);
-      expect(b).not.toHaveProperty('totals');
       expect(i['banks']).toEqual([]);
       expect((i['institutions'] as { institution: string }[]).map((r) => r.institution)).toEqual(['PI0001']);
-      expect(i).not.toHaveProperty('totals');
+      // The same snapshot to each (pushed at one seq), so the same totals.
+      expect(b['seq']).toBe(o['seq']);
+      expect(i['seq']).toBe(o['seq']);
+      expect(b['totals']).toEqual(o['totals']);
+      expect(i['totals']).toEqual(o['totals']);
     } finally {
       ops.close();
       bank.close();
@@ -176,7 +180,7 @@ describe('each party sees only its own rows', () => {
     }
   });
 
-  it('shows a bank only its own line of a settlement report, without the system-wide figures', async () => {
+  it('shows a bank only its own line of a settlement report, with the batch-wide figures of its shape', async () => {
     const systemWide = ['count', 'gross', 'debits', 'credits'];
     const open = (await http(engine.base, 'GET', '/readyz')).body.batch;
     const closed = (await http(engine.base, 'POST', '/v1/batches/close', { token: TOKENS.ops })).body;
@@ -188,13 +192,13 @@ describe('each party sees only its own rows', () => {
     expect(own).toMatchObject({ batch: closed.batch, status: 'closed', openedAt: closed.openedAt, closedAt: closed.closedAt, settled: false });
     expect(own.banks).toEqual(closed.banks.filter((r: any) => r.bank === 'ICBC'));
     expect(own.banks[0]).toMatchObject({ bank: 'ICBC', net: '-500', settlement: 'debit', amount: '500' });
-    for (const key of systemWide) expect(own).not.toHaveProperty(key);
+    for (const key of systemWide) expect(own[key]).toEqual(closed[key]);
 
     const list = (await http(engine.base, 'GET', '/v1/batches', { token: TOKENS.ICBC })).body.batches;
     expect(list.map((r: any) => r.status)).toEqual(['closed', 'open']);
     for (const r of list) {
       expect(r.banks.map((b: any) => b.bank)).toEqual(['ICBC']);
-      for (const key of systemWide) expect(r).not.toHaveProperty(key);
+      for (const key of systemWide) expect(r).toHaveProperty(key);
     }
     const all = (await http(engine.base, 'GET', '/v1/batches', { token: TOKENS.ops })).body.batches;
     for (const r of all) for (const key of systemWide) expect(r).toHaveProperty(key);
@@ -202,5 +206,62 @@ describe('each party sees only its own rows', () => {
     // Institutions read no settlement reports at all; the settlement file is the operator's.
     expect((await http(engine.base, 'GET', `/v1/batches/${closed.batch}`, { token: TOKENS.PI0001 })).status).toBe(403);
     expect((await http(engine.base, 'GET', `/v1/batches/${closed.batch}/settlement.csv`, { token: TOKENS.ICBC })).status).toBe(403);
+  });
+});
+
+describe('receipts and drill-downs outside a principal’s part', () => {
+  it('refuses a receipt from a bank that neither pays nor receives the instruction (FORBIDDEN), and names the item in every result', async () => {
+    await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: { id: 'rcpt-1', type: 'gateway', payer: 'BOC', payee: 'CCB', amount: 300, twoPhase: true } });
+    const single = await http(engine.base, 'POST', '/v1/receipts', { token: TOKENS.ICBC, body: { institution: 'PI0001', id: 'rcpt-1', outcome: 'confirm' } });
+    expect(single.status).toBe(403);
+    expect(single.body).toMatchObject({ institution: 'PI0001', id: 'rcpt-1', status: 'rejected', code: 'FORBIDDEN' });
+    // Items refused for a bad field still name the institution and id they carried, when those are well formed.
+    const batch = await http(engine.base, 'POST', '/v1/receipts', {
+      token: TOKENS.ICBC,
+      body: {
+        receipts: [
+          { institution: 'PI0001', id: 'rcpt-1', outcome: 'yes' },
+          { institution: 'PI0001', id: 'rcpt-1', outcome: 'decline', reason: 'x'.repeat(200) },
+          { institution: 'pi-bad', id: 'rcpt-1', outcome: 'confirm' },
+          { institution: 'PI0001', id: 'NO-SUCH', outcome: 'confirm' },
+        ],
+      },
+    });
+    expect(batch.status).toBe(200);
+    expect(batch.body.results[0]).toMatchObject({ institution: 'PI0001', id: 'rcpt-1', status: 'rejected', code: 'INVALID_FIELD', field: 'outcome' });
+    expect(batch.body.results[1]).toMatchObject({ institution: 'PI0001', id: 'rcpt-1', status: 'rejected', code: 'INVALID_FIELD', field: 'reason' });
+    expect(batch.body.results[2]).toMatchObject({ id: 'rcpt-1', status: 'rejected', code: 'INVALID_FIELD', field: 'institution' });
+    expect(batch.body.results[2]).not.toHaveProperty('institution');
+    expect(batch.body.results[3]).toMatchObject({ institution: 'PI0001', id: 'NO-SUCH', code: 'NOT_FOUND' });
+    // The same over the stream, and nothing changed: the payer bank's answer still decides it.
+    const ws = await StreamClient.connect(engine.base, TOKENS.ICBC, 'json');
+    try {
+      const ack = await ws.request({ op: 'receipt', seq: 1, receipts: [{ institution: 'PI0001', id: 'rcpt-1', outcome: 'maybe' }] });
+      expect(ack.results![0]).toMatchObject({ institution: 'PI0001', id: 'rcpt-1', code: 'INVALID_FIELD', field: 'outcome' });
+    } finally {
+      ws.close();
+    }
+    expect((await http(engine.base, 'GET', '/v1/instructions/PI0001/rcpt-1', { token: TOKENS.ops })).body.status).toBe('pending');
+  });
+
+  it('names the mandate in a refused mandate receipt’s result', async () => {
+    const r = await http(engine.base, 'POST', '/v1/mandates/receipts', { token: TOKENS.ICBC, body: { receipts: [{ institution: 'PI0001', id: 'MR-1', outcome: 'perhaps' }] } });
+    expect(r.status).toBe(200);
+    expect(r.body.results[0]).toMatchObject({ institution: 'PI0001', id: 'MR-1', status: 'rejected', code: 'INVALID_FIELD', field: 'outcome' });
+  });
+
+  it('refuses an institution that names another institution’s buckets (FORBIDDEN), and serves its own with or without the name', async () => {
+    const batch = (await http(engine.base, 'GET', '/readyz')).body.batch;
+    const other = await http(engine.base, 'GET', `/v1/reconciliation/${batch}/buckets?institution=PI0002`, { token: TOKENS.PI0001 });
+    expect(other.status).toBe(403);
+    expect(other.body.code).toBe('FORBIDDEN');
+    const own = await http(engine.base, 'GET', `/v1/reconciliation/${batch}/buckets?institution=PI0001`, { token: TOKENS.PI0001 });
+    const plain = await http(engine.base, 'GET', `/v1/reconciliation/${batch}/buckets`, { token: TOKENS.PI0001 });
+    expect(own.status).toBe(200);
+    expect(own.body).toEqual(plain.body);
+    expect(plain.body.buckets).toHaveLength(256);
+    const ofOther = await http(engine.base, 'GET', `/v1/reconciliation/${batch}/buckets?institution=PI0002`, { token: TOKENS.ops });
+    expect(ofOther.status).toBe(200);
+    expect(ofOther.body.buckets.reduce((n: number, b: { count: number }) => n + b.count, 0)).toBe(1);
   });
 });

@@ -79,6 +79,31 @@ describe('start-up', () => {
     }
   });
 
+  it('starts on the example configuration of the contract: one bank, on which nothing can be paid, and answers SAME_BANK', async () => {
+    const d = dir();
+    const engine = await startEngine(d, {
+      listen: { host: '127.0.0.1', port: 0 },
+      dataDir: d,
+      banks: [{ code: 'ICBC', name: 'Industrial and Commercial Bank of China', debitCapCents: 500000000000 }],
+      principals: [
+        { token: TOKENS.PI0001, role: 'institution', id: 'PI0001' },
+        { token: TOKENS.ICBC, role: 'bank', id: 'ICBC' },
+        { token: TOKENS.ops, role: 'operator', id: 'ops' },
+      ],
+      snapshotIntervalMs: 1000,
+      shards: 2,
+    });
+    try {
+      expect((await http(engine.base, 'GET', '/readyz')).status).toBe(200);
+      const r = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: { id: 'E-1', type: 'gateway', payer: 'ICBC', payee: 'ICBC', amount: 5 } });
+      expect(r.body).toMatchObject({ id: 'E-1', status: 'rejected', code: 'SAME_BANK' });
+      const positions = (await http(engine.base, 'GET', '/v1/positions', { token: TOKENS.ops })).body;
+      expect(positions.banks).toEqual([{ bank: 'ICBC', net: '0', paid: '0', received: '0', pendingDebit: '0', count: 0 }]);
+    } finally {
+      expect(await engine.stop()).toBe(0);
+    }
+  });
+
   it('refuses a data folder created with another shard count', async () => {
     const d = dir();
     const engine = await startEngine(d, testConfig(d, { shards: 4 }));

@@ -159,10 +159,18 @@ describe('parseConfig: errors name the key', () => {
     expectKey(raw, 'banks');
   });
 
-  it('one bank only', () => {
+  it('no bank', () => {
+    const raw = demo();
+    raw['banks'] = [];
+    expectKey(raw, 'banks');
+  });
+
+  it('one bank, as in the contract example: a platform on which nothing can be paid yet', () => {
     const raw = demo();
     raw['banks'] = [banksOf(raw)[0]];
-    expectKey(raw, 'banks');
+    raw['principals'] = (raw['principals'] as { role: string; id: string }[]).filter((p) => p.role !== 'bank' || p.id === banksOf(raw)[0]!['code']);
+    raw['mandates'] = [];
+    expect(parseConfig(raw).banks).toHaveLength(1);
   });
 
   it('banks not an array', () => {
