@@ -30,7 +30,14 @@ import type { ForwardItem, ReceiptResult } from '../lifecycle/lifecycle.js';
 import type { MandateView } from '../mandates/mandate.js';
 import type { Limits } from '../config/config.js';
 
-export const TOPICS = ['notifications', 'snapshots', 'forwards'] as const;
+/**
+ * The contract's three topics, and `steps`: an institution's messages of a
+ * step that awaits it (an authenticated payment's `awaiting-submission`
+ * notify, and the query when its payment submission is overdue). Those are
+ * no final status, so they are not sent on `notifications`, which carries
+ * final statuses and reversals only.
+ */
+export const TOPICS = ['notifications', 'snapshots', 'forwards', 'steps'] as const;
 /** Ops counted by name in the metrics; anything else is 'unknown', keeping label values bounded. */
 const KNOWN_OPS: ReadonlySet<string> = new Set(['submit', 'receipt', 'mandate-receipt', 'submit-verification', 'subscribe', 'ping']);
 /** What the engine sends, for counters that start at zero. */
@@ -302,8 +309,9 @@ function onSubscribe(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<stri
   // The contract opens `subscribe` to any role with any of the topics. Forwards and a bank's queries go only to
   // `bank:<code>` connections (fanOut), so `forwards` held by another role is accepted and delivers nothing.
   const fresh = (topics as Topic[]).filter((t) => !conn.topics.has(t));
+  const wasListening = listens(conn);
   for (const t of fresh) conn.topics.add(t);
-  if (fresh.includes('notifications')) listen(ctx, conn, 1);
+  if (!wasListening && listens(conn)) listen(ctx, conn, 1);
   const reply: Record<string, unknown> = { op: 'subscribed', topics: [...conn.topics] };
   if (seq !== undefined) reply['seq'] = seq;
   send(ctx, ws, reply, encoding);
@@ -398,6 +406,11 @@ function pushSnapshots(ctx: WsContext): void {
 }
 
 /** Count a connection in or out of its institution's notification listeners. */
+/** Whether a connection hears an institution's lifecycle messages (final ones, or those of its steps). */
+function listens(conn: Connection): boolean {
+  return conn.topics.has('notifications') || conn.topics.has('steps');
+}
+
 function listen(ctx: WsContext, conn: Connection, delta: 1 | -1): void {
   if (conn.principal.role !== 'institution') return;
   const m = ctx.engine.notificationListeners;
@@ -438,9 +451,9 @@ function pushLifecycle(ctx: WsContext): void {
   ctx.engine.on('forward-mandates', (code, views) => forward(code, 'mandates', views));
   ctx.engine.on('query', (q) => {
     if (q.bank !== undefined) fanOut(ctx, 'forwards', `bank:${q.bank}`, q.message);
-    else fanOut(ctx, 'notifications', `institution:${q.message.institution}`, q.message);
+    else fanOut(ctx, 'steps', `institution:${q.message.institution}`, q.message);
   });
-  ctx.engine.on('notify', (n) => fanOut(ctx, 'notifications', `institution:${n.institution}`, n));
+  ctx.engine.on('notify', (n) => fanOut(ctx, n.status === 'awaiting-submission' ? 'steps' : 'notifications', `institution:${n.institution}`, n));
 }
 
 export function registerStream(app: TemplatedApp, ctx: WsContext): void {
@@ -483,7 +496,8 @@ export function registerStream(app: TemplatedApp, ctx: WsContext): void {
       delete conn.backlog;
       delete conn.mandateBacklog;
       // Leave the listener count once, whatever closes the connection.
-      if (conn.topics.delete('notifications')) listen(ctx, conn, -1);
+      if (listens(conn)) listen(ctx, conn, -1);
+      conn.topics.clear();
       // Set deletes are idempotent, so the counts the bounds read stay right however often this runs.
       ctx.connections.delete(ws);
       const key = principalKey(conn.principal);

@@ -63,6 +63,8 @@ const plus = (s: string, n: number): string => String(BigInt(s) + BigInt(n));
 let engine: RunningEngine;
 const api = on(() => engine);
 let inst: StreamClient;
+/** The institution's connection for the messages of steps that await it (the engine's `steps` topic). */
+let steps: StreamClient;
 let icbc: StreamClient;
 let cmb: StreamClient;
 
@@ -71,6 +73,8 @@ beforeAll(async () => {
   engine = await startEngine(dir, configFor(dir));
   inst = await StreamClient.connect(engine.base, TOKENS.PI0001, 'json');
   await inst.request({ op: 'subscribe', topics: ['notifications'] });
+  steps = await StreamClient.connect(engine.base, TOKENS.PI0001, 'json');
+  await steps.request({ op: 'subscribe', topics: ['steps'] });
   icbc = await StreamClient.connect(engine.base, TOKENS.ICBC, 'msgpack');
   await icbc.request({ op: 'subscribe', topics: ['forwards'] });
   cmb = await StreamClient.connect(engine.base, TOKENS.CMB, 'json');
@@ -79,6 +83,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   inst?.close();
+  steps?.close();
   icbc?.close();
   cmb?.close();
   await engine?.stop();
@@ -168,7 +173,9 @@ describe('authenticated payments (认证支付)', () => {
     const v = await api.receipt(TOKENS.ICBC, 'AU-1', 'verify');
     expect(v.status).toBe(200);
     expect(v.body).toEqual({ institution: 'PI0001', id: 'AU-1', status: 'awaiting-submission' });
-    expect(await waitFor(inst, noteOf('AU-1'))).toEqual({ op: 'notify', institution: 'PI0001', id: 'AU-1', type: 'authenticated', status: 'awaiting-submission' });
+    // The step that awaits the institution is told on `steps`; `notifications` carries final statuses only (PROTOCOL.md).
+    expect(await waitFor(steps, noteOf('AU-1'))).toEqual({ op: 'notify', institution: 'PI0001', id: 'AU-1', type: 'authenticated', status: 'awaiting-submission' });
+    await noneFor(inst, noteOf('AU-1'), 200);
     const awaiting = await api.get('AU-1');
     expect(awaiting).toMatchObject({ status: 'awaiting-submission', step: 'submission' });
     // The submission step has its own deadline, from the step's start.
@@ -231,7 +238,7 @@ describe('authenticated payments (认证支付)', () => {
     const before = await api.row('ICBC');
     await api.submit(ins('AU-2', 'authenticated'));
     expect((await api.receipt(TOKENS.ICBC, 'AU-2', 'verify')).body.status).toBe('awaiting-submission');
-    await waitFor(inst, noteOf('AU-2'));
+    await waitFor(steps, noteOf('AU-2'));
     expect((await api.submission('AU-2', { verification: '0000' })).body.status).toBe('pending');
     const d = await api.receipt(TOKENS.ICBC, 'AU-2', 'decline', { reason: 'wrong code' });
     expect(d.status).toBe(200);
@@ -296,16 +303,18 @@ describe('authenticated payments (认证支付)', () => {
     }
   });
 
-  it('expire when the institution sends no submission, after a query to its notifications subscribers', async () => {
+  it('expire when the institution sends no submission, after a query to its `steps` subscribers', async () => {
     const before = await api.row('ICBC');
     await api.submit(ins('AU-X', 'authenticated', { timeoutMs: 1200 }));
     expect((await api.receipt(TOKENS.ICBC, 'AU-X', 'verify')).body.status).toBe('awaiting-submission');
-    expect(await waitFor(inst, (m) => noteOf('AU-X')(m) && m['status'] === 'awaiting-submission')).toBeDefined();
-    const q = await waitFor(inst, queryOf('AU-X'), 5000);
+    expect(await waitFor(steps, (m) => noteOf('AU-X')(m) && m['status'] === 'awaiting-submission')).toBeDefined();
+    const q = await waitFor(steps, queryOf('AU-X'), 5000);
     expect(q).toEqual({ op: 'query', institution: 'PI0001', id: 'AU-X', type: 'authenticated', step: 'submission' });
     // The payer bank is not the one asked in this step.
     expect(icbc.unmatched.filter((m) => queryOf('AU-X')(m) && m['step'] === 'submission')).toEqual([]);
+    // On `notifications`, the final status is the only message of the instruction.
     expect(await waitFor(inst, noteOf('AU-X'), 5000)).toEqual({ op: 'notify', institution: 'PI0001', id: 'AU-X', type: 'authenticated', status: 'expired' });
+    expect(inst.unmatched.filter((m) => (noteOf('AU-X')(m) || queryOf('AU-X')(m)) && m['status'] !== 'expired')).toEqual([]);
     expect(await api.get('AU-X')).toMatchObject({ status: 'expired' });
     expect((await api.row('ICBC')).pendingDebit).toBe(before.pendingDebit);
     const late = await api.submission('AU-X', { verification: '42' });
