@@ -332,8 +332,8 @@ interface Verdict {
   /** Accepted: what it clears, and whether it is a duplicate of a stored one. */
   ok?: Content;
   duplicate?: boolean;
-  /** A receipt that names (and is answered with) this institution and id. */
-  receipt?: { institution: string; id: string };
+  /** A receipt item: its result names this institution and id (each when the receipt carried it well formed). */
+  receipt?: { institution?: string; id?: string };
 }
 
 function judgeItem(v: unknown): Verdict {
@@ -421,18 +421,22 @@ function judgeList(list: unknown[]): Verdict[] {
  */
 function judgeReceipt(v: unknown): Verdict {
   if (!isPlain(v)) return { code: 'INVALID_MESSAGE' };
-  for (const k of Object.keys(v)) if (!RECEIPT_KEYS.has(k)) return { code: 'INVALID_FIELD', field: k };
+  // A refused receipt's result still names the institution and id it carried, those of them that are well formed.
   const institution = own(v, 'institution');
-  if (typeof institution !== 'string' || !PARTY_RE.test(institution)) return { code: 'INVALID_FIELD', field: 'institution' };
   const id = own(v, 'id');
-  if (typeof id !== 'string' || !ID_RE.test(id)) return { code: 'INVALID_FIELD', field: 'id' };
+  const named: { institution?: string; id?: string } = {};
+  if (typeof institution === 'string' && PARTY_RE.test(institution)) named.institution = institution;
+  if (typeof id === 'string' && ID_RE.test(id)) named.id = id;
+  for (const k of Object.keys(v)) if (!RECEIPT_KEYS.has(k)) return { code: 'INVALID_FIELD', field: k, receipt: named };
+  if (named.institution === undefined) return { code: 'INVALID_FIELD', field: 'institution', receipt: named };
+  if (named.id === undefined) return { code: 'INVALID_FIELD', field: 'id', receipt: named };
   const outcome = own(v, 'outcome');
-  if (outcome !== 'confirm' && outcome !== 'decline') return { code: 'INVALID_FIELD', field: 'outcome' };
+  if (outcome !== 'confirm' && outcome !== 'decline') return { code: 'INVALID_FIELD', field: 'outcome', receipt: named };
   if (Object.hasOwn(v, 'reason')) {
     const r = v['reason'];
-    if (typeof r !== 'string' || codePoints(r) > 140 || /\p{Cc}|\p{Cs}/u.test(r)) return { code: 'INVALID_FIELD', field: 'reason' };
+    if (typeof r !== 'string' || codePoints(r) > 140 || /\p{Cc}|\p{Cs}/u.test(r)) return { code: 'INVALID_FIELD', field: 'reason', receipt: named };
   }
-  return { code: 'NOT_FOUND', receipt: { institution, id } };
+  return { code: 'NOT_FOUND', receipt: named };
 }
 
 type SeqExpect = number | 'absent' | 'any';

@@ -83,6 +83,7 @@ describe('the simulated clearing core', () => {
       'payout confirm at payee',
       'payout decline at payee',
       'receipt from the wrong bank refused',
+      'receipt from a bank with no part refused',
       'receipt answered as a duplicate',
       'receipt contradicting refused',
       'forward payout at payee',

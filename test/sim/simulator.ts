@@ -864,7 +864,7 @@ export class Simulation {
     for (const p of picked) {
       const s = this.sent.get(`${p.institution}/${p.id}`)!;
       const outcome = p.repeat === undefined ? this.outcomeFor(p) : this.prng.chance(0.7) ? p.repeat : this.otherOutcome(p.repeat, p.step);
-      // Now and then the wrong bank answers: the other party (FORBIDDEN, mostly), or a bank that is neither (NOT_FOUND).
+      // Now and then the wrong bank answers: the other party, or a bank that is neither (FORBIDDEN either way).
       let from = bank;
       const roll = this.prng.int(100);
       if (roll < 5) from = bank === s.raw.payer ? s.raw.payee : s.raw.payer;
@@ -920,18 +920,20 @@ export class Simulation {
     }
     switch (r.code) {
       case 'NOT_FOUND':
-        this.check(rec === undefined || (rec.p !== bank && rec.q !== bank), what);
+        this.check(rec === undefined, what);
         return;
       case 'FORBIDDEN':
-        // Only the bank of the current step answers: the payee of anything but a payout, the payee of a
-        // payout before its payee leg, the payer's decline at the payee leg.
+        // A bank with no part in it; or, of its two banks, one whose answer is not awaited: the payee of
+        // anything but a payout, the payee of a payout before its payee leg, the payer's decline at the payee leg.
         this.check(
           rec !== undefined &&
             r.status === 'rejected' &&
-            ((bank === rec.q && (rec.t !== 'payout' || rec.tp === 1)) || (bank === rec.p && rec.t === 'payout' && outcome === 'decline' && reachedStep(rec, 'payee'))),
+            ((bank !== rec.p && bank !== rec.q) ||
+              (bank === rec.q && (rec.t !== 'payout' || rec.tp === 1)) ||
+              (bank === rec.p && rec.t === 'payout' && outcome === 'decline' && reachedStep(rec, 'payee'))),
           what,
         );
-        this.flow('receipt from the wrong bank refused');
+        this.flow(bank !== rec!.p && bank !== rec!.q ? 'receipt from a bank with no part refused' : 'receipt from the wrong bank refused');
         return;
       case 'NOT_PENDING':
         this.check(rec !== undefined && (bank === rec.p || (bank === rec.q && rec.t === 'payout')) && stateReached(rec, r.status), what);
@@ -1212,8 +1214,9 @@ export class Simulation {
       const what = (): string => `revocation of ${m.institution}/${m.id} by ${actor.role} ${actor.id} answered ${JSON.stringify(res)}; the store holds ${JSON.stringify(d)}`;
       if ('code' in res) {
         this.count(`mandate revoke ${res.code}`);
-        if (res.code === 'NOT_FOUND') this.check(!(actor.role === 'institution' && actor.id !== m.institution) && (d === undefined || (actor.role === 'bank' && actor.id !== d.payer)), what);
-        else if (res.code === 'FORBIDDEN') this.check(actor.role === 'institution' && actor.id !== m.institution, what);
+        if (res.code === 'NOT_FOUND') this.check(!(actor.role === 'institution' && actor.id !== m.institution) && d === undefined, what);
+        // Another institution, or a bank that is not the mandate's payer bank: outside its role.
+        else if (res.code === 'FORBIDDEN') this.check((actor.role === 'institution' && actor.id !== m.institution) || (actor.role === 'bank' && d !== undefined && actor.id !== d.payer), what);
         else if (res.code === 'NOT_PENDING') this.check(d?.status === 'declined', what);
         else if (res.code === 'INTERNAL') this.check(valid && d !== undefined && d.status !== 'revoked', what);
         else this.fail(`unexpected answer: ${what()}`);
