@@ -14,6 +14,7 @@ import { wrkAvailable, WRK_MISSING_NOTE } from '../bench/http-wrk.js';
 import { ParamError, resolveParams } from '../bench/params.js';
 import { ratioOf, type BenchReport, type SideFigures } from '../bench/report.js';
 import { runLedgerTaskBench } from '../bench/ledger-tasks.js';
+import { runStorageBench } from '../bench/storage.js';
 import { runRestartBench } from '../bench/restart.js';
 import { runScaleBench } from '../bench/scale.js';
 import { runBench } from '../bench/suite.js';
@@ -207,5 +208,22 @@ describe('benches at the small size', () => {
       expect(r.ratio).toBeCloseTo((r.ledger.userUs + r.ledger.systemUs) / (r.plain.userUs + r.plain.systemUs));
     }
     expect(f.audits).toEqual([{ banks: 20, cleared: 3000, matches: true }, { banks: 500, cleared: 3000, matches: true }]);
+  }, 90_000);
+
+  it('storage: every database’s pages per instruction, in ids of both orders, and the file at least their sum', async () => {
+    for (const ids of ['ordered', 'scattered'] as const) {
+      const lines: string[] = [];
+      const f = await runStorageBench(3000, 20, ids, (l) => lines.push(l));
+      expect(f.rows.map((r) => r.database)).toEqual(['ins', 'pos', 'jrn', 'bkt', 'bkj', 'pnd', 'meta']);
+      const ins = f.rows.find((r) => r.database === 'ins')!;
+      expect(ins.entries).toBe(3000);
+      // A record, its key and its node header: more than 20 bytes an instruction, less than a page.
+      expect(ins.bytesPerInstruction).toBeGreaterThan(20);
+      expect(ins.bytesPerInstruction).toBeLessThan(4096);
+      // The bank codes and the record structures are in meta.
+      expect(f.rows.find((r) => r.database === 'meta')!.entries).toBe(2);
+      expect(f.fileBytes).toBeGreaterThanOrEqual(f.usedPages * 4096);
+      expect(lines.at(-1)).toContain('bytes per instruction');
+    }
   }, 90_000);
 });
