@@ -55,6 +55,12 @@ export interface BenchParams {
   scaleSizes: number[];
   /** bench:scale: requests per read endpoint whose latency is taken after each load. */
   probes: number;
+  /**
+   * bench:scale: sweeps of the sizes, each the reverse of the one before,
+   * so that the machine's drift over minutes falls on every size alike;
+   * the summary takes medians over them.
+   */
+  scaleRounds: number;
   resultsDir: string;
 }
 
@@ -83,6 +89,7 @@ const SIZES: Record<BenchSize, Omit<BenchParams, 'size' | 'resultsDir'>> = {
     httpThreads: 1,
     scaleSizes: [4, 30],
     probes: 5,
+    scaleRounds: 1,
   },
   large: {
     durationS: 20,
@@ -108,6 +115,7 @@ const SIZES: Record<BenchSize, Omit<BenchParams, 'size' | 'resultsDir'>> = {
     httpThreads: 1,
     scaleSizes: [20, 100, 500, 2000],
     probes: 50,
+    scaleRounds: 1,
   },
 };
 
@@ -157,6 +165,7 @@ const NUMERIC_OPTIONS: readonly NumericOption[] = [
   { flag: 'institutions', key: 'institutions', min: 1, max: INSTITUTIONS_MAX, integer: true, help: 'submitting institutions' },
   { flag: 'http-threads', key: 'httpThreads', min: 1, max: 16, integer: true, help: 'wrk threads (--http-driver wrk)' },
   { flag: 'probes', key: 'probes', min: 1, max: 10_000, integer: true, help: 'scale: requests per read endpoint timed after each load' },
+  { flag: 'rounds', key: 'scaleRounds', min: 1, max: 10, integer: true, help: 'scale: sweeps of the sizes, alternating their order; the summary takes medians' },
 ];
 
 export function envName(flag: string): string {

@@ -26,6 +26,8 @@ import { lineChart } from './svg-plot.js';
 
 export interface ScaleRow {
   banks: number;
+  /** The sweep it was measured in (from 1). */
+  round: number;
   /** The WebSocket closed-loop scenario at this size, engine and ceiling, with the engine's read latencies. */
   scenario: ScenarioReport;
 }
@@ -40,7 +42,78 @@ export interface ScaleReport {
   /** The bank whose own positions are read at each size: the first, the largest under skewed pairs. */
   probedBank: string;
   rows: ScaleRow[];
+  /** Per number of banks, medians over the rounds. */
+  summary: ScaleSummaryRow[];
   ok: boolean;
+}
+
+/**
+ * One number of banks over every round: the medians of the engine's and
+ * the ceiling's throughput and of their ratio, and the engine's throughput
+ * against the smallest size's in the same round, plainly and with each
+ * run divided by its own ceiling (which cancels a drift between the runs).
+ */
+export interface ScaleSummaryRow {
+  banks: number;
+  rounds: number;
+  engineMedianPerS: number;
+  ceilingMedianPerS: number;
+  ratioMedian: number;
+  /** Median over rounds of engine(this size) / engine(smallest size). */
+  vsSmallest: number;
+  /** Median over rounds of ratio(this size) / ratio(smallest size). */
+  vsSmallestByCeiling: number;
+}
+
+/** The median; NaN for none. */
+function median(xs: readonly number[]): number {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** Medians per number of banks, in increasing order of banks, from rows of one or more rounds. */
+export function scaleSummary(rows: readonly ScaleRow[]): ScaleSummaryRow[] {
+  const sizes = [...new Set(rows.map((r) => r.banks))].sort((a, b) => a - b);
+  const smallest = sizes[0];
+  const ofRound = new Map<string, ScaleRow>();
+  for (const r of rows) ofRound.set(`${r.round}|${r.banks}`, r);
+  return sizes.map((banks) => {
+    const mine = rows.filter((r) => r.banks === banks);
+    const vs: number[] = [];
+    const vsByCeiling: number[] = [];
+    for (const r of mine) {
+      const base = ofRound.get(`${r.round}|${smallest}`);
+      if (base === undefined) continue;
+      vs.push(r.scenario.engine.figures.throughputPerS / base.scenario.engine.figures.throughputPerS);
+      const ratio = r.scenario.ratio.throughput;
+      const baseRatio = base.scenario.ratio.throughput;
+      if (ratio !== null && baseRatio !== null) vsByCeiling.push(ratio / baseRatio);
+    }
+    return {
+      banks,
+      rounds: mine.length,
+      engineMedianPerS: median(mine.map((r) => r.scenario.engine.figures.throughputPerS)),
+      ceilingMedianPerS: median(mine.map((r) => r.scenario.ceiling.figures.throughputPerS)),
+      ratioMedian: median(mine.flatMap((r) => (r.scenario.ratio.throughput === null ? [] : [r.scenario.ratio.throughput]))),
+      vsSmallest: median(vs),
+      vsSmallestByCeiling: median(vsByCeiling),
+    };
+  });
+}
+
+/** The summary table: one row per number of banks, medians over the rounds. */
+export function summaryTable(r: ScaleReport): string {
+  const smallest = r.summary[0]?.banks ?? 0;
+  const lines = [
+    `| banks | rounds | engine /s (median) | ceiling /s (median) | ratio (median) | engine ÷ engine at ${smallest} banks, same round (median) | the same, each run against its own ceiling (median) |`,
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const s of r.summary) {
+    lines.push(`| ${n(s.banks)} | ${s.rounds} | ${n(s.engineMedianPerS)} | ${n(s.ceilingMedianPerS)} | ${n(s.ratioMedian, 3)} | ${n(s.vsSmallest, 3)} | ${n(s.vsSmallestByCeiling, 3)} |`);
+  }
+  return lines.join('\n');
 }
 
 export interface ScaleRun {
@@ -60,15 +133,15 @@ function readCell(e: EndpointLatency | undefined): string {
 export function scaleTable(r: ScaleReport): string {
   const names = probeTargets('{bank}').map((t) => t.name);
   const lines = [
-    `| banks | engine /s | ceiling /s | ratio | CPU µs/instr., engine / ceiling | engine main thread µs/instr. | RSS MiB, engine / ceiling | data MiB per million, engine / ceiling | ${names.map((x) => `${x.replace(/^GET /, '')} p50 / p99 ms`).join(' | ')} | audit |`,
-    `| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ${names.map(() => '---:').join(' | ')} | --- |`,
+    `| banks | round | engine /s | ceiling /s | ratio | CPU µs/instr., engine / ceiling | engine main thread µs/instr. | RSS MiB, engine / ceiling | data MiB per million, engine / ceiling | ${names.map((x) => `${x.replace(/^GET /, '')} p50 / p99 ms`).join(' | ')} | audit |`,
+    `| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ${names.map(() => '---:').join(' | ')} | --- |`,
   ];
   for (const row of r.rows) {
     const s = row.scenario;
     const e = s.engine.figures;
     const c = s.ceiling.figures;
     lines.push(
-      `| ${n(row.banks)} | ${n(e.throughputPerS)} | ${n(c.throughputPerS)} | ${n(s.ratio.throughput, 3)} | ${n(e.cpuUsPerInstruction, 1)} / ${n(c.cpuUsPerInstruction, 1)} | ` +
+      `| ${n(row.banks)} | ${row.round} | ${n(e.throughputPerS)} | ${n(c.throughputPerS)} | ${n(s.ratio.throughput, 3)} | ${n(e.cpuUsPerInstruction, 1)} / ${n(c.cpuUsPerInstruction, 1)} | ` +
         `${n(e.mainThreadCpuUsPerInstruction, 1)} | ${mib(e.rssBytes)} / ${mib(c.rssBytes)} | ${mib(e.dataBytesPerMillion)} / ${mib(c.dataBytesPerMillion)} | ` +
         `${names.map((x) => readCell(read(row, x))).join(' | ')} | ${s.ok ? 'ok' : '**FAILED**'} |`,
     );
@@ -88,7 +161,7 @@ function readsTable(r: ScaleReport): string {
 }
 
 export function scaleChart(r: ScaleReport): string {
-  const xs = r.rows.map((row) => row.banks);
+  const xs = r.summary.map((s) => s.banks);
   return lineChart({
     title: `Engine and bare ceiling by number of banks (WebSocket closed loop, ${r.params.pairs} pairs)`,
     xLabel: 'participant banks (logarithmic)',
@@ -97,15 +170,15 @@ export function scaleChart(r: ScaleReport): string {
       {
         yLabel: 'acknowledged instructions/s',
         series: [
-          { name: 'engine', color: '#1f77b4', values: r.rows.map((row) => row.scenario.engine.figures.throughputPerS) },
-          { name: 'bare ceiling', color: '#888888', values: r.rows.map((row) => row.scenario.ceiling.figures.throughputPerS), dashed: true },
+          { name: 'engine', color: '#1f77b4', values: r.summary.map((s) => s.engineMedianPerS) },
+          { name: 'bare ceiling', color: '#888888', values: r.summary.map((s) => s.ceilingMedianPerS), dashed: true },
         ],
       },
       {
         yLabel: 'engine ÷ ceiling',
         yMinTop: 1,
         reference: 1,
-        series: [{ name: 'throughput ratio', color: '#d62728', values: r.rows.map((row) => row.scenario.ratio.throughput) }],
+        series: [{ name: 'throughput ratio', color: '#d62728', values: r.summary.map((s) => s.ratioMedian) }],
       },
     ],
   });
@@ -130,9 +203,15 @@ export function scaleMarkdown(r: ScaleReport, svgFile: string): string {
       `Reads are timed after the load, one request at a time, ${p.probes} of each (after one untimed), with the operator's token; ` +
       `\`/v1/positions/{bank}\` asks for ${r.probedBank}.`,
     '',
-    scaleTable(r),
+    `${r.params.scaleRounds} round${r.params.scaleRounds === 1 ? '' : 's'}: each sweep of the sizes runs in the reverse order of the one before, and the summary takes medians over them.`,
+    '',
+    summaryTable(r),
     '',
     `![throughput and ratio by number of banks](${svgFile})`,
+    '',
+    '## Every run',
+    '',
+    scaleTable(r),
     '',
     '## Read endpoints',
     '',
@@ -145,7 +224,7 @@ export function scaleMarkdown(r: ScaleReport, svgFile: string): string {
     const s = row.scenario;
     const a = s.engine.check;
     lines.push(
-      `## ${n(row.banks)} banks`,
+      `## ${n(row.banks)} banks, round ${row.round}`,
       '',
       a.ok
         ? `Audit ok: Σ net = ${a.netSumCents}, GET /v1/audit ok, cleared ${n(a.engineAuditCleared)} = ${n(a.ackedCleared)} acknowledged + ${n(a.unansweredCommitted)} committed unanswered; every bank's net equals the model.`
@@ -174,22 +253,36 @@ export function writeScaleReport(r: ScaleReport, dir: string): ScaleRun['files']
   return files;
 }
 
-/** Sweep the sizes one after the other, then write the report. */
+/** Sweep the sizes (`scaleRounds` times, each sweep in the reverse order of the one before), then write the report. */
 export async function runScaleBench(p: BenchParams, progress: (line: string) => void = () => undefined): Promise<ScaleRun> {
   const startedAt = new Date().toISOString();
   const m = machine();
   const probedBank = bankCodes(2)[0]!;
   const rows: ScaleRow[] = [];
-  for (const banks of p.scaleSizes) {
-    const sized: BenchParams = { ...p, banks };
-    const scenario = await wsScenario('closed', sized, (base) => probeReads(base, probedBank, p.probes));
-    rows.push({ banks, scenario });
-    const reads = (scenario.reads ?? []).map((e) => `${e.name.replace(/^GET /, '')} ${n(e.p50Ms, 1)}/${n(e.p99Ms, 1)} ms`).join(', ');
-    progress(
-      `${banks} banks: engine ${Math.round(scenario.engine.figures.throughputPerS)}/s, ceiling ${Math.round(scenario.ceiling.figures.throughputPerS)}/s, ` +
-        `ratio ${scenario.ratio.throughput}; ${reads}; audit ${scenario.engine.check.ok ? 'ok' : 'FAILED'}`,
-    );
+  for (let round = 1; round <= p.scaleRounds; round++) {
+    const sizes = round % 2 === 1 ? p.scaleSizes : [...p.scaleSizes].reverse();
+    for (const banks of sizes) {
+      const sized: BenchParams = { ...p, banks };
+      const scenario = await wsScenario('closed', sized, (base) => probeReads(base, probedBank, p.probes));
+      rows.push({ banks, round, scenario });
+      const reads = (scenario.reads ?? []).map((e) => `${e.name.replace(/^GET /, '')} ${n(e.p50Ms, 1)}/${n(e.p99Ms, 1)} ms`).join(', ');
+      progress(
+        `${p.scaleRounds > 1 ? `round ${round}, ` : ''}${banks} banks: engine ${Math.round(scenario.engine.figures.throughputPerS)}/s, ceiling ${Math.round(scenario.ceiling.figures.throughputPerS)}/s, ` +
+          `ratio ${scenario.ratio.throughput}; ${reads}; audit ${scenario.engine.check.ok ? 'ok' : 'FAILED'}`,
+      );
+    }
   }
-  const report: ScaleReport = { kind: 'scale', startedAt, finishedAt: new Date().toISOString(), machine: m, params: p, ceiling: CEILING_NOTE, probedBank, rows, ok: rows.every((r) => r.scenario.ok) };
+  const report: ScaleReport = {
+    kind: 'scale',
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    machine: m,
+    params: p,
+    ceiling: CEILING_NOTE,
+    probedBank,
+    rows,
+    summary: scaleSummary(rows),
+    ok: rows.every((r) => r.scenario.ok),
+  };
   return { report, files: writeScaleReport(report, p.resultsDir) };
 }

@@ -16,7 +16,7 @@ import { ratioOf, type BenchReport, type SideFigures } from '../bench/report.js'
 import { runLedgerTaskBench } from '../bench/ledger-tasks.js';
 import { runStorageBench } from '../bench/storage.js';
 import { runRestartBench } from '../bench/restart.js';
-import { runScaleBench } from '../bench/scale.js';
+import { runScaleBench, scaleSummary, type ScaleRow } from '../bench/scale.js';
 import { runBench } from '../bench/suite.js';
 
 const resultsDir = mkdtempSync(join(tmpdir(), 'netting-bench-test-'));
@@ -113,6 +113,23 @@ describe('bench fixture', () => {
     expect(() => resolveParams(new Map([['pairs', 'zipf']]), {})).toThrow(ParamError);
     expect(() => resolveParams(new Map([['sizes', '20,x']]), {})).toThrow(ParamError);
     expect(() => resolveParams(new Map([['http-driver', 'ab']]), {})).toThrow(ParamError);
+    expect(resolveParams(new Map([['rounds', '3']]), {}).scaleRounds).toBe(3);
+    expect(resolveParams(new Map(), {}).scaleRounds).toBe(1);
+    expect(() => resolveParams(new Map([['rounds', '0']]), {})).toThrow(ParamError);
+  });
+
+  it('scale summary: medians over rounds, and each size against the smallest in the same round, plainly and against each run’s ceiling', () => {
+    // Two rounds; the machine is twice as fast in the second, for the engine and its ceiling alike.
+    const row = (banks: number, round: number, engine: number, ceiling: number): ScaleRow =>
+      ({ banks, round, scenario: { engine: { figures: { throughputPerS: engine } }, ceiling: { figures: { throughputPerS: ceiling } }, ratio: { throughput: engine / ceiling } } }) as unknown as ScaleRow;
+    const rows = [row(20, 1, 100, 200), row(500, 1, 90, 200), row(500, 2, 180, 400), row(20, 2, 160, 400), row(20, 3, 110, 220), row(500, 3, 99, 220)];
+    const [small, large] = scaleSummary(rows);
+    expect(small).toMatchObject({ banks: 20, rounds: 3, engineMedianPerS: 110, ceilingMedianPerS: 220, vsSmallest: 1, vsSmallestByCeiling: 1 });
+    expect(large!.banks).toBe(500);
+    // Per round: 0.9, 1.125, 0.9; the median is 0.9, whatever order the rounds ran the sizes in.
+    expect(large!.vsSmallest).toBeCloseTo(0.9);
+    expect(large!.vsSmallestByCeiling).toBeCloseTo(0.9);
+    expect(large!.ratioMedian).toBeCloseTo(0.45);
   });
 });
 
@@ -155,9 +172,12 @@ describe('benches at the small size', () => {
       expect(row.scenario.engine.load['institutionsUsed']).toBe(2);
     }
     expect(report.ok).toBe(true);
+    expect(report.summary.map((s) => [s.banks, s.rounds])).toEqual([[4, 1], [30, 1]]);
+    expect(report.summary[0]!.vsSmallest).toBe(1);
     const md = readFileSync(files.markdown, 'utf8');
-    expect(md).toContain('| banks | engine /s | ceiling /s | ratio |');
-    expect(md).toMatch(/\n\| 30 \| [\d,]+ \| [\d,]+ \| [\d.]+ \|/);
+    expect(md).toContain('| banks | rounds | engine /s (median) | ceiling /s (median) | ratio (median) |');
+    expect(md).toContain('| banks | round | engine /s | ceiling /s | ratio |');
+    expect(md).toMatch(/\n\| 30 \| 1 \| [\d,]+ \| [\d,]+ \| [\d.]+ \|/);
     expect(md).toContain(`](${files.svg.split('/').pop()!})`);
     const svg = readFileSync(files.svg, 'utf8');
     expect(svg.startsWith('<svg')).toBe(true);
