@@ -405,12 +405,12 @@ function pushSnapshots(ctx: WsContext): void {
   });
 }
 
-/** Count a connection in or out of its institution's notification listeners. */
 /** Whether a connection hears an institution's lifecycle messages (final ones, or those of its steps). */
 function listens(conn: Connection): boolean {
   return conn.topics.has('notifications') || conn.topics.has('steps');
 }
 
+/** Count a connection in or out of its institution's notification listeners (once, whichever of the two topics it holds). */
 function listen(ctx: WsContext, conn: Connection, delta: 1 | -1): void {
   if (conn.principal.role !== 'institution') return;
   const m = ctx.engine.notificationListeners;
