@@ -90,6 +90,30 @@ export function replyFailure(ex: Exchange, codec: Codec, f: Failure, closeConnec
   reply(ex, codec, httpStatusOf(f.code), f, closeConnection);
 }
 
+/**
+ * What a node that is not taking requests answers. Alone: NOT_READY (it is
+ * starting or stopping). In cluster mode, this gateway is a leader's, and
+ * a leader that is not ready is one whose lease lapsed (paused, cut off),
+ * or one taking or giving up the lead: it is no leader, and answers as
+ * PROTOCOL.md has a follower answer, NOT_LEADER, with `leader` left out
+ * since it does not know who leads now.
+ */
+export function notServing(engine: Pick<Engine, 'clusterNode'>): Failure & { role?: 'follower'; node?: string } {
+  if (engine.clusterNode === undefined) return failure('NOT_READY');
+  return { ...failure('NOT_LEADER', 'this node does not lead now (its lease lapsed, or it is taking or giving up the lead); send requests to the leader'), role: 'follower', node: engine.clusterNode };
+}
+
+/** Answer notServing with its status. */
+export function replyNotServing(ex: Exchange, codec: Codec, engine: Pick<Engine, 'clusterNode'>): void {
+  const f = notServing(engine);
+  reply(ex, codec, httpStatusOf(f.code), f);
+}
+
+/** In cluster mode, whether this (leader's) gateway must answer NOT_LEADER to everything but health and metrics. */
+export function deposed(engine: Pick<Engine, 'clusterNode' | 'ready'>): boolean {
+  return engine.clusterNode !== undefined && !engine.ready;
+}
+
 export function replyCode(ex: Exchange, codec: Codec, code: ErrorCode, message?: string, field?: string): void {
   replyFailure(ex, codec, failure(code, message, field));
 }
@@ -169,7 +193,7 @@ export function withBody(
   const principal = authorize(ctx.auth, ctx.codec, ex, req, roles);
   if (principal === undefined) return;
   if (!ctx.engine.ready) {
-    replyCode(ex, ctx.codec, 'NOT_READY');
+    replyNotServing(ex, ctx.codec, ctx.engine);
     return;
   }
   readBody(ex, ctx.codec, req, ctx.engine.config.limits.bodyBytesMax, (bytes) => {

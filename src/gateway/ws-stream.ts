@@ -26,6 +26,7 @@ import { rejectedResult, type InstructionResult } from '../protocol/messages.js'
 import type { Authenticator, Principal } from './auth.js';
 import { itemsFromList } from './intake.js';
 import { snapshotFor } from '../snapshots/snapshots.js';
+import { deposed, notServing } from './http-io.js';
 import type { ForwardItem, ReceiptResult } from '../lifecycle/lifecycle.js';
 import type { MandateView } from '../mandates/mandate.js';
 import type { Limits } from '../config/config.js';
@@ -145,7 +146,7 @@ function upgrade(ctx: WsContext, res: HttpResponse, req: HttpRequest, context: u
     return;
   }
   if (!ctx.engine.ready) {
-    res.writeStatus(statusLine(503)).writeHeader('content-type', 'application/json').end(JSON.stringify(failure('NOT_READY')), true);
+    res.writeStatus(statusLine(503)).writeHeader('content-type', 'application/json').end(JSON.stringify(notServing(ctx.engine)), true);
     return;
   }
   const bound = connectionBound(ctx, principalKey(principal), ctx.engine.config.limits);
@@ -172,7 +173,7 @@ function onSubmit(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string,
     return;
   }
   if (!engine.ready) {
-    sendError(ctx, ws, encoding, seq, failure('NOT_READY'));
+    sendError(ctx, ws, encoding, seq, notServing(ctx.engine));
     return;
   }
   const items = itemsFromList(msg['instructions'], 'instructions', engine.config.limits.batchItemsMax);
@@ -209,7 +210,7 @@ function onReceipt(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string
     return;
   }
   if (!ctx.engine.ready) {
-    sendError(ctx, ws, encoding, seq, failure('NOT_READY'));
+    sendError(ctx, ws, encoding, seq, notServing(ctx.engine));
     return;
   }
   const items = itemsFromList(msg['receipts'], 'receipts', ctx.engine.config.limits.batchItemsMax);
@@ -232,7 +233,7 @@ function onSubmitVerification(ctx: WsContext, ws: WebSocket<Connection>, msg: Re
     return;
   }
   if (!ctx.engine.ready) {
-    sendError(ctx, ws, encoding, seq, failure('NOT_READY'));
+    sendError(ctx, ws, encoding, seq, notServing(ctx.engine));
     return;
   }
   const institution = conn.principal.id;
@@ -347,6 +348,11 @@ function onMessage(ctx: WsContext, ws: WebSocket<Connection>, data: ArrayBuffer,
   }
   const op = msg['op'];
   ctx.engine.counters.wsMessages.add(`in|${KNOWN_OPS.has(op) ? op : 'unknown'}`);
+  // A leader whose lease lapsed answers no message, a ping included, until its step-down closes the connection.
+  if (deposed(ctx.engine)) {
+    sendError(ctx, ws, encoding, seq, notServing(ctx.engine));
+    return;
+  }
   switch (op) {
     case 'ping': {
       const pong: Record<string, unknown> = { op: 'pong' };

@@ -50,6 +50,13 @@ describe('a leader paused with SIGSTOP', () => {
       (err: unknown) => ({ status: 0, body: String(err) }),
     );
     const sentToPaused = new Set([...inFlightAtPause, ...wsItems.map((t) => t.key), ...httpItems.map((t) => t.key)]);
+    // Reads sent while it is paused: once resumed, it is no leader, and answers nothing from its (stale) state.
+    const closed = { status: 0, body: 'connection closed' };
+    const readsWhilePaused = [
+      http(c.base(old), 'GET', '/v1/positions', { token: TOKENS.ops }).catch(() => closed),
+      http(c.base(old), 'GET', `/v1/instructions/PI0001/${httpItems[0]!.ins.id}`, { token: TOKENS.ops }).catch(() => closed),
+      http(c.base(old), 'GET', '/readyz').catch(() => closed),
+    ];
 
     // A follower takes over once the lease has lapsed.
     const leader = await c.waitLeader({ exclude: [old], timeoutMs: 30_000, pollMs: 20 });
@@ -64,9 +71,15 @@ describe('a leader paused with SIGSTOP', () => {
     load2.close();
     await ledger.settle(async () => c.base(leader), 60_000, sentToPaused);
 
-    // Wake the old leader up.
+    // Wake the old leader up, and read from it at once, again and again, until it stops answering or answers as a follower.
     const resumedAt = Date.now();
     c.resume(old);
+    const readsAfterResume: { status: number; body: unknown }[] = [];
+    while (Date.now() - resumedAt < 2000) {
+      const r = await http(c.base(old), 'GET', '/v1/positions', { token: TOKENS.ops }).catch(() => closed);
+      readsAfterResume.push(r);
+      if (r.status === 0 || (r.status === 503 && (r.body as { leader?: unknown }).leader !== undefined)) break;
+    }
     const following = await c.waitFollowing(old, leader, REJOIN_BOUND_MS);
     const rejoinMs = Date.now() - resumedAt;
     expect(following.body).toMatchObject({ code: 'NOT_LEADER', role: 'follower', node: c.name(old), leader: { node: c.name(leader), url: c.base(leader) } });
@@ -79,6 +92,10 @@ describe('a leader paused with SIGSTOP', () => {
     await Promise.race([load.done, sleep(10_000)]);
     load.close();
     late.close();
+    for (const r of [...(await Promise.all(readsWhilePaused)), ...readsAfterResume]) {
+      // NOT_LEADER (as a follower answers), or the connection closed by its step-down: never a stale 200, nor NOT_READY.
+      if (r.status !== 0) expect(r, `a read sent to the paused leader was answered ${JSON.stringify(r)}`).toMatchObject({ status: 503, body: { code: 'NOT_LEADER', role: 'follower', node: c.name(old) } });
+    }
     expect(ws, 'the WebSocket frame sent to the paused leader is neither answered nor closed after it resumed').not.toBe('hung');
     expect(h.status, `the HTTP request sent to the paused leader is still open after it resumed`).not.toBe(-1);
 
@@ -114,4 +131,35 @@ describe('a leader paused with SIGSTOP', () => {
         `${ledger.clearedCount} acknowledged in all, verified on the new leader`,
     );
   }, 180_000);
+
+  it('answers no request from its stale state once resumed, reads included: NOT_LEADER as a follower would, or its connection closed', async () => {
+    const c = clusters.cluster();
+    const old = await c.waitLeader({ timeoutMs: 60_000 });
+    const id = 'PR-1';
+    expect((await http(c.base(old), 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: { id, type: 'gateway', payer: 'ICBC', payee: 'CMB', amount: 700, twoPhase: true } })).body.status).toBe('pending');
+    // Idle, so that nothing but the lease tells it that it was replaced.
+    c.pause(old);
+    const closed = { status: 0, body: 'connection closed' };
+    const ask = (): Promise<{ status: number; body: any }>[] => [
+      http(c.base(old), 'GET', `/v1/instructions/PI0001/${id}`, { token: TOKENS.PI0001 }).catch(() => closed),
+      http(c.base(old), 'GET', '/v1/positions', { token: TOKENS.ops }).catch(() => closed),
+      http(c.base(old), 'GET', '/readyz').catch(() => closed),
+      http(c.base(old), 'GET', '/v1/no-such-route', { token: TOKENS.ops }).catch(() => closed),
+    ];
+    const whilePaused = ask();
+    const leader = await c.waitLeader({ exclude: [old], timeoutMs: 30_000, pollMs: 20 });
+    // The new leader moves the instruction on: the old one's state of it is stale from here.
+    expect((await http(c.base(leader), 'POST', '/v1/receipts', { token: TOKENS.ICBC, body: { institution: 'PI0001', id, outcome: 'confirm' } })).body.status).toBe('cleared');
+    c.resume(old);
+    const answers = [...(await Promise.all(whilePaused))];
+    for (let k = 0; k < 5; k++) answers.push(...(await Promise.all(ask())));
+    for (const r of answers) {
+      if (r.status === 0) continue;
+      // A follower's answer names the leader; until the node knows it, `leader` is left out.
+      expect(r, `the resumed leader answered ${JSON.stringify(r)}`).toMatchObject({ status: 503, body: { code: 'NOT_LEADER', role: 'follower', node: c.name(old) } });
+    }
+    await c.waitFollowing(old, leader, REJOIN_BOUND_MS);
+    expect((await http(c.base(leader), 'GET', `/v1/instructions/PI0001/${id}`, { token: TOKENS.ops })).body.status).toBe('cleared');
+    expect(c.crashed()).toEqual([]);
+  }, 120_000);
 });
