@@ -11,8 +11,8 @@ export interface ClusterMetricsSource {
   /** A leader is known to this node (itself, or the one the lease names). */
   leaderKnown(): boolean;
   appliedSeq(): number;
-  /** The log's last sequence as last read (0 before any read). */
-  logLastSeq(): number;
+  /** The log's last sequence as last read; undefined before the first read, when the lag is unknown. */
+  logLastSeq(): number | undefined;
 }
 
 export class ClusterMetrics {
@@ -53,10 +53,11 @@ export class ClusterMetrics {
       }),
       new Gauge({
         name: 'netting_cluster_replication_lag_entries',
-        help: 'Log entries this node has yet to apply: the log\'s last sequence minus the applied one',
+        help: 'Log entries this node has yet to apply: the log\'s last sequence minus the applied one (NaN until the log has been read)',
         registers: r,
         collect() {
-          this.set(Math.max(0, source.logLastSeq() - source.appliedSeq()));
+          const last = source.logLastSeq();
+          this.set(last === undefined ? Number.NaN : Math.max(0, last - source.appliedSeq()));
         },
       }),
     );

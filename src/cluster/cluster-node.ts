@@ -80,7 +80,7 @@ export class ClusterNode {
       role: () => (this.role === 'leader' ? 'leader' : 'follower'),
       leaderKnown: () => this.role === 'leader' || this.leader !== undefined,
       appliedSeq: () => this.followerParts?.follower.readThrough ?? this.lastSeqSeen,
-      logLastSeq: () => this.lastSeqSeen,
+      logLastSeq: () => (this.logEndRead || this.role === 'leader' ? this.lastSeqSeen : undefined),
     });
   }
 
@@ -178,7 +178,7 @@ export class ClusterNode {
       await this.becomeFollowerRetrying();
       return;
     }
-    this.lastSeqSeen = await this.log.lastSeq().catch(() => this.lastSeqSeen);
+    await this.readLogEnd();
     const leader = await this.log.leader();
     if (leader?.node !== this.leader?.node) {
       if (leader !== undefined) this.metrics.leaderChanges.inc();
@@ -196,6 +196,18 @@ export class ClusterNode {
   }
 
   private leaderlessSince: number | undefined;
+
+  /** Whether the log's last sequence has been read since this node started (the lag is unknown before). */
+  private logEndRead = false;
+
+  private async readLogEnd(): Promise<void> {
+    try {
+      this.lastSeqSeen = Math.max(this.lastSeqSeen, await this.log.lastSeq());
+      this.logEndRead = true;
+    } catch {
+      // JetStream did not answer: the last value stands, and the next watch reads it again.
+    }
+  }
 
   private reportedAt = 0;
   private purgedAt = 0;
@@ -260,6 +272,10 @@ export class ClusterNode {
       pools = ShardPools.fromConfig(this.config, (err) => this.logger.error({ err }, 'a shard worker failed outside any task; it is replaced'));
       follower = new Follower(this.log, pools, store, this.config.shards, this.logger);
       await follower.start();
+      // What the node answers and exposes from its first request: the log's end (so that its lag is true at once,
+      // not 0 until the first watch) and the leader the lease names.
+      await this.readLogEnd();
+      this.leader = (await this.log.leader().catch(() => undefined)) ?? this.leader;
       const gateway = await FollowerGateway.listen(this.config, () => ({ node: this.cluster.node, leader: this.leader }), () => this.metrics.text());
       this.followerParts = { store, pools, follower, gateway };
     } catch (err) {

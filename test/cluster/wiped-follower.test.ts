@@ -89,9 +89,20 @@ describe('a wiped follower', () => {
     c.wipe(wiped);
     const restartedAt = Date.now();
     await c.start(wiped);
-    await c.waitFollowing(wiped, leader);
+    // From its first answer it names the leader, and its lag counts from the log's end (not 0 before it first looks).
+    const ready = await http(c.base(wiped), 'GET', '/readyz');
+    expect(ready.body).toMatchObject({ code: 'NOT_LEADER', role: 'follower', leader: { node: c.name(leader) } });
     const target = (await c.metric(leader, 'netting_cluster_applied_seq'))!;
     expect(target).toBeGreaterThan(0);
+    const [lag0, applied0, known0] = [
+      await c.metric(wiped, 'netting_cluster_replication_lag_entries'),
+      await c.metric(wiped, 'netting_cluster_applied_seq'),
+      await c.metric(wiped, 'netting_cluster_leader_known'),
+    ];
+    expect(known0).toBe(1);
+    // Nothing is appended meanwhile: what it has applied and what it lags add up to the log's end, whenever it is read.
+    expect(lag0! + applied0!, `lag ${lag0}, applied ${applied0}, the log's end ${target}`).toBeGreaterThanOrEqual(target);
+    await c.waitFollowing(wiped, leader);
     let applied = 0;
     const until = Date.now() + 60_000;
     while (Date.now() < until) {
