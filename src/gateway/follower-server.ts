@@ -38,6 +38,9 @@ export class FollowerGateway {
     };
     app.get('/healthz', (res, req) => reply(beginExchange(res, req), codec, 200, { status: 'ok', role: 'follower' }));
     app.get('/readyz', (res, req) => reply(beginExchange(res, req), codec, 503, notLeader()));
+    // Load balancers that check health with HEAD get the GET's status, without its body.
+    app.head('/healthz', (res) => void res.cork(() => res.writeStatus(statusLine(200)).end()));
+    app.head('/readyz', (res) => void res.cork(() => res.writeStatus(statusLine(503)).end()));
     app.get('/metrics', (res, req) => {
       const ex = beginExchange(res, req);
       if (authorize(auth, codec, ex, req, ['metrics', 'operator']) === undefined) return;

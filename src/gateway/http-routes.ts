@@ -273,6 +273,9 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
   app.get('/healthz', (res, req) => {
     reply(beginExchange(res, req), ctx.codec, 200, { status: 'ok' });
   });
+  // Load balancers that check health with HEAD get the GET's status, without its body.
+  app.head('/healthz', (res) => void res.cork(() => res.writeStatus(statusLine(200)).end()));
+  app.head('/readyz', (res) => void res.cork(() => res.writeStatus(statusLine(ctx.engine.ready ? 200 : 503)).end()));
   app.get('/readyz', (res, req) => {
     const ex = beginExchange(res, req);
     const node = ctx.engine.clusterNode;

@@ -92,6 +92,10 @@ describe('a wiped follower', () => {
     // From its first answer it names the leader, and its lag counts from the log's end (not 0 before it first looks).
     const ready = await http(c.base(wiped), 'GET', '/readyz');
     expect(ready.body).toMatchObject({ code: 'NOT_LEADER', role: 'follower', leader: { node: c.name(leader) } });
+    // HEAD, as load balancers check health: alive, and not the leader.
+    expect((await http(c.base(wiped), 'HEAD', '/healthz')).status).toBe(200);
+    expect((await http(c.base(wiped), 'HEAD', '/readyz')).status).toBe(503);
+    expect((await http(c.base(leader), 'HEAD', '/readyz')).status).toBe(200);
     const target = (await c.metric(leader, 'netting_cluster_applied_seq'))!;
     expect(target).toBeGreaterThan(0);
     const [lag0, applied0, known0] = [

@@ -79,6 +79,8 @@ describe('roles on HTTP routes', () => {
     const ready = await http(engine.base, 'GET', '/readyz');
     expect(ready.status).toBe(200);
     expect(ready.body.status).toBe('ready');
+    // HEAD, as load balancers check health: the GET's status, no body.
+    for (const path of ['/healthz', '/readyz']) expect(await http(engine.base, 'HEAD', path)).toMatchObject({ status: 200, body: undefined });
   });
 
   it('never stored the refused submissions', async () => {
