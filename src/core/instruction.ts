@@ -68,7 +68,6 @@ function codePointLength(text: string): number {
   return n;
 }
 
-/** The id of a raw item if it has a usable one, so a rejection can echo it. */
 /**
  * The institution and id of a receipt (of an instruction or a mandate)
  * that was refused, those of them that are well formed, so that its result
@@ -84,6 +83,7 @@ export function rawParty(raw: unknown): { institution?: string; id?: string } {
   return out;
 }
 
+/** The id of a raw item if it has a usable one, so a rejection can echo it. */
 export function rawId(raw: unknown): string | undefined {
   if (!isPlainObject(raw)) return undefined;
   const id = Object.hasOwn(raw, 'id') ? raw['id'] : undefined;

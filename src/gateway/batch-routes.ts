@@ -6,7 +6,7 @@
 
 import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { digestHex, isDigestHex } from '../core/digest.js';
-import { isPlainObject } from '../core/instruction.js';
+import { isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
 import { centsToWire } from '../core/money.js';
 import type { Engine } from '../engine/engine.js';
 import { reportCsv, reportWire, type BatchStatus } from '../settlement/settlement-report.js';
@@ -291,7 +291,7 @@ function bucketInstitution(ctx: BatchRoutesContext, ex: Exchange, req: HttpReque
     }
     return p.id;
   }
-  if (inst === undefined || !/^[A-Z0-9]{2,16}$/.test(inst)) {
+  if (inst === undefined || !PARTY_CODE_PATTERN.test(inst)) {
     replyCode(ex, ctx.codec, 'INVALID_FIELD', 'an operator names the institution: ?institution=PI0001', 'institution');
     return undefined;
   }

@@ -103,12 +103,6 @@ export function notServing(engine: Pick<Engine, 'clusterNode'>): Failure & { rol
   return { ...failure('NOT_LEADER', 'this node does not lead now (its lease lapsed, or it is taking or giving up the lead); send requests to the leader'), role: 'follower', node: engine.clusterNode };
 }
 
-/** Answer notServing with its status. */
-export function replyNotServing(ex: Exchange, codec: Codec, engine: Pick<Engine, 'clusterNode'>): void {
-  const f = notServing(engine);
-  reply(ex, codec, httpStatusOf(f.code), f);
-}
-
 /** In cluster mode, whether this (leader's) gateway must answer NOT_LEADER to everything but health and metrics. */
 export function deposed(engine: Pick<Engine, 'clusterNode' | 'ready'>): boolean {
   return engine.clusterNode !== undefined && !engine.ready;
@@ -193,7 +187,7 @@ export function withBody(
   const principal = authorize(ctx.auth, ctx.codec, ex, req, roles);
   if (principal === undefined) return;
   if (!ctx.engine.ready) {
-    replyNotServing(ex, ctx.codec, ctx.engine);
+    replyFailure(ex, ctx.codec, notServing(ctx.engine));
     return;
   }
   readBody(ex, ctx.codec, req, ctx.engine.config.limits.bodyBytesMax, (bytes) => {

@@ -8,7 +8,7 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { isPlainObject } from '../core/instruction.js';
 import { statusLine, type Failure } from '../protocol/errors.js';
 import { bankRowWire, counterpartyWire, instructionView, totalsWire, type InstructionResult } from '../protocol/messages.js';
-import { authorize, beginExchange, beginScopedRead, checkIds, deposed, param, postBankReceipts, reply, replyCode, replyFailure, replyItems, replyNotServing, withBody, type Exchange, type HttpContext } from './http-io.js';
+import { authorize, beginExchange, beginScopedRead, checkIds, deposed, notServing, param, postBankReceipts, reply, replyCode, replyFailure, replyItems, withBody, type Exchange, type HttpContext } from './http-io.js';
 import { submissionItems } from './intake.js';
 import { registerBatchRoutes } from './batch-routes.js';
 import { registerMandateRoutes } from './mandate-routes.js';
@@ -239,7 +239,7 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
     (res: HttpResponse, req: HttpRequest): void => {
       // A leader whose lease lapsed answers nothing from its state, reads included: it may be stale.
       if (deposed(ctx.engine)) {
-        replyNotServing(beginExchange(res, req), ctx.codec, ctx.engine);
+        replyFailure(beginExchange(res, req), ctx.codec, notServing(ctx.engine));
         return;
       }
       try {
@@ -280,7 +280,7 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
     const ex = beginExchange(res, req);
     const node = ctx.engine.clusterNode;
     if (ctx.engine.ready) reply(ex, ctx.codec, 200, node === undefined ? { status: 'ready', batch: ctx.engine.openBatchId } : { status: 'ready', role: 'leader', node, batch: ctx.engine.openBatchId });
-    else replyNotServing(ex, ctx.codec, ctx.engine);
+    else replyFailure(ex, ctx.codec, notServing(ctx.engine));
   });
   app.post('/v1/instructions', guard(postInstructions));
   app.get('/v1/instructions/:institution/:id', guard(getInstruction));
@@ -301,7 +301,7 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
   app.any('/*', (res, req) => {
     const ex = beginExchange(res, req);
     if (deposed(ctx.engine)) {
-      replyNotServing(ex, ctx.codec, ctx.engine);
+      replyFailure(ex, ctx.codec, notServing(ctx.engine));
       return;
     }
     replyCode(ex, ctx.codec, 'NOT_FOUND', `no route ${req.getMethod().toUpperCase()} ${req.getUrl().slice(0, 100)}`);

@@ -116,9 +116,6 @@ export class SnapshotTaker {
   }
 }
 
-/** A snapshot as one principal sees it. */
-export type ScopedSnapshot = Snapshot;
-
 /**
  * What a principal may see of a snapshot (PROTOCOL.md: "an institution or
  * bank sees only its own rows"): an operator everything; a bank its own
@@ -126,7 +123,7 @@ export type ScopedSnapshot = Snapshot;
  * (gross, and net as settlement moves it) are no row, and are the
  * snapshot's shape for every reader.
  */
-export function snapshotFor(s: Snapshot, role: 'institution' | 'bank' | 'operator' | 'metrics', id: string): ScopedSnapshot {
+export function snapshotFor(s: Snapshot, role: 'institution' | 'bank' | 'operator' | 'metrics', id: string): Snapshot {
   if (role === 'operator') return s;
   return {
     seq: s.seq,
