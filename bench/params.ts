@@ -26,6 +26,12 @@ export interface BenchParams {
   httpDriver: HttpDriver;
   /** wrk threads (wrk only). */
   httpThreads: number;
+  /**
+   * HTTP connections in all, each with one request in flight. Large: two per
+   * institution (100 institutions), as institutions' gateways keep a few
+   * keep-alive connections each; a request waits for its commit, so fewer
+   * connections measure commit latency more than either server's work.
+   */
   httpConnections: number;
   httpPipelining: number;
   /** Instructions per POST in the batched HTTP variant. */
@@ -96,7 +102,7 @@ const SIZES: Record<BenchSize, Omit<BenchParams, 'size' | 'resultsDir'>> = {
     warmupS: 2,
     drainS: 30,
     httpVariants: ['single', 'batch'],
-    httpConnections: 64,
+    httpConnections: 200,
     httpPipelining: 1,
     httpBatchSize: 100,
     wsModes: ['closed', 'open'],
@@ -150,7 +156,7 @@ const NUMERIC_OPTIONS: readonly NumericOption[] = [
   { flag: 'duration', key: 'durationS', min: 0.5, max: 600, integer: false, help: 'seconds of load per run, warm-up included' },
   { flag: 'warmup', key: 'warmupS', min: 0, max: 60, integer: false, help: 'seconds at the start left out of the figures' },
   { flag: 'drain', key: 'drainS', min: 1, max: 120, integer: false, help: 'longest wait for outstanding acks after the load' },
-  { flag: 'connections', key: 'httpConnections', min: 1, max: 1000, integer: true, help: 'autocannon connections' },
+  { flag: 'connections', key: 'httpConnections', min: 1, max: 1000, integer: true, help: 'HTTP connections, one request in flight on each (autocannon or wrk)' },
   { flag: 'pipelining', key: 'httpPipelining', min: 1, max: 100, integer: true, help: 'autocannon requests in flight per connection; keep 1 (uWS closes async-pipelined connections)' },
   { flag: 'http-batch', key: 'httpBatchSize', min: 1, max: 10_000, integer: true, help: 'instructions per POST (batched variant)' },
   { flag: 'ws-connections', key: 'wsConnections', min: 1, max: 256, integer: true, help: 'WebSocket connections in all' },
