@@ -39,6 +39,15 @@ import type { Limits } from '../config/config.js';
  * final statuses and reversals only.
  */
 export const TOPICS = ['notifications', 'snapshots', 'forwards', 'steps'] as const;
+/** Entries in one `subscribe` list, repeats included. */
+const SUBSCRIBE_ENTRIES_MAX = 64;
+/** Slack past frameBytesMax within which a frame is still read and answered PAYLOAD_TOO_LARGE. */
+const FRAME_SLACK_BYTES_MIN = 16 * 1024 * 1024;
+
+/** The longest frame uWS takes in before dropping the connection: frameBytesMax plus at least 16 MiB. */
+export function wsPayloadLengthMax(frameBytesMax: number): number {
+  return frameBytesMax + Math.max(frameBytesMax, FRAME_SLACK_BYTES_MIN);
+}
 /** Ops counted by name in the metrics; anything else is 'unknown', keeping label values bounded. */
 const KNOWN_OPS: ReadonlySet<string> = new Set(['submit', 'receipt', 'mandate-receipt', 'submit-verification', 'subscribe', 'ping']);
 /** What the engine sends, for counters that start at zero. */
@@ -297,8 +306,9 @@ function pumpBacklog(ctx: WsContext, ws: WebSocket<Connection>, conn: Connection
 function onSubscribe(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<string, unknown>, seq: number | undefined, encoding: Encoding): void {
   const conn = ws.getUserData();
   const topics = msg['topics'];
-  if (!Array.isArray(topics) || topics.length === 0 || topics.length > TOPICS.length) {
-    sendError(ctx, ws, encoding, seq, failure('INVALID_FIELD', `topics must list some of ${TOPICS.join(', ')}`, 'topics'));
+  // "Any of" the topics: none (the answer then lists what the connection holds) and repeats are accepted.
+  if (!Array.isArray(topics) || topics.length > SUBSCRIBE_ENTRIES_MAX) {
+    sendError(ctx, ws, encoding, seq, failure('INVALID_FIELD', `topics must be a list of at most ${SUBSCRIBE_ENTRIES_MAX} of ${TOPICS.join(', ')}`, 'topics'));
     return;
   }
   for (const t of topics) {
@@ -307,9 +317,9 @@ function onSubscribe(ctx: WsContext, ws: WebSocket<Connection>, msg: Record<stri
       return;
     }
   }
-  // The contract opens `subscribe` to any role with any of the topics. Forwards and a bank's queries go only to
-  // `bank:<code>` connections (fanOut), so `forwards` held by another role is accepted and delivers nothing.
-  const fresh = (topics as Topic[]).filter((t) => !conn.topics.has(t));
+  // The contract opens `subscribe` to any role with any of the topics. Forwards go only to `bank:<code>`
+  // connections (fanOut), so `forwards` held by another role is accepted and delivers nothing.
+  const fresh = [...new Set(topics as Topic[])].filter((t) => !conn.topics.has(t));
   const wasListening = listens(conn);
   for (const t of fresh) conn.topics.add(t);
   if (!wasListening && listens(conn)) listen(ctx, conn, 1);
@@ -425,14 +435,14 @@ function listen(ctx: WsContext, conn: Connection, delta: 1 | -1): void {
   else m.set(conn.principal.id, n);
 }
 
-/** Send `message` to every open connection of one principal subscribed to `topic`. */
-function fanOut(ctx: WsContext, topic: Topic, principal: string, message: unknown): void {
+/** Send `message` to every open connection of one principal subscribed to `topic` (every one, when `topic` is undefined). */
+function fanOut(ctx: WsContext, topic: Topic | undefined, principal: string, message: unknown): void {
   const set = ctx.byPrincipal.get(principal);
   if (set === undefined) return;
   const encoded: Partial<Record<Encoding, Uint8Array | string>> = {};
   for (const ws of set) {
     const conn = ws.getUserData();
-    if (conn.closed || !conn.topics.has(topic)) continue;
+    if (conn.closed || (topic !== undefined && !conn.topics.has(topic))) continue;
     const payload = (encoded[conn.encoding] ??= ctx.codec.encode(message, conn.encoding));
     ws.cork(() => {
       sendCounted(ctx, ws, payload, conn.encoding, (message as { op: string }).op);
@@ -441,9 +451,13 @@ function fanOut(ctx: WsContext, topic: Topic, principal: string, message: unknow
 }
 
 /**
- * Forwards go to the connections of the bank whose answer is awaited;
- * queries too, or to the institution's when its payment submission is
- * what is awaited; notifications to the institution's.
+ * Forwards go to the connections of the bank whose answer is awaited that
+ * subscribed to `forwards`. A query for an overdue receipt goes to every
+ * stream connection of that bank, subscribed or not: the contract sends it
+ * "to the payer bank" under no topic, and a bank that only sends receipts
+ * must still hear it before the instruction expires. A query for an
+ * overdue payment submission goes to the institution's `steps`
+ * subscribers; notifications to its `notifications` subscribers.
  */
 function pushLifecycle(ctx: WsContext): void {
   const perFrame = ctx.engine.config.limits.wsForwardFrameItemsMax;
@@ -456,7 +470,7 @@ function pushLifecycle(ctx: WsContext): void {
   ctx.engine.on('forward', (code, items) => forward(code, 'instructions', items));
   ctx.engine.on('forward-mandates', (code, views) => forward(code, 'mandates', views));
   ctx.engine.on('query', (q) => {
-    if (q.bank !== undefined) fanOut(ctx, 'forwards', `bank:${q.bank}`, q.message);
+    if (q.bank !== undefined) fanOut(ctx, undefined, `bank:${q.bank}`, q.message);
     else fanOut(ctx, 'steps', `institution:${q.message.institution}`, q.message);
   });
   ctx.engine.on('notify', (n) => fanOut(ctx, n.status === 'awaiting-submission' ? 'steps' : 'notifications', `institution:${n.institution}`, n));
@@ -467,7 +481,9 @@ export function registerStream(app: TemplatedApp, ctx: WsContext): void {
   pushLifecycle(ctx);
   const limits = ctx.engine.config.limits;
   app.ws<Connection>('/v1/stream', {
-    maxPayloadLength: limits.frameBytesMax * 2,
+    // A frame over frameBytesMax is read and answered PAYLOAD_TOO_LARGE (onMessage); uWS drops the connection only
+    // past this length, which it checks from the frame's header before buffering anything.
+    maxPayloadLength: wsPayloadLengthMax(limits.frameBytesMax),
     maxBackpressure: limits.wsBackpressureBytesMax,
     closeOnBackpressureLimit: true,
     idleTimeout: limits.wsIdleTimeoutS,

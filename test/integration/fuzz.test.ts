@@ -448,6 +448,8 @@ type FrameVerdict =
   | { kind: 'ack'; seq: number; items: Verdict[]; receipts?: boolean };
 
 const TOPICS = ['notifications', 'snapshots', 'forwards'];
+/** The engine's bound on a `subscribe` list's entries (docs/api.md). */
+const SUBSCRIBE_ENTRIES_MAX = 64;
 
 function judgeFrame(norm: unknown, enc: Enc, size: number, role: Role, decodes = true): FrameVerdict {
   if (size > 2 * FRAME_MAX) return { kind: 'close' };
@@ -483,8 +485,8 @@ function judgeFrame(norm: unknown, enc: Enc, size: number, role: Role, decodes =
     }
     case 'subscribe': {
       const topics = own(norm, 'topics');
-      if (!Array.isArray(topics) || topics.length === 0 || topics.length > TOPICS.length) return { kind: 'error', codes: ['INVALID_FIELD'], field: 'topics', seq };
-      // Any role may subscribe to any of the topics (PROTOCOL.md); only an unknown topic is refused.
+      if (!Array.isArray(topics) || topics.length > SUBSCRIBE_ENTRIES_MAX) return { kind: 'error', codes: ['INVALID_FIELD'], field: 'topics', seq };
+      // Any role may subscribe to "any of" the topics (PROTOCOL.md), none or repeats included; only an unknown topic is refused.
       if (topics.some((t) => typeof t !== 'string' || !TOPICS.includes(t))) return { kind: 'error', codes: ['INVALID_FIELD'], field: 'topics', seq };
       return { kind: 'subscribed', seq };
     }

@@ -127,10 +127,16 @@ describe('two-phase instructions', () => {
     await inst.request({ op: 'subscribe', topics: ['notifications'] });
     const bank = await StreamClient.connect(engine.base, TOKENS.ICBC, 'json');
     await bank.request({ op: 'subscribe', topics: ['forwards'] });
+    // A connection of the bank that subscribed to nothing (one that only sends receipts) hears the query too:
+    // the contract sends it "to the payer bank", under no topic.
+    const receiptsOnly = await StreamClient.connect(engine.base, TOKENS.ICBC, 'json');
+    expect(await receiptsOnly.request({ op: 'ping' })).toMatchObject({ op: 'pong' });
     // The schedule's first query is at 300 ms; the deadline comes at 200 ms.
     expect((await inst.submit([twoPhase('TP-SHORT', { timeoutMs: 200 })])).results![0].status).toBe('pending');
     const q = await waitFor(bank, (m) => m.op === 'query' && m['id'] === 'TP-SHORT');
     expect(q).toEqual({ op: 'query', institution: 'PI0001', id: 'TP-SHORT', type: 'agreement', step: 'receipt' });
+    expect(await waitFor(receiptsOnly, (m) => m.op === 'query' && m['id'] === 'TP-SHORT')).toEqual(q);
+    receiptsOnly.close();
     const note = await waitFor(inst, (m) => m.op === 'notify' && m['id'] === 'TP-SHORT');
     expect(note).toMatchObject({ status: 'expired' });
     inst.close();

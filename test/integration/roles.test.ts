@@ -115,7 +115,13 @@ describe('roles on the stream', () => {
     expect(await inst.request({ op: 'subscribe', topics: ['notifications', 'snapshots'] })).toMatchObject({ op: 'subscribed', topics: ['forwards', 'notifications', 'snapshots'] });
     expect(await inst.request({ op: 'subscribe', topics: ['gossip'] })).toMatchObject({ op: 'error', code: 'INVALID_FIELD', field: 'topics' });
     expect(await inst.request({ op: 'subscribe', topics: ['forwards', 'gossip'] })).toMatchObject({ op: 'error', code: 'INVALID_FIELD', field: 'topics' });
-    expect(await inst.request({ op: 'subscribe', topics: [] })).toMatchObject({ op: 'error', code: 'INVALID_FIELD', field: 'topics' });
+    // "Any of": none changes nothing, and repeats count once.
+    expect(await inst.request({ op: 'subscribe', topics: [] })).toMatchObject({ op: 'subscribed', topics: ['forwards', 'notifications', 'snapshots'] });
+    expect(await inst.request({ op: 'subscribe', topics: ['steps', 'steps', 'forwards', 'notifications', 'snapshots', 'steps'] })).toMatchObject({
+      op: 'subscribed',
+      topics: ['forwards', 'notifications', 'snapshots', 'steps'],
+    });
+    expect(await inst.request({ op: 'subscribe', topics: new Array<string>(65).fill('forwards') })).toMatchObject({ op: 'error', code: 'INVALID_FIELD', field: 'topics' });
     inst.close();
     const ops = await StreamClient.connect(engine.base, TOKENS.ops, 'msgpack');
     expect(await ops.request({ op: 'subscribe', topics: ['notifications', 'snapshots', 'forwards'] })).toMatchObject({ op: 'subscribed', topics: ['notifications', 'snapshots', 'forwards'] });

@@ -217,6 +217,11 @@ describe('validation over WebSocket', () => {
     c.sendRaw({ op: 'submit', seq: 9, instructions: [good('huge', { reference: 'x'.repeat(80 * 1024) })] });
     expect(await c.nextUnmatched()).toMatchObject({ op: 'error', code: 'PAYLOAD_TOO_LARGE' });
     expect(await c.request({ op: 'ping' })).toMatchObject({ op: 'pong' });
+    // Far over the limit (ten times it) the answer is the same, not a dropped connection.
+    c.sendRaw({ op: 'submit', seq: 10, instructions: [good('huger', { reference: 'x'.repeat(640 * 1024) })] });
+    expect(await c.nextUnmatched()).toMatchObject({ op: 'error', code: 'PAYLOAD_TOO_LARGE' });
+    expect(await c.request({ op: 'ping' })).toMatchObject({ op: 'pong' });
+    expect((await http(engine.base, 'GET', '/v1/instructions/PI0002/huger', { token: TOKENS.PI0002 })).status).toBe(404);
     c.close();
   });
 
