@@ -56,7 +56,12 @@ export const DEFAULTS = {
   },
 } as const;
 
-/** The shortest interval between scheduled cut-offs (at most 999 batches fit in a business day). */
+/**
+ * The shortest interval between scheduled cut-offs. A business day has 999
+ * batch ids, so an interval under about 86.5 s uses them up before the day
+ * ends: the cut-offs left that day are skipped with a warning, and the open
+ * batch goes on until the next business day.
+ */
 export const BATCH_INTERVAL_MS_MIN = 1000;
 /** The smallest snapshot interval the engine accepts; a snapshot still being written is never overtaken, so a short one only costs CPU. */
 export const SNAPSHOT_INTERVAL_MS_MIN = 10;

@@ -27,6 +27,7 @@ export const ERROR_CATALOG = {
   METHOD_NOT_ALLOWED: { status: 405, message: 'the route does not accept this method' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'send application/json or application/msgpack' },
   BATCH_OPEN: { status: 409, message: 'the batch is still open' },
+  BATCH_LIMIT: { status: 409, message: 'the business day has all the batches its ids allow; the next cut-off can be made on the next business day' },
   STORAGE_FULL: { status: 507, message: "the shard's storage is at its limit; nothing was stored" },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -22,6 +22,7 @@ import { EngineMetrics } from '../metrics/metrics.js';
 import type { ShardLoad } from '../metrics/metrics-source.js';
 import type { InstructionResult } from '../protocol/messages.js';
 import { BatchSchedule } from '../settlement/batch-schedule.js';
+import { BatchIdExhausted } from '../settlement/batch-id.js';
 import { ShardPools } from '../shard/shard-pools.js';
 import type { BucketInstruction, InstitutionTotals, VerifyReport, WorkerStats } from '../shard/tasks.js';
 import type { Snapshot } from '../snapshots/snapshots.js';
@@ -173,7 +174,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     clearing.snapshots.start(config.snapshotIntervalMs);
     if (config.batchSchedule !== undefined) {
       engine.schedule = new BatchSchedule(config.batchSchedule, nodeClock, () => {
-        engine!.closeBatch('schedule').catch((err: unknown) => log.error({ err }, 'scheduled cut-off failed'));
+        engine!.closeBatch('schedule').catch((err: unknown) => {
+          // A schedule shorter than a day over 999 runs out of the day's batch ids: the open batch goes on until the next day.
+          if (err instanceof BatchIdExhausted) log.warn({ batch: engine!.openBatchId }, `scheduled cut-off skipped: ${err.message}`);
+          else log.error({ err }, 'scheduled cut-off failed');
+        });
       });
     }
     log.info({ shards: config.shards, workers: config.workers, batch: clearing.openBatchId, recoveryMs: Date.now() - started }, 'engine ready');

@@ -10,6 +10,7 @@ import { isPlainObject, PARTY_CODE_PATTERN } from '../core/instruction.js';
 import { centsToWire } from '../core/money.js';
 import type { Engine } from '../engine/engine.js';
 import { reportCsv, reportWire, type BatchStatus } from '../settlement/settlement-report.js';
+import { BatchIdExhausted } from '../settlement/batch-id.js';
 import { snapshotFor } from '../snapshots/snapshots.js';
 import { DecodeFailure, type Codec } from '../protocol/codec.js';
 import { statusLine } from '../protocol/errors.js';
@@ -81,6 +82,12 @@ function closeBatch(ctx: BatchRoutesContext, res: HttpResponse, req: HttpRequest
       reply(ex, ctx.codec, 200, reportWire(record, 'closed'));
     },
     async (err: unknown) => {
+      // The day's batch ids are used up: refused before anything changed, and the open batch stays open.
+      if (err instanceof BatchIdExhausted) {
+        await ctx.engine.recordAction(p.id, 'close-batch', ctx.engine.openBatchId, 'BATCH_LIMIT');
+        replyCode(ex, ctx.codec, 'BATCH_LIMIT', `${err.message}; batch ${ctx.engine.openBatchId} stays open until a cut-off on the next business day`);
+        return;
+      }
       ctx.engine.log.error({ err }, 'cut-off failed');
       await ctx.engine.recordAction(p.id, 'close-batch', ctx.engine.openBatchId, 'failed');
       replyCode(ex, ctx.codec, 'INTERNAL', 'the cut-off failed');

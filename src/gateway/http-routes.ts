@@ -304,6 +304,12 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
       replyFailure(ex, ctx.codec, notServing(ctx.engine));
       return;
     }
+    // PROTOCOL.md: every request but GET /healthz and GET /readyz carries a token, and a missing or unknown one is
+    // UNAUTHORIZED; so an unknown route is told it is unknown only with a known token (any role).
+    if (ctx.auth.fromAuthorization(req.getHeader('authorization')) === undefined) {
+      replyCode(ex, ctx.codec, 'UNAUTHORIZED', 'a valid bearer token is required');
+      return;
+    }
     replyCode(ex, ctx.codec, 'NOT_FOUND', `no route ${req.getMethod().toUpperCase()} ${req.getUrl().slice(0, 100)}`);
   });
 }

@@ -8,6 +8,7 @@ import { businessDate } from '../core/business-time.js';
 /** Batches per business day: the three-digit suffix keeps ids sorting as strings. */
 export const BATCHES_PER_DAY_MAX = 999;
 
+/** A cut-off refused, before it changed anything: the business day has BATCHES_PER_DAY_MAX batches. */
 export class BatchIdExhausted extends Error {
   override name = 'BatchIdExhausted';
 }

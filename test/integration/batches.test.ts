@@ -217,3 +217,28 @@ describe('settlement batches', () => {
     expect(await engine.stop()).toBe(0);
   });
 });
+
+describe('the batch ids of a business day', () => {
+  it('refuses a cut-off past the 999th batch of a day with BATCH_LIMIT, changing nothing', async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const engine = await startEngine(t.dir, testConfig(t.dir));
+    // Cut off until the day's ids run out (a business day that turns meanwhile starts again at -001: up to two days' worth).
+    let refused: { status: number; body: any } | undefined;
+    for (let i = 0; i < 2 * 999 + 1 && refused === undefined; i++) {
+      const r = await http(engine.base, 'POST', '/v1/batches/close', { token: TOKENS.ops });
+      if (r.status !== 200) refused = r;
+    }
+    expect(refused).toMatchObject({ status: 409, body: { code: 'BATCH_LIMIT' } });
+    const open = (await http(engine.base, 'GET', '/readyz')).body.batch as string;
+    expect(open).toMatch(/^\d{8}-999$/);
+    // The open batch goes on taking instructions, and a second try is refused the same way.
+    const ins = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: { id: 'past-999', type: 'payout', payer: 'ICBC', payee: 'CMB', amount: 5 } });
+    expect(ins.body).toMatchObject({ status: 'cleared', batch: open });
+    expect(await http(engine.base, 'POST', '/v1/batches/close', { token: TOKENS.ops })).toMatchObject({ status: 409, body: { code: 'BATCH_LIMIT' } });
+    expect((await http(engine.base, 'GET', '/readyz')).body.batch).toBe(open);
+    const positions = (await http(engine.base, 'GET', '/v1/positions', { token: TOKENS.ops })).body;
+    expect(positions).toMatchObject({ batch: open, totals: { gross: '5' } });
+    expect(await engine.stop()).toBe(0);
+  }, 120_000);
+});

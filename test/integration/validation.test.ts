@@ -164,6 +164,12 @@ describe('validation over HTTP', () => {
 
   it('answers unknown routes and malformed query paths with clear codes', async () => {
     expect((await http(engine.base, 'GET', '/v1/nothing-here', { token: TOKENS.ops })).body.code).toBe('NOT_FOUND');
+    expect((await http(engine.base, 'DELETE', '/v1/instructions', { token: TOKENS.PI0001 })).status).toBe(404);
+    // Without a known token every request but GET /healthz and /readyz is UNAUTHORIZED first, a route or not.
+    for (const [method, path] of [['GET', '/v1/nothing-here'], ['DELETE', '/v1/instructions'], ['POST', '/v1/positions'], ['POST', '/healthz']] as const) {
+      expect(await http(engine.base, method, path), `${method} ${path}`).toMatchObject({ status: 401, body: { code: 'UNAUTHORIZED' } });
+      expect((await http(engine.base, method, path, { token: 'not-a-token' })).status, `${method} ${path}`).toBe(401);
+    }
     const badId = await http(engine.base, 'GET', '/v1/instructions/PI0001/a%20b', { token: TOKENS.ops });
     expect(badId.status).toBe(400);
     expect(badId.body).toMatchObject({ code: 'INVALID_FIELD', field: 'id' });
