@@ -1,8 +1,12 @@
 /**
- * Debit caps (`debitCapCents`): a payer bank's net debit in the open batch
- * plus its pending two-phase reservations plus what is in flight may not
- * pass its cap; and its pending debits alone may not pass it either, since
- * they are carried into the next batch, where no credits offset them.
+ * Debit caps (`debitCapCents`), as PROTOCOL.md has them: an instruction is
+ * refused when its payer's `paid − received + pendingDebit + amount` in the
+ * open batch would pass the cap, counting what is in flight too. Pending
+ * debits are carried over a cut-off into the next batch, which opens with
+ * no credits to offset them: a bank whose carried reservations exceed its
+ * cap is over it there until credits arrive or they end, and no new debit
+ * of it is admitted meanwhile. The simulator's cap law says exactly that
+ * (test/sim/simulator.ts).
  *
  * The decision is made on the main thread, in the router, at the moment an
  * instruction is routed: one thread sees every instruction of every shard
@@ -43,11 +47,6 @@ export class DebitCaps {
     return this.view.netDebit(bank, batch) + this.view.pendingDebit(bank) + (this.inflight.get(batch)?.get(bank) ?? 0n) + (this.inflightPending.get(bank) ?? 0n);
   }
 
-  /** Pending two-phase debits, committed or in flight, whatever the batch. */
-  pendingExposure(bank: string): bigint {
-    return this.view.pendingDebit(bank) + (this.inflightPending.get(bank) ?? 0n);
-  }
-
   /**
    * Reserve `amount` for `payer` in `batch`, or say no. Banks without a cap
    * are not tracked at all, so they cost nothing here.
@@ -57,9 +56,6 @@ export class DebitCaps {
     if (cap === undefined) return true;
     const a = BigInt(amount);
     if (this.exposure(payer, batch) + a > cap) return false;
-    // Pending debits outlive a cut-off, and the next batch opens with no credits to offset them:
-    // they must fit within the cap on their own, or confirming them in the next batch would pass it.
-    if (twoPhase && this.pendingExposure(payer) + a > cap) return false;
     this.add(payer, a, twoPhase, batch);
     return true;
   }

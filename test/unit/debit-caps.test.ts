@@ -53,7 +53,7 @@ describe('DebitCaps', () => {
     expect(caps.exposure('ICBC', '20261122-002')).toBe(600n);
   });
 
-  it('holds pending debits within the cap on their own, since the next batch opens without the credits that offset them', () => {
+  it("lets credits make room for pending debits as for single-phase ones: paid − received + pendingDebit + amount (PROTOCOL.md)", () => {
     const { view, caps } = setup();
     // ICBC received 800 in the open batch: its exposure is -800.
     view.apply({ batch: '20261122-001', flows: [{ a: 'CMB', b: 'ICBC', aToB: 800n, bToA: 0n, countAToB: 1, countBToA: 0 }], institutions: [] }, 0);
@@ -61,11 +61,15 @@ describe('DebitCaps', () => {
     // A single-phase debit may use those credits...
     expect(caps.reserve('ICBC', 1500, false, '20261122-001')).toBe(true);
     caps.release('ICBC', 1500, false, '20261122-001');
-    // ...but pending debits beyond the cap would pass it once confirmed in the next batch.
-    expect(caps.reserve('ICBC', 1001, true, '20261122-001')).toBe(false);
-    expect(caps.reserve('ICBC', 600, true, '20261122-001')).toBe(true);
-    expect(caps.reserve('ICBC', 401, true, '20261122-001')).toBe(false);
-    expect(caps.reserve('ICBC', 400, true, '20261122-001')).toBe(true);
-    expect(caps.pendingExposure('ICBC')).toBe(1000n);
+    // ...and so may a pending one, beyond the cap on its own: -800 + 1500 = 700.
+    expect(caps.reserve('ICBC', 1500, true, '20261122-001')).toBe(true);
+    expect(caps.exposure('ICBC')).toBe(700n);
+    expect(caps.reserve('ICBC', 301, true, '20261122-001')).toBe(false);
+    expect(caps.reserve('ICBC', 301, false, '20261122-001')).toBe(false);
+    expect(caps.reserve('ICBC', 300, true, '20261122-001')).toBe(true);
+    // In the next batch the 1,800 pending are carried with no credits: 800 over the cap, so nothing more is admitted.
+    expect(caps.exposure('ICBC', '20261122-002')).toBe(1800n);
+    expect(caps.reserve('ICBC', 1, false, '20261122-002')).toBe(false);
+    expect(caps.reserve('ICBC', 1, true, '20261122-002')).toBe(false);
   });
 });
