@@ -91,6 +91,31 @@ describe('debit caps', () => {
     watcher.close();
     expect(await engine.stop()).toBe(0);
   });
+
+  it("are the contract's paid − received + pendingDebit + amount for two-phase instructions too, and carry pending debits over a cut-off", async () => {
+    const t = tempDir();
+    cleanups.push(t.cleanup);
+    const banks = BANKS.map((code) => (code === CAPPED ? { code, name: 'capped', debitCapCents: 5000 } : { code, name: code }));
+    const engine = await startEngine(t.dir, testConfig(t.dir, { banks, receiptQueryScheduleMs: [] }));
+    const post = (body: unknown): Promise<{ status: number; body: any }> => http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body });
+    // ABC receives 10,000: paid − received = -10,000.
+    expect((await post({ id: 'CR-1', type: 'gateway', payer: 'CMB', payee: CAPPED, amount: 10_000 })).body.status).toBe('cleared');
+    // A two-phase debit of 6,000, past the cap on its own: -10,000 + 0 + 6,000 = -4,000, within 5,000.
+    expect((await post({ id: 'TP-1', type: 'gateway', payer: CAPPED, payee: 'CMB', amount: 6000, twoPhase: true })).body.status).toBe('pending');
+    // Now -10,000 + 6,000 + 9,000 = 5,000: at the cap, allowed; one cent more is not.
+    expect((await post({ id: 'TP-2', type: 'gateway', payer: CAPPED, payee: 'BOC', amount: 9001, twoPhase: true })).body).toMatchObject({ status: 'rejected', code: 'DEBIT_CAP_EXCEEDED' });
+    expect((await post({ id: 'SP-1', type: 'gateway', payer: CAPPED, payee: 'BOC', amount: 9000 })).body.status).toBe('cleared');
+    expect((await http(engine.base, 'GET', `/v1/positions/${CAPPED}`, { token: TOKENS.ops })).body).toMatchObject({ paid: '9000', received: '10000', pendingDebit: '6000' });
+    // After a cut-off the 6,000 pending are carried without the credits: over the cap by 1,000, so no new debit, single- or two-phase.
+    expect((await http(engine.base, 'POST', '/v1/batches/close', { token: TOKENS.ops })).status).toBe(200);
+    expect((await post({ id: 'SP-2', type: 'gateway', payer: CAPPED, payee: 'BOC', amount: 1 })).body).toMatchObject({ status: 'rejected', code: 'DEBIT_CAP_EXCEEDED' });
+    expect((await post({ id: 'TP-3', type: 'gateway', payer: CAPPED, payee: 'BOC', amount: 1, twoPhase: true })).body).toMatchObject({ status: 'rejected', code: 'DEBIT_CAP_EXCEEDED' });
+    // Credits of 2,000 make room again: 0 − 2,000 + 6,000 + 1,000 = 5,000.
+    expect((await post({ id: 'CR-2', type: 'gateway', payer: 'CMB', payee: CAPPED, amount: 2000 })).body.status).toBe('cleared');
+    expect((await post({ id: 'SP-3', type: 'gateway', payer: CAPPED, payee: 'BOC', amount: 1000 })).body.status).toBe('cleared');
+    expect((await post({ id: 'SP-4', type: 'gateway', payer: CAPPED, payee: 'BOC', amount: 1 })).body).toMatchObject({ status: 'rejected', code: 'DEBIT_CAP_EXCEEDED' });
+    expect(await engine.stop()).toBe(0);
+  });
 });
 
 describe('reversals', () => {
