@@ -107,6 +107,13 @@ type Outcome = 'confirm' | 'decline' | 'verify';
 
 /** After a restart that missed every query of a step, how long the one query sent then has before the step expires. */
 const QUERY_GRACE_MS = 1000;
+/**
+ * After a restart, how long a step whose deadline passed while the engine
+ * was down waits for its query: at the moment of recovery the engine is not
+ * listening yet, so a query then would reach nobody, and the step would
+ * expire unqueried. Its awaited party has this long to reconnect.
+ */
+const RECOVERY_QUERY_DELAY_MS = 2000;
 
 /** How soon an expiry that could not be committed is tried again. */
 const EXPIRY_RETRY_MS = 1000;
@@ -390,17 +397,17 @@ export class Lifecycle {
         if (at > now) this.schedule(at, { key, pending, kind: 'query' });
       }
     }
-    if (queries === 0) {
-      lastQueryAt = Math.max(now, e.stepAt + Math.floor((e.deadline - e.stepAt) / 2));
-      this.schedule(lastQueryAt, { key, pending, kind: 'query' });
-    } else if (lastQueryAt <= now) {
-      // Every query of the schedule fell while the engine was down (queries are not stored): ask once
-      // now, and leave the awaited party a moment to answer before the step expires.
-      lastQueryAt = now;
-      this.schedule(now, { key, pending, kind: 'query' });
-      this.schedule(Math.max(e.deadline, now + QUERY_GRACE_MS), { key, pending, kind: 'expire' });
+    if (queries === 0) lastQueryAt = e.stepAt + Math.floor((e.deadline - e.stepAt) / 2);
+    if (lastQueryAt <= now) {
+      // Every query the step was due fell while the engine was down (queries are not stored): ask once, and
+      // leave the awaited party a moment to answer before the step expires. A deadline still ahead is kept
+      // where it can be; one that passed meanwhile gives the party time to reconnect first.
+      const at = e.deadline > now ? Math.max(now, e.deadline - QUERY_GRACE_MS) : now + RECOVERY_QUERY_DELAY_MS;
+      this.schedule(at, { key, pending, kind: 'query' });
+      this.schedule(Math.max(e.deadline, at + QUERY_GRACE_MS), { key, pending, kind: 'expire' });
       return;
     }
+    if (queries === 0) this.schedule(lastQueryAt, { key, pending, kind: 'query' });
     // A deadline that passed while the engine was down still comes after the query.
     this.schedule(Math.max(e.deadline, lastQueryAt + 1), { key, pending, kind: 'expire' });
   }

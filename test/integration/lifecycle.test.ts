@@ -247,6 +247,28 @@ describe('two-phase instructions', () => {
     const audit = await http(engine.base, 'GET', '/v1/audit', { token: TOKENS.ops });
     expect(audit.body.ok).toBe(true);
   });
+
+  it('are queried after a restart that outlasted their deadline, with time for the bank to reconnect, before they expire', async () => {
+    // Every query of the schedule (300 and 700 ms) and the deadline (1,000 ms) fall while the engine is down.
+    await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, body: twoPhase('RS-gone', { timeoutMs: 1000 }) });
+    const before = await query('RS-gone');
+    expect(await engine.stop()).toBe(0);
+    await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(before.deadline) - Date.now() + 300)));
+    engine = await startEngine(dir, config);
+    // The bank reconnects some moments after the engine listens, subscribed to nothing.
+    await new Promise((r) => setTimeout(r, 500));
+    const bank = await StreamClient.connect(engine.base, TOKENS.ICBC, 'json');
+    const inst = await StreamClient.connect(engine.base, TOKENS.PI0001, 'json');
+    await inst.request({ op: 'subscribe', topics: ['notifications'] });
+    expect(await waitFor(bank, (m) => m.op === 'query' && m['id'] === 'RS-gone', 4000)).toEqual({ op: 'query', institution: 'PI0001', id: 'RS-gone', type: 'agreement', step: 'receipt' });
+    // Not yet expired: the bank may still answer, and it is then cleared.
+    expect((await query('RS-gone')).status).toBe('pending');
+    const r = await bank.request({ op: 'receipt', receipts: [{ institution: 'PI0001', id: 'RS-gone', outcome: 'confirm' }] });
+    expect(r.results![0]).toMatchObject({ status: 'cleared' });
+    expect(await waitFor(inst, (m) => m.op === 'notify' && m['id'] === 'RS-gone')).toMatchObject({ status: 'cleared' });
+    bank.close();
+    inst.close();
+  });
 });
 
 describe('a payer bank that does not read', () => {
