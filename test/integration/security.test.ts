@@ -116,7 +116,7 @@ describe('tokens, roles and the audit trail', () => {
       ['POST', '/v1/reconciliation', { batch, count: 1, amount: '10', digest: '0000000000000000' }, { none: [401], PI0001: [200], ICBC: [403], ops: [403], metrics: [403] }],
       ['GET', `/v1/reconciliation/${batch}/buckets`, undefined, { none: [401], PI0001: [200], ICBC: [403], ops: [400], metrics: [403] }],
       ['GET', '/v1/operator-actions', undefined, { none: [401], PI0001: [403], ICBC: [403], ops: [200], metrics: [403] }],
-      ['POST', '/v1/debug/workers/0/crash', {}, { none: [404], PI0001: [404], ICBC: [404], ops: [404], metrics: [404] }],
+      ['POST', '/v1/debug/workers/0/crash', {}, { none: [401], PI0001: [404], ICBC: [404], ops: [404], metrics: [404] }],
       ['GET', '/metrics', undefined, { none: [401], PI0001: [403], ICBC: [403], ops: [200], metrics: [200] }],
       // Last, since the operator's try closes the batch.
       ['POST', '/v1/batches/close', undefined, { none: [401], PI0001: [403], ICBC: [403], metrics: [403], ops: [200] }],
