@@ -348,7 +348,9 @@ function onMessage(ctx: WsContext, ws: WebSocket<Connection>, data: ArrayBuffer,
     return;
   }
   if (!isPlainObject(msg) || typeof msg['op'] !== 'string') {
-    sendError(ctx, ws, encoding, undefined, failure('INVALID_MESSAGE', 'a frame is an object with a string "op"'));
+    // An object's valid seq is echoed even so, so that the client can tell which frame this answers.
+    const s = isPlainObject(msg) ? seqOf(msg) : undefined;
+    sendError(ctx, ws, encoding, typeof s === 'number' ? s : undefined, failure('INVALID_MESSAGE', 'a frame is an object with a string "op"'));
     return;
   }
   const seq = seqOf(msg);

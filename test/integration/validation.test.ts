@@ -209,6 +209,9 @@ describe('validation over WebSocket', () => {
       expect(await c.nextUnmatched()).toMatchObject({ op: 'error', code: 'INVALID_FIELD', field: 'seq' });
       c.sendRaw([1, 2, 3]);
       expect(await c.nextUnmatched()).toMatchObject({ op: 'error', code: 'INVALID_MESSAGE' });
+      // No op, but a seq to tell the frame by: echoed.
+      c.sendRaw({ seq: 16 });
+      expect(await c.nextUnmatched()).toEqual({ op: 'error', seq: 16, code: 'INVALID_MESSAGE', message: expect.any(String) });
       c.ws.send(enc === 'msgpack' ? Buffer.from([0x92, 0xc1]) : '{"op":', { binary: enc === 'msgpack' });
       expect(await c.nextUnmatched()).toMatchObject({ op: 'error', code: 'INVALID_MESSAGE' });
       // The connection is still usable.
