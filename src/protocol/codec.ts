@@ -62,6 +62,45 @@ function restoreProto(root: unknown): unknown {
   return root;
 }
 
+/** A digit before a point or an exponent: a JSON text without one has integer number literals only. */
+const FRACTION_OR_EXPONENT = /\d[.eE]/;
+/** A JSON string or number literal; run only over text JSON.parse took, where every string is closed. */
+const STRING_OR_NUMBER = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+const LITERAL_PARTS = /^-?(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/;
+/** What stands for a literal that is no integer but parses to one: it parses to no integer either. */
+const NOT_AN_INTEGER = '0.5';
+
+/** Whether a JSON number literal is exactly an integer, judged on its digits (`100.0` and `1e3` are; `1.0000000000000001` is not). */
+export function literalIsInteger(literal: string): boolean {
+  const m = LITERAL_PARTS.exec(literal);
+  if (m === null) return false;
+  const digits = m[1]! + (m[2] ?? '');
+  const point = m[1]!.length + Number(m[3] ?? 0);
+  const fraction = point <= 0 ? digits : digits.slice(point);
+  return /^0*$/.test(fraction);
+}
+
+/**
+ * JSON.parse rounds every number to a double, so a literal such as
+ * `999999999999.99999` or `1.0000000000000001` arrives as an integer that
+ * was never sent. Such a literal is put back as a number that is no
+ * integer, and the field rules refuse it (INVALID_FIELD) as they refuse
+ * `1.5`: no float ever decides an amount. Only for text JSON.parse took
+ * (so the scan is linear), and only when a digit stands before a point or
+ * an exponent at all.
+ */
+function parseJson(text: string): unknown {
+  const value: unknown = JSON.parse(text);
+  if (!FRACTION_OR_EXPONENT.test(text)) return value;
+  let changed = false;
+  const marked = text.replace(STRING_OR_NUMBER, (token) => {
+    if (token.charCodeAt(0) === 0x22 || literalIsInteger(token) || !Number.isInteger(Number(token))) return token;
+    changed = true;
+    return NOT_AN_INTEGER;
+  });
+  return changed ? JSON.parse(marked) : value;
+}
+
 export class DecodeFailure extends Error {
   override name = 'DecodeFailure';
 }
@@ -84,7 +123,7 @@ export class Codec {
   decode(bytes: Uint8Array, encoding: Encoding): unknown {
     try {
       if (encoding === 'msgpack') return this.decoder.decode(bytes);
-      return JSON.parse(this.utf8.decode(bytes));
+      return parseJson(this.utf8.decode(bytes));
     } catch (err) {
       if (encoding === 'msgpack' && PROTO_REFUSED.test((err as Error).message)) return this.decodeWithProtoKeys(bytes);
       throw new DecodeFailure(encoding === 'msgpack' ? `msgpack does not decode: ${(err as Error).message}` : 'JSON does not parse');

@@ -131,6 +131,24 @@ describe('validation over HTTP', () => {
     expect(form.body.code).toBe('INVALID_MESSAGE');
   });
 
+  it('refuses an amount written as a number that is no integer, even one JSON rounds to an integer', async () => {
+    const positions = async (): Promise<unknown> => (await http(engine.base, 'GET', '/v1/positions', { token: TOKENS.ops })).body.banks;
+    const before = await positions();
+    for (const [i, literal] of ['999999999999.99999', '1.0000000000000001', '7.000000000000000000001', '1.5'].entries()) {
+      const raw = `{"id":"frac-${i}","type":"gateway","payer":"ICBC","payee":"CMB","amount":${literal}}`;
+      const r = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, raw, contentType: 'application/json' });
+      expect(r.status, literal).toBe(400);
+      expect(r.body, literal).toMatchObject({ code: 'INVALID_FIELD', field: 'amount' });
+      expect((await http(engine.base, 'GET', `/v1/instructions/PI0001/frac-${i}`, { token: TOKENS.PI0001 })).status).toBe(404);
+    }
+    // In a batch the item alone is refused; an integer written with a zero fraction is an integer.
+    const raw = '{"instructions":[{"id":"frac-a","type":"gateway","payer":"ICBC","payee":"CMB","amount":5.0000000000000001},{"id":"frac-b","type":"gateway","payer":"ICBC","payee":"CMB","amount":6.0}]}';
+    const batch = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, raw, contentType: 'application/json' });
+    expect(batch.body.results).toMatchObject([{ id: 'frac-a', status: 'rejected', code: 'INVALID_FIELD', field: 'amount' }, { id: 'frac-b', status: 'cleared' }]);
+    expect((await http(engine.base, 'GET', '/v1/instructions/PI0001/frac-b', { token: TOKENS.PI0001 })).body.amount).toBe(6);
+    expect(await positions()).not.toEqual(before);
+  });
+
   it('refuses bodies and batches over their limits with PAYLOAD_TOO_LARGE', async () => {
     const big = await http(engine.base, 'POST', '/v1/instructions', { token: TOKENS.PI0001, raw: JSON.stringify({ id: 'x', pad: 'p'.repeat(70 * 1024) }) });
     expect(big.status).toBe(413);

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { encode } from '@msgpack/msgpack';
-import { Codec, DecodeFailure, MAP_KEYS_MAX, STRING_BYTES_MAX } from '../../src/protocol/codec.js';
+import { Codec, DecodeFailure, literalIsInteger, MAP_KEYS_MAX, STRING_BYTES_MAX } from '../../src/protocol/codec.js';
 
 const MESSAGE_BYTES_MAX = 1024;
 const utf8 = (text: string): Uint8Array => new TextEncoder().encode(text);
@@ -26,6 +26,27 @@ describe('Codec.decode: JSON', () => {
     expect(codec().decode(utf8('{"instructions":[{"id":"a"},{"id":"b"}]}'), 'json')).toEqual({ instructions: [{ id: 'a' }, { id: 'b' }] });
     expect(codec().decode(utf8('[1,2]'), 'json')).toEqual([1, 2]);
     expect(codec().decode(utf8('null'), 'json')).toBeNull();
+  });
+
+  it('never lets a number literal that is no integer arrive as one (JSON.parse rounds to doubles)', () => {
+    const d = (text: string): unknown => codec().decode(utf8(text), 'json');
+    // Rounded to an integer by JSON.parse: put back as a number that is no integer, so the field rules refuse it.
+    for (const literal of ['999999999999.99999', '1.0000000000000001', '7.000000000000000000001', '1e-400', '-0.0000000000000000001']) {
+      const v = (d(`{"amount":${literal}}`) as { amount: number }).amount;
+      expect(Number.isInteger(v), literal).toBe(false);
+    }
+    // Exactly integers, however written, and plain fractions, stay what they are.
+    expect(d('{"a":100.0,"b":1e3,"c":12.50e1,"d":-2.000,"e":1.5,"f":0.25e1,"g":12}')).toEqual({ a: 100, b: 1000, c: 125, d: -2, e: 1.5, f: 2.5, g: 12 });
+    // Inside strings nothing changes, and an item beside a bad one keeps its own amount.
+    expect(d('{"id":"1.0000000000000001","r":"2e-400 \\"3.00000000000000001\\""}')).toEqual({ id: '1.0000000000000001', r: '2e-400 "3.00000000000000001"' });
+    const batch = d('{"instructions":[{"amount":5},{"amount":5.0000000000000001},{"amount":6}]}') as { instructions: { amount: number }[] };
+    expect(batch.instructions.map((i) => Number.isInteger(i.amount))).toEqual([true, false, true]);
+    expect(batch.instructions[2]!.amount).toBe(6);
+  });
+
+  it('judges a literal by its digits', () => {
+    for (const l of ['1', '100.0', '1e3', '12.50e1', '-0', '0.0e5', '5e0', '1.23e2', '123000e-3']) expect(literalIsInteger(l), l).toBe(true);
+    for (const l of ['1.5', '1e-1', '1.0000000000000001', '123001e-3', '0.1e1x']) expect(literalIsInteger(l), l).toBe(false);
   });
 
   it('strips a UTF-8 BOM', () => {
