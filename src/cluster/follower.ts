@@ -24,6 +24,15 @@ export class LogBehindError extends Error {
 
 /** Entries handed on and not yet committed, at most. */
 const INFLIGHT_MAX = 256;
+/**
+ * How long a log that seems to have lost entries (or to start past this
+ * node) is read again before the node believes it. A NATS server resumed
+ * after a pause can answer for the stream from its own stale copy for a
+ * moment, while the stream's leader holds every entry: one such answer
+ * once made every node of a cluster stop.
+ */
+const LOG_BEHIND_CONFIRM_MS = 15_000;
+const LOG_BEHIND_REREAD_MS = 1000;
 
 export class Follower {
   private messages: ConsumerMessages | undefined;
@@ -59,11 +68,20 @@ export class Follower {
     // A log that ends before what this node has applied lost entries (JetStream lost a majority's
     // unsynced writes, or the stream was recreated): applying on would silently diverge.
     const applied = Math.max(this.engineApplied, ...this.shardApplied);
-    const { first, last } = await this.log.bounds();
-    if (applied > last) throw new LogBehindError(`this node has applied the log up to ${applied}, but the log ends at ${last}: the log has lost entries this node holds`);
-    // A log purged past what this node has applied cannot bring it up to date: it needs a copy of a follower's data folder.
-    if (last > 0 && this.seen + 1 < first) {
-      throw new LogBehindError(`this node has applied the log up to ${this.seen}, but the log now starts at ${first}: start it from a copy of a follower's data folder`);
+    const until = Date.now() + LOG_BEHIND_CONFIRM_MS;
+    for (;;) {
+      const { first, last } = await this.log.bounds();
+      // A log purged past what this node has applied cannot bring it up to date: it needs a copy of a follower's data folder.
+      const behind =
+        applied > last
+          ? `this node has applied the log up to ${applied}, but the log ends at ${last}: the log has lost entries this node holds`
+          : last > 0 && this.seen + 1 < first
+            ? `this node has applied the log up to ${this.seen}, but the log now starts at ${first}: start it from a copy of a follower's data folder`
+            : undefined;
+      if (behind === undefined) break;
+      if (Date.now() >= until) throw new LogBehindError(behind);
+      this.logger.warn({ applied, first, last }, 'the log seems behind this node; reading it again before believing it');
+      await new Promise((r) => setTimeout(r, LOG_BEHIND_REREAD_MS));
     }
     this.committed = this.seen;
     this.messages = await this.log.follow(this.seen + 1);
