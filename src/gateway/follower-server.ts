@@ -11,7 +11,7 @@ import type { EngineConfig } from '../config/config.js';
 import { Codec } from '../protocol/codec.js';
 import { statusLine } from '../protocol/errors.js';
 import { Authenticator } from './auth.js';
-import { authorize, beginExchange, reply } from './http-io.js';
+import { authorize, beginExchange, reply, replyStatusOnly } from './http-io.js';
 import { listenExclusive } from './server.js';
 
 export interface FollowerStatus {
@@ -39,8 +39,8 @@ export class FollowerGateway {
     app.get('/healthz', (res, req) => reply(beginExchange(res, req), codec, 200, { status: 'ok', role: 'follower' }));
     app.get('/readyz', (res, req) => reply(beginExchange(res, req), codec, 503, notLeader()));
     // Load balancers that check health with HEAD get the GET's status, without its body.
-    app.head('/healthz', (res) => void res.cork(() => res.writeStatus(statusLine(200)).end()));
-    app.head('/readyz', (res) => void res.cork(() => res.writeStatus(statusLine(503)).end()));
+    app.head('/healthz', (res) => replyStatusOnly(res, 200));
+    app.head('/readyz', (res) => replyStatusOnly(res, 503));
     app.get('/metrics', (res, req) => {
       const ex = beginExchange(res, req);
       if (authorize(auth, codec, ex, req, ['metrics', 'operator']) === undefined) return;

@@ -86,6 +86,11 @@ export function reply(ex: Exchange, codec: Codec, status: number, body: unknown,
   });
 }
 
+/** A status line and no body: what a HEAD request is answered. */
+export function replyStatusOnly(res: HttpResponse, status: number): void {
+  res.cork(() => res.writeStatus(statusLine(status)).end());
+}
+
 export function replyFailure(ex: Exchange, codec: Codec, f: Failure, closeConnection = false): void {
   reply(ex, codec, httpStatusOf(f.code), f, closeConnection);
 }

@@ -8,7 +8,8 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from 'uWebSockets.js';
 import { isPlainObject } from '../core/instruction.js';
 import { statusLine, type Failure } from '../protocol/errors.js';
 import { bankRowWire, counterpartyWire, instructionView, totalsWire, type InstructionResult } from '../protocol/messages.js';
-import { authorize, beginExchange, beginScopedRead, checkIds, deposed, notServing, param, postBankReceipts, reply, replyCode, replyFailure, replyItems, withBody, type Exchange, type HttpContext } from './http-io.js';
+import { authorize, beginExchange, beginScopedRead, checkIds, deposed, notServing, param, postBankReceipts, reply, replyCode, replyFailure, replyItems, replyStatusOnly, withBody, type Exchange, type HttpContext } from './http-io.js';
+import { ROLES } from '../config/config.js';
 import { submissionItems } from './intake.js';
 import { registerBatchRoutes } from './batch-routes.js';
 import { registerMandateRoutes } from './mandate-routes.js';
@@ -274,8 +275,8 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
     reply(beginExchange(res, req), ctx.codec, 200, { status: 'ok' });
   });
   // Load balancers that check health with HEAD get the GET's status, without its body.
-  app.head('/healthz', (res) => void res.cork(() => res.writeStatus(statusLine(200)).end()));
-  app.head('/readyz', (res) => void res.cork(() => res.writeStatus(statusLine(ctx.engine.ready ? 200 : 503)).end()));
+  app.head('/healthz', (res) => replyStatusOnly(res, 200));
+  app.head('/readyz', (res) => replyStatusOnly(res, ctx.engine.ready ? 200 : 503));
   app.get('/readyz', (res, req) => {
     const ex = beginExchange(res, req);
     const node = ctx.engine.clusterNode;
@@ -306,10 +307,7 @@ export function registerHttpRoutes(app: TemplatedApp, ctx: HttpContext): void {
     }
     // PROTOCOL.md: every request but GET /healthz and GET /readyz carries a token, and a missing or unknown one is
     // UNAUTHORIZED; so an unknown route is told it is unknown only with a known token (any role).
-    if (ctx.auth.fromAuthorization(req.getHeader('authorization')) === undefined) {
-      replyCode(ex, ctx.codec, 'UNAUTHORIZED', 'a valid bearer token is required');
-      return;
-    }
+    if (authorize(ctx.auth, ctx.codec, ex, req, ROLES) === undefined) return;
     replyCode(ex, ctx.codec, 'NOT_FOUND', `no route ${req.getMethod().toUpperCase()} ${req.getUrl().slice(0, 100)}`);
   });
 }
