@@ -466,7 +466,7 @@ export class Simulation {
           this.check(pnd.has(key), () => `open ${key} is missing from shard ${s}'s pending index`);
           if (this.sentBefore(key, current)) add(carriedOpen, r.p, r.a);
         }
-        const carried = r.b === undefined || r.tp !== 1 || !this.sentBefore(key, r.b) ? undefined : carriedIn.get(r.b);
+        const carried = r.b === undefined || !this.carriedInto(key, r, r.b) ? undefined : carriedIn.get(r.b);
         if (carried !== undefined) add(carried, r.p, r.a);
         const inB = r.b === undefined ? undefined : net.get(r.b);
         if (inB !== undefined) {
@@ -499,6 +499,11 @@ export class Simulation {
   private sentBefore(key: string, batch: string): boolean {
     const from = this.twoPhaseFrom.get(key);
     return from === undefined || from < batch;
+  }
+
+  /** Whether a stored record is a two-phase debit carried into `batch`: cleared into it, and first sent before it opened. */
+  private carriedInto(key: string, r: StoredInstruction, batch: string): boolean {
+    return r.b === batch && r.tp === 1 && this.sentBefore(key, batch);
   }
 
   private markTwoPhase(institution: string, items: readonly WireInstruction[]): void {
@@ -1355,7 +1360,7 @@ export class Simulation {
     };
     for (const { key, record: r } of this.stored()) {
       if (r.b === record.batch && (r.s === 'cleared' || r.s === 'reversed')) add(r.p, r.q, r.a);
-      if (r.b === record.batch && r.tp === 1 && this.sentBefore(key, record.batch)) carried.set(r.p, (carried.get(r.p) ?? 0n) + BigInt(r.a));
+      if (this.carriedInto(key, r, record.batch)) carried.set(r.p, (carried.get(r.p) ?? 0n) + BigInt(r.a));
       if (r.s === 'reversed' && r.rb === record.batch) add(r.q, r.p, r.a);
     }
     this.check(record.debits === record.credits, () => `report ${record.batch} ${when}: debits ${record.debits} ≠ credits ${record.credits}`);
@@ -1413,7 +1418,7 @@ export class Simulation {
       const open = scan.openDebit.get(bank) ?? 0n;
       const carried = (scan.carriedIn.get(current)?.get(bank) ?? 0n) + (scan.carriedOpen.get(bank) ?? 0n);
       this.check(exposure + open <= cap + carried, () => `${bank}'s net debit ${exposure} plus its open two-phase debits ${open} in ${current} on disk pass its cap ${cap} and the ${carried} carried into the batch`);
-      // What the contract's cap allows beyond the stricter rule the engine had: pending debits past the cap on their own.
+      // The cases the contract's cap allows and a stricter one would not: pending debits past the cap on their own, and a batch over it by them.
       if (open > cap) this.flow('pending debits past a cap on their own, on credits');
       if (exposure + open > cap) this.flow('a bank over its cap by the two-phase debits carried into a batch');
     }
